@@ -1,0 +1,81 @@
+//! The admin listener: health, readiness, metrics and the JWKS. It never
+//! serves proxied traffic, and the proxy listeners never serve these paths.
+
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+pub struct Admin {
+    proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
+    /// The JWKS document, when a route signs with EdDSA.
+    jwks: Option<Bytes>,
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+impl Admin {
+    pub fn new(proxy: Arc<Proxy>, metrics: Arc<Metrics>) -> Self {
+        Admin {
+            proxy,
+            metrics,
+            jwks: None,
+        }
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                "method not allowed\n",
+            );
+        }
+        match req.uri().path() {
+            "/healthz" => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+            "/readyz" => match self.proxy.sessions.ping().await {
+                Ok(()) => respond(StatusCode::OK, "text/plain; charset=utf-8", "ready\n"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "readiness check: session store unavailable");
+                    respond(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain; charset=utf-8",
+                        "session store unavailable\n",
+                    )
+                }
+            },
+            "/metrics" => respond(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.metrics.encode(),
+            ),
+            "/.well-known/jwks.json" => match &self.jwks {
+                Some(doc) => respond(StatusCode::OK, "application/json", doc.clone()),
+                None => respond(
+                    StatusCode::NOT_FOUND,
+                    "text/plain; charset=utf-8",
+                    "no route signs with EdDSA\n",
+                ),
+            },
+            _ => respond(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "not found\n",
+            ),
+        }
+    }
+}

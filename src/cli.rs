@@ -1,0 +1,163 @@
+//! The command line: `run` (default), `check`, `clear-sessions`, `keygen`, `demo`.
+
+use crate::config::{self, Config, DEFAULT_CONFIG_PATH, StoreConfig};
+use crate::server::{Listeners, run};
+use base64::Engine;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sessiongate",
+    version,
+    about = "Server-side sessions at a reverse proxy, in front of any backend"
+)]
+pub struct Cli {
+    /// Path of the YAML config.
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy until SIGINT or SIGTERM (the default).
+    Run,
+    /// Validate the config: prints `ok`, or every problem with its YAML path.
+    Check,
+    /// Delete expired sessions from the configured store and print how many.
+    ClearSessions,
+    /// Print a new random secret for `secrets`.
+    Keygen,
+    /// Run the proxy in front of a bundled demo app, to see sessions work in a browser.
+    Demo {
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the admin endpoints listen.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => with_config(&cli.config, |config| block_on(serve(config))),
+        Command::Check => match config::load(&cli.config) {
+            Ok(_) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::ClearSessions => {
+            with_config(&cli.config, |config| block_on(clear_sessions(config)))
+        }
+        Command::Keygen => {
+            println!("{}", new_secret());
+            ExitCode::SUCCESS
+        }
+        Command::Demo { listen, admin } => block_on(crate::demo::run_demo(listen, admin)),
+    }
+}
+
+/// A new random secret: 32 bytes from the OS CSPRNG as unpadded base64url (43 characters).
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn with_config(path: &std::path::Path, f: impl FnOnce(Config) -> ExitCode) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => f(config),
+        Err(e) => {
+            eprintln!("sessiongate: invalid config {}:\n{e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("sessiongate: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub async fn serve(config: Config) -> ExitCode {
+    crate::logging::init(config.log.format);
+    let listeners = match Listeners::bind(&config).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(config, listeners, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn clear_sessions(config: Config) -> ExitCode {
+    if let StoreConfig::Memory { .. } = config.session.store {
+        println!("0");
+        eprintln!(
+            "the memory store lives inside the running proxy process, which sweeps its expired sessions itself"
+        );
+        return ExitCode::SUCCESS;
+    }
+    let store = match crate::store::open(&config.session).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sessiongate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    use crate::store::SessionStore;
+    match store.clear_expired(crate::session::record::now_ms()).await {
+        Ok(n) => {
+            println!("{n}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sessiongate: clearing expired sessions failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Configuration: YAML is read into `raw` structs (unknown fields refused),
+//! then `validate` checks every rule and builds the typed `Config` below,
+//! reporting every problem with its YAML path.
+
+pub mod duration;
+pub mod raw;
+pub mod secret;
+mod validate;
+
+use http::HeaderName;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use secret::Secret;
+pub use validate::from_value;
+
+/// Default config path of the CLI.
+pub const DEFAULT_CONFIG_PATH: &str = "config/sessiongate.yaml";
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8080";
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9090";
+pub const DEFAULT_COOKIE_NAME: &str = "sessionid";
+/// Django's SESSION_COOKIE_AGE: two weeks.
+pub const DEFAULT_TTL_SECS: u64 = 14 * 86_400;
+pub const DEFAULT_MAX_BYTES: usize = 65_536;
+pub const DEFAULT_MAX_SESSIONS: usize = 1_000_000;
+pub const DEFAULT_EMBEDDED_PATH: &str = "data/sessions.db";
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "sessiongate:";
+pub const DEFAULT_REDIS_TIMEOUT_SECS: u64 = 2;
+pub const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 60;
+pub const DEFAULT_ISSUER: &str = "sessiongate";
+pub const DEFAULT_HEADER_PREFIX: &str = "X-Session";
+pub const DEFAULT_DENY_STATUS: u16 = 401;
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 120;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
+
+#[derive(Debug)]
+pub struct Config {
+    pub listen: Vec<ListenerConfig>,
+    pub admin: Option<AdminConfig>,
+    /// The first signs; every one verifies.
+    pub secrets: Vec<Secret>,
+    pub session: SessionConfig,
+    pub headers: InternalHeaders,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub log: LogConfig,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub cookie: CookieConfig,
+    pub ttl: Duration,
+    pub absolute_ttl: Option<Duration>,
+    pub expire_at_browser_close: bool,
+    pub save_every_request: bool,
+    pub max_bytes: usize,
+    pub store: StoreConfig,
+    pub on_store_error: OnStoreError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct CookieConfig {
+    pub name: String,
+    pub domain: Option<String>,
+    pub path: String,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: SameSite,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Memory { max_sessions: usize },
+    Embedded { path: PathBuf },
+    Redis(RedisConfig),
+    Cookie,
+}
+
+impl StoreConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreConfig::Memory { .. } => "memory",
+            StoreConfig::Embedded { .. } => "embedded",
+            StoreConfig::Redis(_) => "redis",
+            StoreConfig::Cookie => "cookie",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub topology: RedisTopology,
+    pub key_prefix: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum RedisTopology {
+    Standalone { url: String },
+    Cluster { nodes: Vec<String> },
+    Sentinel { master: String, nodes: Vec<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    FailClosed,
+    FailOpen,
+}
+
+/// The names of the internal headers, all derived from `internal_header_prefix`.
+#[derive(Debug, Clone)]
+pub struct InternalHeaders {
+    /// Lower-case prefix, for case-insensitive matching against `HeaderName`s.
+    pub prefix_lower: String,
+    pub update: HeaderName,
+    pub action: HeaderName,
+    pub token: HeaderName,
+    pub data: HeaderName,
+    pub sid: HeaderName,
+}
+
+impl InternalHeaders {
+    pub fn is_internal(&self, name: &HeaderName) -> bool {
+        name.as_str().starts_with(&self.prefix_lower)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Path the upstream is mounted at, without a trailing slash ("" for the root).
+    pub base_path: String,
+    pub timeout: Duration,
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub label: String,
+    /// Lower-case host to match, without port.
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub upstream: usize,
+    pub strip_prefix: bool,
+    pub forward: ForwardConfig,
+    pub require: Vec<String>,
+    pub on_deny: OnDeny,
+}
+
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    pub mode: ForwardMode,
+    /// The header that carries the session (token or JSON), absent for `none`.
+    pub header: Option<HeaderName>,
+    /// Top-level session keys copied into plain headers.
+    pub headers: Vec<(HeaderName, String)>,
+    /// Allow-list of top-level keys the upstream sees.
+    pub keys: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ForwardMode {
+    Signed(SigningConfig),
+    Json,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningConfig {
+    pub key: SigningKey,
+    pub issuer: String,
+    pub token_ttl: Duration,
+    /// The `aud` claim: the upstream's name.
+    pub audience: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum SigningKey {
+    Hs256(Secret),
+    /// PKCS#8 PEM of an Ed25519 private key.
+    EdDsa {
+        pem: Secret,
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum OnDeny {
+    Status(http::StatusCode),
+    /// The target, with `{uri}` replaced by the percent-encoded original path and query.
+    Redirect(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// Protections against slow and hostile clients, and the shutdown drain.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub drain_timeout: Duration,
+}
+
+/// One problem in the config, with the YAML path it was found at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.issues.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn single(path: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            issues: vec![ConfigIssue {
+                path: path.to_string(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::single("", format!("cannot read {}: {e}", path.display())))?;
+    from_yaml(&text)
+}
+
+/// Parses and validates YAML text.
+pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+    let value: serde_json::Value = serde_saphyr::from_str(text)
+        .map_err(|e| ConfigError::single("", format!("invalid YAML: {e}")))?;
+    from_value(value)
+}

@@ -1,0 +1,245 @@
+//! The config file as written: serde structs that refuse unknown fields.
+//! Nothing here is checked beyond its shape; `validate` builds the typed config.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A duration as written: an integer of seconds or a string such as `2w`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    Secs(u64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub addr: String,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    #[serde(default)]
+    pub addr: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    #[serde(default)]
+    pub cookie: RawCookie,
+    #[serde(default)]
+    pub ttl: Option<RawDuration>,
+    #[serde(default)]
+    pub absolute_ttl: Option<RawDuration>,
+    #[serde(default)]
+    pub expire_at_browser_close: Option<bool>,
+    #[serde(default)]
+    pub save_every_request: Option<bool>,
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    #[serde(default)]
+    pub store: Option<RawStore>,
+    #[serde(default)]
+    pub on_store_error: Option<RawOnStoreError>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCookie {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub secure: Option<bool>,
+    #[serde(default)]
+    pub http_only: Option<bool>,
+    #[serde(default)]
+    pub same_site: Option<RawSameSite>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawSameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawOnStoreError {
+    FailClosed,
+    FailOpen,
+}
+
+/// The store: the options of a kind sit flat beside `kind`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawStore {
+    Memory {
+        #[serde(default)]
+        max_sessions: Option<u64>,
+    },
+    Embedded {
+        #[serde(default)]
+        path: Option<String>,
+    },
+    Redis {
+        #[serde(default)]
+        url: Option<String>,
+        #[serde(default)]
+        cluster: Option<Vec<String>>,
+        #[serde(default)]
+        sentinel: Option<RawSentinel>,
+        #[serde(default)]
+        key_prefix: Option<String>,
+        #[serde(default)]
+        timeout: Option<RawDuration>,
+    },
+    Cookie {},
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub master: String,
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: String,
+    #[serde(default)]
+    pub timeout: Option<RawDuration>,
+    #[serde(default)]
+    pub ca: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// The label of the route in metrics and logs; defaults to host + path prefix.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "match", default)]
+    pub matcher: RawMatch,
+    pub upstream: String,
+    #[serde(default)]
+    pub strip_prefix: Option<bool>,
+    #[serde(default)]
+    pub forward: RawForward,
+    #[serde(default)]
+    pub require: Option<Vec<String>>,
+    #[serde(default)]
+    pub on_deny: Option<RawOnDeny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    #[serde(default)]
+    pub mode: Option<RawForwardMode>,
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Kept as a raw value so that a wrongly typed secret is never echoed by serde.
+    #[serde(default)]
+    pub secret: Option<Value>,
+    #[serde(default)]
+    pub private_key: Option<String>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub token_ttl: Option<RawDuration>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub keys: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawForwardMode {
+    Signed,
+    Json,
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOnDeny {
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub redirect: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    #[serde(default)]
+    pub format: Option<RawLogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawLogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default)]
+    pub header_read_timeout: Option<RawDuration>,
+    #[serde(default)]
+    pub idle_timeout: Option<RawDuration>,
+    #[serde(default)]
+    pub max_connections: Option<u64>,
+    #[serde(default)]
+    pub max_header_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_headers: Option<u64>,
+    #[serde(default)]
+    pub drain_timeout: Option<RawDuration>,
+}
+
+/// The top-level keys, each deserialized on its own so that one bad section
+/// does not hide the errors of the others.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "admin",
+    "secrets",
+    "session",
+    "internal_header_prefix",
+    "upstreams",
+    "routes",
+    "log",
+    "limits",
+];

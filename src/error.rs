@@ -1,0 +1,84 @@
+//! The proxy's errors and the one mapping from each to an HTTP status.
+
+use crate::session::patch::UpdateError;
+use crate::store::StoreError;
+use crate::upstream::identity::IdentityError;
+use http::StatusCode;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream did not answer within {0:?}")]
+    UpstreamTimeout(Duration),
+    #[error("session store unavailable: {0}")]
+    StoreRead(#[source] StoreError),
+    #[error("session could not be saved: {0}")]
+    StoreWrite(#[source] StoreError),
+    #[error("upstream's session update refused: {0}")]
+    UpdateRefused(#[source] UpdateError),
+    #[error("session header could not be built: {0}")]
+    Identity(#[source] IdentityError),
+}
+
+impl ProxyError {
+    /// Every variant is named: a new error cannot silently get a wrong status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::StoreRead(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::StoreWrite(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpdateRefused(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Identity(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The short body the client sees; details stay in the log.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no route for this request\n",
+            ProxyError::BadRequest(_) => "bad request\n",
+            ProxyError::UpstreamUnreachable(_) => "upstream unreachable\n",
+            ProxyError::UpstreamTimeout(_) => "upstream timed out\n",
+            ProxyError::StoreRead(_) => "session store unavailable\n",
+            ProxyError::StoreWrite(_) => "session could not be saved: session store unavailable\n",
+            ProxyError::UpdateRefused(_) => "upstream sent an invalid session update\n",
+            ProxyError::Identity(_) => "internal error\n",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_status() {
+        let cases: Vec<(ProxyError, u16)> = vec![
+            (ProxyError::NoRoute, 404),
+            (ProxyError::BadRequest("x"), 400),
+            (ProxyError::UpstreamTimeout(Duration::from_secs(1)), 504),
+            (ProxyError::StoreRead(StoreError::Timeout), 503),
+            (ProxyError::StoreWrite(StoreError::Timeout), 502),
+            (ProxyError::UpdateRefused(UpdateError::NotObject), 502),
+            (
+                ProxyError::Identity(IdentityError::Sign(
+                    jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into(),
+                )),
+                500,
+            ),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err}");
+            assert!(err.public_message().ends_with('\n'));
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Prometheus metrics, served by the admin listener.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum SessionEvent {
+    created,
+    cycled,
+    flushed,
+    expired,
+    refused,
+    dropped,
+    store_write_failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event: SessionEvent,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum StoreOp {
+    load,
+    create,
+    save,
+    delete,
+    clear_expired,
+    ping,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: StoreOp,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 us .. ~3.3 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    events: Family<EventLabels, Counter>,
+    store_duration: Family<OpLabels, Histogram, fn() -> Histogram>,
+    store_errors: Family<OpLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sessiongate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let events = Family::<EventLabels, Counter>::default();
+        let store_duration = Family::<OpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let store_errors = Family::<OpLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests served, by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response head, by route",
+            request_duration.clone(),
+        );
+        registry.register("session_events", "Session lifecycle events", events.clone());
+        registry.register(
+            "store_operation_duration_seconds",
+            "Latency of session store operations",
+            store_duration.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Failed session store operations",
+            store_errors.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            events,
+            store_duration,
+            store_errors,
+        }
+    }
+
+    pub fn request(&self, route: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn event(&self, event: SessionEvent) {
+        self.event_n(event, 1);
+    }
+
+    pub fn event_n(&self, event: SessionEvent, n: u64) {
+        self.events.get_or_create(&EventLabels { event }).inc_by(n);
+    }
+
+    pub fn store_op(&self, op: StoreOp, elapsed: Duration, ok: bool) {
+        self.store_duration
+            .get_or_create(&OpLabels { op })
+            .observe(elapsed.as_secs_f64());
+        if !ok {
+            self.store_errors.get_or_create(&OpLabels { op }).inc();
+        }
+    }
+
+    /// The Prometheus text exposition (OpenMetrics flavour).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_spec() {
+        let m = Metrics::new();
+        m.request("/api/", 200, Duration::from_millis(3));
+        m.event(SessionEvent::created);
+        m.store_op(StoreOp::load, Duration::from_micros(50), false);
+        let text = m.encode();
+        for needle in [
+            "sessiongate_requests_total{route=\"/api/\",status=\"200\"} 1",
+            "sessiongate_request_duration_seconds_bucket{",
+            "sessiongate_session_events_total{event=\"created\"} 1",
+            "sessiongate_store_operation_duration_seconds_count{op=\"load\"} 1",
+            "sessiongate_store_errors_total{op=\"load\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

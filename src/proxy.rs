@@ -1,0 +1,447 @@
+//! One request through the gateway: route, load the session, enforce,
+//! forward with the session header, apply the upstream's write-back.
+
+use crate::config::{Config, ForwardConfig, InternalHeaders, OnDeny, RouteConfig};
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::router;
+use crate::session::cookie::{CookieCodec, is_chunk_name, split_request_cookies};
+use crate::session::patch::Writeback;
+use crate::session::record::{Policy, now_ms};
+use crate::session::{Loaded, Sessions};
+use crate::store::Store;
+use crate::upstream::Upstreams;
+use crate::upstream::forward::{self, X_REQUEST_ID};
+use crate::upstream::identity::{
+    Forwarding, IdentityError, SessionView, plain_header_value, to_ascii_json,
+};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use serde_json::Map;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// What the accept loop knows of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+}
+
+struct Route {
+    cfg: RouteConfig,
+    forwarding: Forwarding,
+}
+
+pub struct Proxy {
+    routes: Vec<Route>,
+    upstreams: Upstreams,
+    pub sessions: Sessions,
+    headers: InternalHeaders,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Longest `X-Request-Id` accepted from a client; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 200;
+const NO_ROUTE_LABEL: &str = "none";
+
+impl Proxy {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, IdentityError> {
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                Ok(Route {
+                    forwarding: Forwarding::new(&r.forward)?,
+                    cfg: r.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, IdentityError>>()?;
+        let sessions = Sessions::new(
+            store,
+            CookieCodec::new(config.session.cookie.clone(), &config.secrets),
+            Policy::from_config(&config.session),
+            config.session.on_store_error,
+            config.session.save_every_request,
+            metrics.clone(),
+        );
+        Ok(Proxy {
+            routes,
+            upstreams: Upstreams::new(config.upstreams.clone()),
+            sessions,
+            headers: config.headers.clone(),
+            metrics,
+        })
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let request_id = request_id(req.headers());
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let span = tracing::info_span!("request", request_id = %request_id);
+        let (route, mut resp) = self
+            .route_and_forward(req, conn, &request_id)
+            .instrument(span.clone())
+            .await;
+        if !resp.headers().contains_key(&X_REQUEST_ID)
+            && let Ok(v) = HeaderValue::from_str(&request_id)
+        {
+            resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+        }
+        let elapsed = start.elapsed();
+        let label = route.map_or(NO_ROUTE_LABEL, |i| self.routes[i].cfg.label.as_str());
+        let status = resp.status().as_u16();
+        self.metrics.request(label, status, elapsed);
+        span.in_scope(|| {
+            tracing::info!(
+                target: "sessiongate::access",
+                method = %method,
+                path = %path,
+                status,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                route = label,
+                "request"
+            )
+        });
+        resp
+    }
+
+    async fn route_and_forward(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        request_id: &str,
+    ) -> (Option<usize>, Response<ProxyBody>) {
+        let host = request_host(&req);
+        let index = {
+            let host = host.as_ref().and_then(|h| h.to_str().ok());
+            self.routes
+                .iter()
+                .position(|r| router::matches(&r.cfg, host, req.uri().path()))
+        };
+        let Some(index) = index else {
+            return (None, error_response(&ProxyError::NoRoute));
+        };
+        let resp = match self
+            .forward(&self.routes[index], req, conn, host, request_id)
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => {
+                match e.status().as_u16() {
+                    500.. => tracing::error!(error = %e, "request failed"),
+                    _ => tracing::warn!(error = %e, "request refused"),
+                }
+                error_response(&e)
+            }
+        };
+        (Some(index), resp)
+    }
+
+    async fn forward(
+        &self,
+        route: &Route,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        host: Option<HeaderValue>,
+        request_id: &str,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let cfg = &route.cfg;
+        let now = now_ms();
+        let (mut parts, body) = req.into_parts();
+
+        let cookies = split_request_cookies(&parts.headers, self.sessions.codec.name());
+        let loaded = self.sessions.load(&cookies.session_values, now).await?;
+        let forwarded_cookie = cookies.forwarded;
+
+        let empty = Map::new();
+        let data = loaded.current.as_ref().map_or(&empty, |(_, r)| &r.data);
+        if cfg.require.iter().any(|k| !data.contains_key(k)) {
+            return Ok(deny(cfg, &parts));
+        }
+
+        let h = &mut parts.headers;
+        forward::remove_internal(h, &self.headers);
+        for (name, _) in &cfg.forward.headers {
+            h.remove(name);
+        }
+        forward::remove_hop_by_hop(h);
+        match forwarded_cookie {
+            None => {}
+            Some(None) => {
+                h.remove(header::COOKIE);
+            }
+            Some(Some(v)) => {
+                h.insert(header::COOKIE, v);
+            }
+        }
+        forward::set_forwarded(h, conn.remote.ip(), conn.proto, host.as_ref());
+        if !h.contains_key(header::HOST)
+            && let Some(host) = &host
+        {
+            h.insert(header::HOST, host.clone());
+        }
+        h.insert(
+            X_REQUEST_ID.clone(),
+            HeaderValue::from_str(request_id).expect("request ids are ASCII"),
+        );
+        self.session_headers(route, &loaded, h, now)?;
+
+        let path = if cfg.strip_prefix {
+            router::strip(&cfg.path_prefix, parts.uri.path())
+        } else {
+            parts.uri.path().to_string()
+        };
+        parts.uri = self.upstreams.uri(cfg.upstream, &path, parts.uri.query())?;
+        parts.version = http::Version::HTTP_11;
+
+        let resp = self
+            .upstreams
+            .send(cfg.upstream, Request::from_parts(parts, body))
+            .await?;
+        let (mut rparts, rbody) = resp.into_parts();
+        let outcome = self.take_writeback(&mut rparts.headers, rparts.status);
+        forward::remove_hop_by_hop(&mut rparts.headers);
+        strip_upstream_session_cookies(&mut rparts.headers, self.sessions.codec.name());
+        if forwards_session(&cfg.forward) || !cfg.require.is_empty() {
+            forward::add_vary_cookie(&mut rparts.headers);
+        }
+        if let Some(wb) = outcome? {
+            if let Some(set_cookie) = self.sessions.write_back(&loaded, &wb, now_ms()).await? {
+                rparts.headers.append(header::SET_COOKIE, set_cookie);
+            }
+        }
+        Ok(Response::from_parts(rparts, Either::Left(rbody)))
+    }
+
+    /// Reads and strips the upstream's session headers. `None` when the
+    /// response changes nothing (a 5xx, or no write-back and no rolling expiry).
+    fn take_writeback(
+        &self,
+        headers: &mut HeaderMap,
+        status: StatusCode,
+    ) -> Result<Option<Writeback>, ProxyError> {
+        let has_internal = headers.keys().any(|k| self.headers.is_internal(k));
+        if !has_internal {
+            return Ok((self.sessions.save_every_request && status.as_u16() < 500)
+                .then(Writeback::default));
+        }
+        let parsed = if status.as_u16() >= 500 {
+            // Django skips the save on server errors; the headers are stripped, never judged.
+            Ok(None)
+        } else {
+            Writeback::parse(
+                headers.get_all(&self.headers.update),
+                headers.get_all(&self.headers.action),
+            )
+            .map(|wb| (!wb.is_empty() || self.sessions.save_every_request).then_some(wb))
+        };
+        forward::remove_internal(headers, &self.headers);
+        parsed.map_err(|e| {
+            self.metrics.event(crate::metrics::SessionEvent::refused);
+            ProxyError::UpdateRefused(e)
+        })
+    }
+
+    fn session_headers(
+        &self,
+        route: &Route,
+        loaded: &Loaded,
+        h: &mut HeaderMap,
+        now: u64,
+    ) -> Result<(), ProxyError> {
+        let cfg = &route.cfg.forward;
+        let empty = Map::new();
+        let (data, sid) = match &loaded.current {
+            Some((_, r)) => (&r.data, Some(r.sid.as_str())),
+            None => (&empty, None),
+        };
+        let view = SessionView {
+            data,
+            keys: cfg.keys.as_deref(),
+        };
+        match (&route.forwarding, &cfg.header) {
+            (Forwarding::Signed(signer), Some(name)) => {
+                let token = signer
+                    .sign(&view, sid, now / 1000)
+                    .map_err(ProxyError::Identity)?;
+                h.insert(
+                    name.clone(),
+                    HeaderValue::try_from(token).expect("a JWT is base64url and dots"),
+                );
+            }
+            (Forwarding::Json, Some(name)) => {
+                h.insert(
+                    name.clone(),
+                    HeaderValue::try_from(to_ascii_json(&view)).expect("ASCII JSON"),
+                );
+                if let Some(sid) = sid {
+                    h.insert(
+                        self.headers.sid.clone(),
+                        HeaderValue::from_str(sid).expect("base64url"),
+                    );
+                }
+            }
+            _ => {}
+        }
+        for (name, key) in &cfg.headers {
+            if let Some(value) = data.get(key) {
+                match plain_header_value(value) {
+                    Some(v) => {
+                        h.insert(name.clone(), v);
+                    }
+                    None => {
+                        tracing::warn!(header = %name, "session value cannot be sent as a header (control characters); skipped")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn forwards_session(f: &ForwardConfig) -> bool {
+    f.header.is_some() || !f.headers.is_empty()
+}
+
+/// The Host header as received (HTTP/1.1), or the authority (HTTP/2).
+fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
+}
+
+/// An upstream must not set the gateway's own session cookie.
+fn strip_upstream_session_cookies(headers: &mut HeaderMap, name: &str) {
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let owned_by_gateway = |v: &HeaderValue| {
+        let text = String::from_utf8_lossy(v.as_bytes());
+        let cookie_name = text.split(['=', ';']).next().unwrap_or("").trim();
+        cookie_name == name || is_chunk_name(cookie_name, name)
+    };
+    if !headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(owned_by_gateway)
+    {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !owned_by_gateway(v))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
+    }
+    tracing::warn!("upstream tried to set the gateway's session cookie; removed");
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    if let Some(v) = headers.get(&X_REQUEST_ID)
+        && let Ok(s) = v.to_str()
+        && !s.is_empty()
+        && s.len() <= MAX_REQUEST_ID_LEN
+        && s.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return s.to_string();
+    }
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    let mut out = String::with_capacity(32);
+    for b in bytes {
+        out.push(char::from_digit((b >> 4) as u32, 16).expect("nibble"));
+        out.push(char::from_digit((b & 15) as u32, 16).expect("nibble"));
+    }
+    out
+}
+
+fn text_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+pub fn error_response(e: &ProxyError) -> Response<ProxyBody> {
+    text_response(e.status(), e.public_message())
+}
+
+fn accepts_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json") || v.contains("+json"))
+}
+
+/// The `on_deny` answer for a request whose session lacks a required key.
+fn deny(cfg: &RouteConfig, parts: &http::request::Parts) -> Response<ProxyBody> {
+    let mut resp = match &cfg.on_deny {
+        OnDeny::Status(status) if accepts_json(&parts.headers) => {
+            let body = format!(
+                "{{\"error\":\"session required\",\"status\":{}}}",
+                status.as_u16()
+            );
+            let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
+            *r.status_mut() = *status;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        OnDeny::Status(status) => text_response(*status, "session required\n"),
+        OnDeny::Redirect(target) => {
+            let original = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let encoded =
+                percent_encoding::utf8_percent_encode(original, URI_COMPONENT).to_string();
+            let location = target.replace("{uri}", &encoded);
+            let mut r = text_response(StatusCode::FOUND, "session required\n");
+            r.headers_mut().insert(
+                header::LOCATION,
+                HeaderValue::try_from(location)
+                    .expect("redirect target validated at startup; encoded part is ASCII"),
+            );
+            r
+        }
+    };
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    forward::add_vary_cookie(resp.headers_mut());
+    resp
+}
+
+/// Everything but RFC 3986 unreserved characters is encoded, like JavaScript's encodeURIComponent.
+const URI_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');

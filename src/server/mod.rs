@@ -1,0 +1,219 @@
+//! Listeners, accept loops and graceful shutdown: on the shutdown signal the
+//! loops stop accepting, in-flight requests finish (up to the drain timeout),
+//! then `run` returns.
+
+use crate::admin::Admin;
+use crate::config::{Config, Limits};
+use crate::metrics::Metrics;
+use crate::proxy::{ConnInfo, Proxy};
+use crate::session::record::now_ms;
+use crate::store;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// How often expired sessions are swept from stores without native expiry.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The sockets `run` serves, bound beforehand so that tests can bind port 0.
+pub struct Listeners {
+    pub proxy: Vec<TcpListener>,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener of the config.
+    pub async fn bind(config: &Config) -> Result<Self, RunError> {
+        let mut proxy = Vec::new();
+        for l in &config.listen {
+            proxy.push(
+                TcpListener::bind(l.addr)
+                    .await
+                    .map_err(|e| RunError::Bind(l.addr, e))?,
+            );
+        }
+        let admin = match &config.admin {
+            Some(a) => Some(
+                TcpListener::bind(a.addr)
+                    .await
+                    .map_err(|e| RunError::Bind(a.addr, e))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { proxy, admin })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    #[error("cannot open the session store: {0}")]
+    Store(#[from] store::OpenError),
+    #[error("{0}")]
+    Identity(#[from] crate::upstream::identity::IdentityError),
+    #[error("TLS listeners are not supported by this build yet (listen[{0}].tls)")]
+    TlsUnsupported(usize),
+}
+
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    b.http2().timer(TokioTimer::new());
+    b
+}
+
+/// Serves the config on already-bound listeners until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    if let Some(i) = config.listen.iter().position(|l| l.tls.is_some()) {
+        return Err(RunError::TlsUnsupported(i));
+    }
+    let metrics = Arc::new(Metrics::new());
+    let store = store::open(&config.session).await?;
+    let proxy = Arc::new(Proxy::new(&config, store, metrics.clone())?);
+    let admin = Arc::new(Admin::new(proxy.clone(), metrics));
+    let builder = Arc::new(http_builder(&config.limits));
+    let graceful = Arc::new(GracefulShutdown::new());
+    let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut loops = JoinSet::new();
+
+    for listener in listeners.proxy {
+        let addr = listener.local_addr().ok();
+        tracing::info!(addr = ?addr, "proxy listening");
+        let proxy = proxy.clone();
+        loops.spawn(accept_loop(
+            listener,
+            builder.clone(),
+            graceful.clone(),
+            connections.clone(),
+            stop_rx.clone(),
+            move |remote| {
+                let proxy = proxy.clone();
+                let conn = ConnInfo {
+                    remote,
+                    proto: "http",
+                };
+                service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
+                })
+            },
+        ));
+    }
+    if let Some(listener) = listeners.admin {
+        tracing::info!(addr = ?listener.local_addr().ok(), "admin listening");
+        let admin = admin.clone();
+        loops.spawn(accept_loop(
+            listener,
+            builder.clone(),
+            graceful.clone(),
+            Arc::new(Semaphore::new(64)),
+            stop_rx.clone(),
+            move |_| {
+                let admin = admin.clone();
+                service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                })
+            },
+        ));
+    }
+    let sweeper = tokio::spawn(sweep_loop(proxy.clone()));
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    let _ = stop_tx.send(true);
+    while loops.join_next().await.is_some() {}
+    sweeper.abort();
+    let graceful =
+        Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("every accept loop has ended"));
+    match tokio::time::timeout(config.limits.drain_timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections drained"),
+        Err(_) => {
+            tracing::warn!(timeout = ?config.limits.drain_timeout, "drain timeout passed; closing remaining connections")
+        }
+    }
+    Ok(())
+}
+
+async fn accept_loop<S, B, F>(
+    listener: TcpListener,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    graceful: Arc<GracefulShutdown>,
+    connections: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    make_service: F,
+) where
+    F: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    loop {
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            _ = stop.changed() => return,
+        };
+        let (stream, remote): (TcpStream, SocketAddr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), make_service(remote))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn sweep_loop(proxy: Arc<Proxy>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match proxy.sessions.sweep(now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "expired sessions swept"),
+            Err(e) => tracing::warn!(error = %e, "sweeping expired sessions failed"),
+        }
+    }
+}

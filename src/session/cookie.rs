@@ -1,0 +1,337 @@
+//! The session cookie: its value (the id plus a MAC), reading it from request
+//! `Cookie` headers, and building `Set-Cookie`.
+
+use super::id::{ID_B64_LEN, SessionId};
+use super::record::{Policy, SessionRecord, UnixMillis};
+use crate::config::{CookieConfig, SameSite, Secret};
+use aws_lc_rs::hmac;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{HeaderMap, HeaderValue, header};
+
+/// Bytes of MAC kept in the cookie (HMAC-SHA256 truncated to 128 bits).
+const MAC_BYTES: usize = 16;
+const MAC_B64_LEN: usize = 22;
+const COOKIE_MAC_CONTEXT: &[u8] = b"sessiongate/v1/cookie-mac";
+const SID_CONTEXT: &[u8] = b"sessiongate/v1/sid";
+
+/// Derives a purpose-specific key from a configured secret, once at start.
+pub fn derive_key(secret: &Secret, context: &[u8]) -> hmac::Key {
+    let master = hmac::Key::new(hmac::HMAC_SHA256, secret.expose());
+    let sub = hmac::sign(&master, context);
+    hmac::Key::new(hmac::HMAC_SHA256, sub.as_ref())
+}
+
+pub struct CookieCodec {
+    cfg: CookieConfig,
+    /// The first key signs; all of them verify.
+    mac_keys: Vec<hmac::Key>,
+    sid_key: hmac::Key,
+}
+
+impl CookieCodec {
+    pub fn new(cfg: CookieConfig, secrets: &[Secret]) -> Self {
+        assert!(!secrets.is_empty(), "config validation guarantees a secret");
+        CookieCodec {
+            mac_keys: secrets
+                .iter()
+                .map(|s| derive_key(s, COOKIE_MAC_CONTEXT))
+                .collect(),
+            sid_key: derive_key(&secrets[0], SID_CONTEXT),
+            cfg,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn mac(&self, key: &hmac::Key, id: &SessionId) -> hmac::Tag {
+        // The cookie name is bound in, so a value cannot be replayed under another cookie.
+        let mut ctx = hmac::Context::with_key(key);
+        ctx.update(self.cfg.name.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(id.as_bytes());
+        ctx.sign()
+    }
+
+    /// The cookie value for an id: `<id>.<mac>`, both unpadded base64url.
+    pub fn encode(&self, id: &SessionId) -> String {
+        let tag = self.mac(&self.mac_keys[0], id);
+        let mut out = String::with_capacity(ID_B64_LEN + 1 + MAC_B64_LEN);
+        out.push_str(&id.encode());
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(&tag.as_ref()[..MAC_BYTES], &mut out);
+        out
+    }
+
+    /// The id in a cookie value, if its MAC verifies under any configured secret.
+    pub fn decode(&self, value: &str) -> Option<SessionId> {
+        let (id_text, mac_text) = value.split_once('.')?;
+        if mac_text.len() != MAC_B64_LEN {
+            return None;
+        }
+        let id = SessionId::decode(id_text)?;
+        let mut mac = [0u8; MAC_BYTES];
+        if URL_SAFE_NO_PAD.decode_slice(mac_text, &mut mac).ok()? != MAC_BYTES {
+            return None;
+        }
+        self.mac_keys
+            .iter()
+            .any(|k| constant_time_eq(&self.mac(k, &id).as_ref()[..MAC_BYTES], &mac))
+            .then_some(id)
+    }
+
+    /// The stable, non-secret handle of a session id, sent to upstreams as `sid`.
+    pub fn sid(&self, id: &SessionId) -> String {
+        let tag = hmac::sign(&self.sid_key, id.as_bytes());
+        URL_SAFE_NO_PAD.encode(&tag.as_ref()[..16])
+    }
+
+    /// `Set-Cookie` for a saved session.
+    pub fn set_cookie(
+        &self,
+        value: &str,
+        record: &SessionRecord,
+        policy: &Policy,
+        now: UnixMillis,
+    ) -> HeaderValue {
+        let lifetime = (!record.browser_session(policy)).then(|| record.seconds_left(now));
+        self.build(value, lifetime, now)
+    }
+
+    /// `Set-Cookie` that makes the browser drop the cookie.
+    pub fn removal(&self) -> HeaderValue {
+        self.build("", Some(0), 0)
+    }
+
+    fn build(&self, value: &str, max_age_s: Option<u64>, now: UnixMillis) -> HeaderValue {
+        let mut c = cookie::Cookie::build((self.cfg.name.as_str(), value))
+            .path(self.cfg.path.as_str())
+            .secure(self.cfg.secure)
+            .http_only(self.cfg.http_only)
+            .same_site(match self.cfg.same_site {
+                SameSite::Strict => cookie::SameSite::Strict,
+                SameSite::Lax => cookie::SameSite::Lax,
+                SameSite::None => cookie::SameSite::None,
+            });
+        if let Some(domain) = &self.cfg.domain {
+            c = c.domain(domain.as_str());
+        }
+        if let Some(secs) = max_age_s {
+            let expires_s = if secs == 0 {
+                0
+            } else {
+                (now / 1000).saturating_add(secs)
+            };
+            let expires =
+                time::OffsetDateTime::from_unix_timestamp(expires_s.min(253_402_300_799) as i64)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            c = c
+                .max_age(time::Duration::seconds(secs.min(i64::MAX as u64) as i64))
+                .expires(expires);
+        }
+        HeaderValue::try_from(c.build().to_string())
+            .expect("cookie attributes were validated at startup")
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The session cookie values a request carries (most specific first, as
+/// browsers send them), and the `Cookie` header to forward without them.
+pub struct RequestCookies<'a> {
+    pub session_values: Vec<&'a str>,
+    /// `None`: forward the original headers unchanged.
+    pub forwarded: Option<Option<HeaderValue>>,
+}
+
+/// Splits the request's cookies into the session cookie (and its numbered
+/// chunks `NAME.N`, which are never forwarded) and the others, which are.
+pub fn split_request_cookies<'a>(headers: &'a HeaderMap, name: &str) -> RequestCookies<'a> {
+    let mut session_values = Vec::new();
+    let mut kept: Vec<&str> = Vec::new();
+    let mut removed = false;
+    let mut header_count = 0;
+    for value in headers.get_all(header::COOKIE) {
+        header_count += 1;
+        let Ok(text) = value.to_str() else {
+            // Not ASCII: it cannot be our cookie; forward it as it came.
+            kept.extend(std::str::from_utf8(value.as_bytes()).ok());
+            continue;
+        };
+        for pair in text.split(';') {
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = k.trim();
+            if k == name {
+                session_values.push(v.trim().trim_matches('"'));
+                removed = true;
+            } else if is_chunk_name(k, name) {
+                removed = true;
+            } else {
+                kept.push(pair);
+            }
+        }
+    }
+    let forwarded = (removed || header_count > 1).then(|| {
+        (!kept.is_empty()).then(|| {
+            HeaderValue::from_str(&kept.join("; ")).unwrap_or(HeaderValue::from_static(""))
+        })
+    });
+    RequestCookies {
+        session_values,
+        forwarded,
+    }
+}
+
+/// `NAME.1` .. `NAME.N`: the chunks of a session split across cookies.
+pub fn is_chunk_name(candidate: &str, name: &str) -> bool {
+    candidate
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> CookieConfig {
+        CookieConfig {
+            name: "sessionid".into(),
+            domain: None,
+            path: "/".into(),
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+        }
+    }
+
+    fn secret(c: char) -> Secret {
+        Secret::new(c.to_string().repeat(32))
+    }
+
+    #[test]
+    fn cookie_round_trips() {
+        let codec = CookieCodec::new(cfg(), &[secret('a')]);
+        let id = SessionId::generate();
+        assert_eq!(codec.decode(&codec.encode(&id)), Some(id));
+    }
+
+    #[test]
+    fn tampered_cookie_is_no_session() {
+        let codec = CookieCodec::new(cfg(), &[secret('a')]);
+        let value = codec.encode(&SessionId::generate());
+        let mut bytes = value.clone().into_bytes();
+        bytes[3] = if bytes[3] == b'A' { b'B' } else { b'A' };
+        assert_eq!(codec.decode(std::str::from_utf8(&bytes).unwrap()), None);
+        let (id, _) = value.split_once('.').unwrap();
+        assert_eq!(codec.decode(&format!("{id}.AAAAAAAAAAAAAAAAAAAAAA")), None);
+        assert_eq!(codec.decode(id), None);
+        assert_eq!(codec.decode(""), None);
+        assert_eq!(codec.decode("...."), None);
+    }
+
+    #[test]
+    fn rotated_secret_still_verifies_and_new_cookies_use_the_first() {
+        let old = CookieCodec::new(cfg(), &[secret('o')]);
+        let rotated = CookieCodec::new(cfg(), &[secret('n'), secret('o')]);
+        let only_new = CookieCodec::new(cfg(), &[secret('n')]);
+        let id = SessionId::generate();
+        assert_eq!(rotated.decode(&old.encode(&id)), Some(id));
+        assert_eq!(only_new.decode(&rotated.encode(&id)), Some(id));
+        assert_eq!(only_new.decode(&old.encode(&id)), None);
+    }
+
+    #[test]
+    fn cookie_is_bound_to_its_name() {
+        let a = CookieCodec::new(cfg(), &[secret('a')]);
+        let b = CookieCodec::new(
+            CookieConfig {
+                name: "other".into(),
+                ..cfg()
+            },
+            &[secret('a')],
+        );
+        let id = SessionId::generate();
+        assert_eq!(b.decode(&a.encode(&id)), None);
+    }
+
+    #[test]
+    fn session_cookies_are_split_from_others() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; sessionid=xyz; sessionid.1=c1"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        let rc = split_request_cookies(&h, "sessionid");
+        assert_eq!(rc.session_values, vec!["xyz"]);
+        assert_eq!(
+            rc.forwarded,
+            Some(Some(HeaderValue::from_static("a=1; b=2")))
+        );
+    }
+
+    #[test]
+    fn only_session_cookie_leaves_no_cookie_header() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("sessionid=xyz"));
+        assert_eq!(split_request_cookies(&h, "sessionid").forwarded, Some(None));
+        let mut untouched = HeaderMap::new();
+        untouched.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        assert_eq!(
+            split_request_cookies(&untouched, "sessionid").forwarded,
+            None
+        );
+    }
+
+    #[test]
+    fn set_cookie_has_the_attributes() {
+        let codec = CookieCodec::new(
+            CookieConfig {
+                domain: Some("example.com".into()),
+                ..cfg()
+            },
+            &[secret('a')],
+        );
+        let policy = Policy {
+            ttl_s: 60,
+            absolute_ttl_s: None,
+            expire_at_browser_close: false,
+            max_bytes: 100,
+        };
+        let rec = SessionRecord {
+            expires_ms: 61_500,
+            ..SessionRecord::new("s".into(), 0)
+        };
+        let v = codec.set_cookie("v", &rec, &policy, 1_000);
+        let s = v.to_str().unwrap();
+        for part in [
+            "sessionid=v",
+            "Path=/",
+            "Domain=example.com",
+            "Secure",
+            "HttpOnly",
+            "SameSite=Lax",
+            "Max-Age=60",
+            "Expires=",
+        ] {
+            assert!(s.contains(part), "{s} lacks {part}");
+        }
+        let browser = SessionRecord {
+            expiry_s: Some(0),
+            ..rec
+        };
+        let s = codec.set_cookie("v", &browser, &policy, 1_000);
+        assert!(!s.to_str().unwrap().contains("Max-Age"));
+        let gone = codec.removal();
+        assert!(gone.to_str().unwrap().contains("Max-Age=0"));
+    }
+}

@@ -1,0 +1,262 @@
+//! Sessions at the gateway: loading the session a request names, and applying
+//! what the upstream's response asks (merge patches and actions) to the store
+//! and the cookie.
+
+pub mod cookie;
+pub mod id;
+pub mod patch;
+pub mod record;
+
+use crate::config::OnStoreError;
+use crate::error::ProxyError;
+use crate::metrics::{Metrics, SessionEvent, StoreOp};
+use crate::store::{SaveOp, SaveOutcome, SessionStore, Store, StoreError};
+use cookie::CookieCodec;
+use http::HeaderValue;
+use id::SessionId;
+use patch::Writeback;
+use record::{Applied, Change, Policy, SessionRecord, UnixMillis, apply};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The session a request arrived with.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub current: Option<(SessionId, Arc<SessionRecord>)>,
+    /// The store failed under `fail_open`: the request goes on with no session and nothing is written.
+    pub degraded: bool,
+}
+
+pub struct Sessions {
+    pub store: Store,
+    pub codec: CookieCodec,
+    pub policy: Policy,
+    pub on_store_error: OnStoreError,
+    pub save_every_request: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl Sessions {
+    pub fn new(
+        store: Store,
+        codec: CookieCodec,
+        policy: Policy,
+        on_store_error: OnStoreError,
+        save_every_request: bool,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Sessions {
+            store,
+            codec,
+            policy,
+            on_store_error,
+            save_every_request,
+            metrics,
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        op: StoreOp,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let start = Instant::now();
+        let result = fut.await;
+        self.metrics.store_op(op, start.elapsed(), result.is_ok());
+        result
+    }
+
+    /// Finds the session named by the request's cookie values. Cookies that
+    /// are malformed, forged, or name no live session are no session.
+    pub async fn load(
+        &self,
+        cookie_values: &[&str],
+        now: UnixMillis,
+    ) -> Result<Loaded, ProxyError> {
+        for value in cookie_values {
+            let Some(id) = self.codec.decode(value) else {
+                continue;
+            };
+            match self.timed(StoreOp::load, self.store.load(&id, now)).await {
+                Ok(Some(record)) => {
+                    return Ok(Loaded {
+                        current: Some((id, record)),
+                        degraded: false,
+                    });
+                }
+                Ok(None) => continue,
+                Err(e) => match self.on_store_error {
+                    OnStoreError::FailClosed => return Err(ProxyError::StoreRead(e)),
+                    OnStoreError::FailOpen => {
+                        tracing::warn!(error = %e, "session store unavailable; forwarding with an empty session (fail_open)");
+                        return Ok(Loaded {
+                            current: None,
+                            degraded: true,
+                        });
+                    }
+                },
+            }
+        }
+        Ok(Loaded::default())
+    }
+
+    /// A write that failed after the upstream answered: 502 under
+    /// `fail_closed`; under `fail_open` the write is dropped and the response passes.
+    fn write_failed(&self, e: StoreError) -> Result<(), ProxyError> {
+        self.metrics.event(SessionEvent::store_write_failed);
+        match self.on_store_error {
+            OnStoreError::FailClosed => Err(ProxyError::StoreWrite(e)),
+            OnStoreError::FailOpen => {
+                self.metrics.event(SessionEvent::dropped);
+                tracing::warn!(error = %e, "session write dropped: store unavailable (fail_open)");
+                Ok(())
+            }
+        }
+    }
+
+    fn refused(&self, e: patch::UpdateError) -> ProxyError {
+        self.metrics.event(SessionEvent::refused);
+        ProxyError::UpdateRefused(e)
+    }
+
+    fn cookie_for(&self, id: &SessionId, record: &SessionRecord, now: UnixMillis) -> HeaderValue {
+        self.codec
+            .set_cookie(&self.codec.encode(id), record, &self.policy, now)
+    }
+
+    /// Applies an upstream's write-back; returns the `Set-Cookie` to send, if any.
+    pub async fn write_back(
+        &self,
+        loaded: &Loaded,
+        wb: &Writeback,
+        now: UnixMillis,
+    ) -> Result<Option<HeaderValue>, ProxyError> {
+        if loaded.degraded {
+            if !wb.is_empty() {
+                self.metrics.event(SessionEvent::dropped);
+                tracing::warn!("session write dropped: the session could not be read (fail_open)");
+            }
+            return Ok(None);
+        }
+        let change = Change {
+            patches: &wb.patches,
+            expiry_s: wb.expiry,
+        };
+        let current = loaded.current.as_ref();
+        let mut set_cookie = None;
+        if wb.flush {
+            // A session that replaces the flushed one is checked first, so a
+            // refused update leaves the old session untouched.
+            let replacement = self.new_session(&change, now)?;
+            if let Some((id, _)) = current {
+                if let Err(e) = self.timed(StoreOp::delete, self.store.delete(id)).await {
+                    self.write_failed(e)?;
+                    return Ok(None);
+                }
+                self.metrics.event(SessionEvent::flushed);
+                set_cookie = Some(self.codec.removal());
+            }
+            if let Some((id, record)) = replacement {
+                return self.create(id, record, now, set_cookie).await;
+            }
+            return Ok(set_cookie);
+        }
+        let Some((id, _)) = current else {
+            return match self.new_session(&change, now)? {
+                Some((id, record)) => self.create(id, record, now, set_cookie).await,
+                None => Ok(None),
+            };
+        };
+        let asked = !wb.patches.is_empty() || wb.expiry.is_some() || wb.cycle;
+        if !asked && !self.save_every_request {
+            return Ok(None);
+        }
+        let cycle_to = wb.cycle.then(|| {
+            let new_id = SessionId::generate();
+            let sid = self.codec.sid(&new_id);
+            (new_id, sid)
+        });
+        let op = SaveOp {
+            change,
+            cycle_to,
+            now_ms: now,
+        };
+        match self.timed(StoreOp::save, self.store.save(id, &op)).await {
+            Ok(SaveOutcome::Saved { id, record }) => {
+                if wb.cycle {
+                    self.metrics.event(SessionEvent::cycled);
+                }
+                set_cookie = Some(self.cookie_for(&id, &record, now));
+            }
+            Ok(SaveOutcome::Emptied) => {
+                self.metrics.event(SessionEvent::flushed);
+                set_cookie = Some(self.codec.removal());
+            }
+            Ok(SaveOutcome::Gone) => {
+                // Flushed, cycled or expired while this request was in flight:
+                // writing now would undo a logout or a login.
+                self.metrics.event(SessionEvent::dropped);
+                tracing::info!(
+                    "session write dropped: the session ended while the request was in flight"
+                );
+            }
+            Ok(SaveOutcome::Refused(e)) => return Err(self.refused(e)),
+            Err(e) => self.write_failed(e)?,
+        }
+        Ok(set_cookie)
+    }
+
+    /// The session an upstream's write creates, if the data comes out non-empty.
+    fn new_session(
+        &self,
+        change: &Change<'_>,
+        now: UnixMillis,
+    ) -> Result<Option<(SessionId, SessionRecord)>, ProxyError> {
+        if change.patches.is_empty() {
+            return Ok(None);
+        }
+        let id = SessionId::generate();
+        let fresh = SessionRecord::new(self.codec.sid(&id), now);
+        match apply(fresh, change, &self.policy, now) {
+            Ok(Applied::Saved(record)) => Ok(Some((id, record))),
+            Ok(Applied::Emptied) => Ok(None),
+            Err(e) => Err(self.refused(e)),
+        }
+    }
+
+    async fn create(
+        &self,
+        id: SessionId,
+        record: SessionRecord,
+        now: UnixMillis,
+        otherwise: Option<HeaderValue>,
+    ) -> Result<Option<HeaderValue>, ProxyError> {
+        match self
+            .timed(StoreOp::create, self.store.create(&id, &record))
+            .await
+        {
+            Ok(()) => {
+                self.metrics.event(SessionEvent::created);
+                Ok(Some(self.cookie_for(&id, &record, now)))
+            }
+            Err(e) => {
+                self.write_failed(e)?;
+                Ok(otherwise)
+            }
+        }
+    }
+
+    /// Deletes expired sessions; counted as `expired` events.
+    pub async fn sweep(&self, now: UnixMillis) -> Result<u64, StoreError> {
+        let n = self
+            .timed(StoreOp::clear_expired, self.store.clear_expired(now))
+            .await?;
+        self.metrics.event_n(SessionEvent::expired, n);
+        Ok(n)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.timed(StoreOp::ping, self.store.ping()).await
+    }
+}

@@ -1,0 +1,194 @@
+//! The in-process store: bounded, least recently used evicted past the bound,
+//! lost on restart. Sharded so that requests on different sessions rarely
+//! contend; a change is applied under its shard's lock, which makes merges
+//! atomic per session.
+
+use super::{SaveOp, SaveOutcome, SessionStore, StoreError};
+use crate::session::id::SessionId;
+use crate::session::record::{Applied, Policy, SessionRecord, UnixMillis, apply};
+use lru::LruCache;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+const MAX_SHARDS: usize = 64;
+/// Below this many sessions a single shard keeps the bound exact.
+const MIN_SESSIONS_PER_SHARD: usize = 1024;
+
+pub struct MemoryStore {
+    shards: Box<[Mutex<LruCache<SessionId, Arc<SessionRecord>>>]>,
+    policy: Policy,
+}
+
+impl MemoryStore {
+    pub fn new(max_sessions: usize, policy: Policy) -> Self {
+        let max_sessions = max_sessions.max(1);
+        let shards = (max_sessions / MIN_SESSIONS_PER_SHARD).clamp(1, MAX_SHARDS);
+        // Rounding down keeps the total at or under the configured bound.
+        let per_shard = (max_sessions / shards).max(1);
+        let cap = std::num::NonZeroUsize::new(per_shard).expect("at least one");
+        MemoryStore {
+            shards: (0..shards)
+                .map(|_| Mutex::new(LruCache::new(cap)))
+                .collect(),
+            policy,
+        }
+    }
+
+    fn shard(&self, id: &SessionId) -> MutexGuard<'_, LruCache<SessionId, Arc<SessionRecord>>> {
+        let b = id.as_bytes();
+        let n =
+            u64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as usize % self.shards.len();
+        // A panic while holding the lock cannot leave a half-applied change
+        // (changes are computed before insertion), so poisoning is ignored.
+        self.shards[n].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl SessionStore for MemoryStore {
+    async fn load(
+        &self,
+        id: &SessionId,
+        now_ms: UnixMillis,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let mut shard = self.shard(id);
+        match shard.get(id) {
+            Some(r) if r.is_live(now_ms) => Ok(Some(r.clone())),
+            Some(_) => {
+                shard.pop(id);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
+        self.shard(id).put(*id, Arc::new(record.clone()));
+        Ok(())
+    }
+
+    async fn save(&self, id: &SessionId, op: &SaveOp<'_>) -> Result<SaveOutcome, StoreError> {
+        let mut shard = self.shard(id);
+        let current = match shard.get(id) {
+            Some(r) if r.is_live(op.now_ms) => SessionRecord::clone(r),
+            Some(_) => {
+                shard.pop(id);
+                return Ok(SaveOutcome::Gone);
+            }
+            None => return Ok(SaveOutcome::Gone),
+        };
+        let mut record = match apply(current, &op.change, &self.policy, op.now_ms) {
+            Ok(Applied::Saved(r)) => r,
+            Ok(Applied::Emptied) => {
+                shard.pop(id);
+                return Ok(SaveOutcome::Emptied);
+            }
+            Err(e) => return Ok(SaveOutcome::Refused(e)),
+        };
+        match &op.cycle_to {
+            None => {
+                let record = Arc::new(record);
+                shard.put(*id, record.clone());
+                Ok(SaveOutcome::Saved { id: *id, record })
+            }
+            Some((new_id, new_sid)) => {
+                shard.pop(id);
+                drop(shard);
+                record.sid = new_sid.clone();
+                let record = Arc::new(record);
+                self.shard(new_id).put(*new_id, record.clone());
+                Ok(SaveOutcome::Saved {
+                    id: *new_id,
+                    record,
+                })
+            }
+        }
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.shard(id).pop(id);
+        Ok(())
+    }
+
+    async fn clear_expired(&self, now_ms: UnixMillis) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let dead: Vec<SessionId> = shard
+                .iter()
+                .filter(|(_, r)| !r.is_live(now_ms))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &dead {
+                shard.pop(id);
+            }
+            removed += dead.len() as u64;
+        }
+        Ok(removed)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: Policy = Policy {
+        ttl_s: 60,
+        absolute_ttl_s: None,
+        expire_at_browser_close: false,
+        max_bytes: 1024,
+    };
+
+    fn record(now: UnixMillis) -> SessionRecord {
+        let mut r = SessionRecord::new("sid".into(), now);
+        r.data.insert("k".into(), 1.into());
+        r.expires_ms = now + 60_000;
+        r
+    }
+
+    #[tokio::test]
+    async fn least_recently_used_is_evicted_past_the_bound() {
+        let store = MemoryStore::new(3, POLICY);
+        let ids: Vec<SessionId> = (0..3).map(|_| SessionId::generate()).collect();
+        for id in &ids {
+            store.create(id, &record(0)).await.unwrap();
+        }
+        // Touch the oldest so the second becomes least recently used.
+        assert!(store.load(&ids[0], 1).await.unwrap().is_some());
+        store
+            .create(&SessionId::generate(), &record(0))
+            .await
+            .unwrap();
+        assert_eq!(store.len(), 3);
+        assert!(store.load(&ids[0], 1).await.unwrap().is_some());
+        assert!(store.load(&ids[1], 1).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn sweep_removes_expired() {
+        let store = MemoryStore::new(100, POLICY);
+        store
+            .create(&SessionId::generate(), &record(0))
+            .await
+            .unwrap();
+        store
+            .create(&SessionId::generate(), &record(100_000))
+            .await
+            .unwrap();
+        assert_eq!(store.clear_expired(90_000).await.unwrap(), 1);
+        assert_eq!(store.len(), 1);
+    }
+}

@@ -1,0 +1,157 @@
+//! Session stores. Every store implements `SessionStore`, and one shared
+//! conformance suite (tests/store_conformance.rs) runs against each.
+//!
+//! The write path is one atomic operation per response (`save`): the store
+//! applies the upstream's change to its own current copy, so concurrent
+//! requests that change different keys never lose each other's change, and a
+//! session deleted meanwhile is never brought back.
+
+pub mod memory;
+
+use crate::session::id::SessionId;
+use crate::session::patch::UpdateError;
+use crate::session::record::{Change, SessionRecord, UnixMillis};
+use std::future::Future;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store operation timed out")]
+    Timeout,
+    #[error("store backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("stored session is corrupt: {0}")]
+    Corrupt(#[source] serde_json::Error),
+}
+
+/// A save of an existing session.
+#[derive(Debug, Clone)]
+pub struct SaveOp<'a> {
+    pub change: Change<'a>,
+    /// `cycle`: move the session to this new id (with its new sid), deleting the old one.
+    pub cycle_to: Option<(SessionId, String)>,
+    pub now_ms: UnixMillis,
+}
+
+#[derive(Debug)]
+pub enum SaveOutcome {
+    Saved {
+        id: SessionId,
+        record: Arc<SessionRecord>,
+    },
+    /// The data became empty and the session was deleted.
+    Emptied,
+    /// The session no longer exists (flushed, cycled or expired meanwhile): nothing was written.
+    Gone,
+    /// The change was refused (too large); nothing was written.
+    Refused(UpdateError),
+}
+
+pub trait SessionStore: Send + Sync + 'static {
+    /// The live session under `id`, or `None` when absent or expired.
+    fn load(
+        &self,
+        id: &SessionId,
+        now_ms: UnixMillis,
+    ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send;
+
+    /// Stores a new session under a fresh id.
+    fn create(
+        &self,
+        id: &SessionId,
+        record: &SessionRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Applies a change to the current copy of a live session, atomically.
+    fn save(
+        &self,
+        id: &SessionId,
+        op: &SaveOp<'_>,
+    ) -> impl Future<Output = Result<SaveOutcome, StoreError>> + Send;
+
+    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes expired sessions and says how many; 0 where expiry is native.
+    fn clear_expired(
+        &self,
+        now_ms: UnixMillis,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Whether the store answers (for `/readyz`).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The configured store. An enum rather than a trait object: the trait's
+/// futures stay unboxed on the hot path.
+pub enum Store {
+    Memory(memory::MemoryStore),
+}
+
+impl Store {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+        }
+    }
+}
+
+impl SessionStore for Store {
+    async fn load(
+        &self,
+        id: &SessionId,
+        now_ms: UnixMillis,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        match self {
+            Store::Memory(s) => s.load(id, now_ms).await,
+        }
+    }
+
+    async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(s) => s.create(id, record).await,
+        }
+    }
+
+    async fn save(&self, id: &SessionId, op: &SaveOp<'_>) -> Result<SaveOutcome, StoreError> {
+        match self {
+            Store::Memory(s) => s.save(id, op).await,
+        }
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(s) => s.delete(id).await,
+        }
+    }
+
+    async fn clear_expired(&self, now_ms: UnixMillis) -> Result<u64, StoreError> {
+        match self {
+            Store::Memory(s) => s.clear_expired(now_ms).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(s) => s.ping().await,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("the {0} store is not available in this build yet")]
+    Unsupported(&'static str),
+}
+
+/// Opens the configured store.
+pub async fn open(cfg: &crate::config::SessionConfig) -> Result<Store, OpenError> {
+    use crate::config::StoreConfig;
+    let policy = crate::session::record::Policy::from_config(cfg);
+    match &cfg.store {
+        StoreConfig::Memory { max_sessions } => Ok(Store::Memory(memory::MemoryStore::new(
+            *max_sessions,
+            policy,
+        ))),
+        other => Err(OpenError::Unsupported(other.kind())),
+    }
+}

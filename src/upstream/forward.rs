@@ -1,0 +1,141 @@
+//! Header hygiene between client, proxy and upstream: hop-by-hop headers
+//! (RFC 9110 section 7.6.1), `X-Forwarded-*`, and the internal-prefix filter.
+
+use crate::config::InternalHeaders;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+/// Headers that describe one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Removes every header under the internal prefix, so that neither a client
+/// nor an upstream can forge one; returns nothing, allocates only when there is one.
+pub fn remove_internal(headers: &mut HeaderMap, names: &InternalHeaders) {
+    if !headers.keys().any(|k| names.is_internal(k)) {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| names.is_internal(k))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Sets `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: std::net::IpAddr,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    let ip = client_ip.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    headers.insert(
+        X_FORWARDED_FOR.clone(),
+        HeaderValue::try_from(xff).expect("ASCII"),
+    );
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    match host {
+        Some(h) => {
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// Appends `Cookie` to `Vary` unless it is already there.
+pub fn add_vary_cookie(headers: &mut HeaderMap) {
+    let present = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("cookie") || t.trim() == "*");
+    if !present {
+        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        set_forwarded(
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+            "http",
+            Some(&HeaderValue::from_static("example.com:8080")),
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "example.com:8080");
+    }
+
+    #[test]
+    fn vary_cookie_is_added_once() {
+        let mut h = HeaderMap::new();
+        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        add_vary_cookie(&mut h);
+        add_vary_cookie(&mut h);
+        let all: Vec<_> = h.get_all(header::VARY).iter().collect();
+        assert_eq!(all, vec!["Accept-Encoding", "Cookie"]);
+    }
+}

@@ -145,7 +145,7 @@ async fn clear_sessions(config: Config) -> ExitCode {
     let store = match crate::store::open(&config.session).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("sessiongate: {e}");
+            eprintln!("sessiongate: cannot clear sessions: {e}");
             return ExitCode::FAILURE;
         }
     };

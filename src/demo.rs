@@ -52,6 +52,29 @@ routes:
     )
 }
 
+pub const DEMO_SECRET_PATH: &str = "data/demo-secret";
+pub const DEMO_STORE_PATH: &str = "data/demo-sessions.db";
+
+/// The demo's secret: read from `path`, or made and written there (mode 0600) on first run.
+fn demo_secret(path: &std::path::Path) -> std::io::Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        let s = s.trim().to_string();
+        if s.len() >= crate::config::secret::MIN_SECRET_BYTES {
+            return Ok(s);
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let secret = crate::cli::new_secret();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    std::io::Write::write_all(&mut opts.open(path)?, secret.as_bytes())?;
+    Ok(secret)
+}
+
 pub async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     crate::logging::init(crate::config::LogFormat::Pretty);
     let app = match TcpListener::bind("127.0.0.1:0").await {
@@ -63,13 +86,16 @@ pub async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     };
     let app_addr = app.local_addr().expect("bound socket has an address");
     tokio::spawn(serve_app(app));
-    let yaml = config_yaml(
-        listen,
-        admin,
-        app_addr,
-        &crate::cli::new_secret(),
-        "{kind: memory}",
-    );
+    // The secret and the sessions persist in data/, so a restarted demo keeps its sessions.
+    let secret = match demo_secret(std::path::Path::new(DEMO_SECRET_PATH)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sessiongate demo: cannot keep the demo secret in {DEMO_SECRET_PATH}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store = format!("{{kind: embedded, path: {DEMO_STORE_PATH}}}");
+    let yaml = config_yaml(listen, admin, app_addr, &secret, &store);
     let config = match crate::config::from_yaml(&yaml) {
         Ok(c) => c,
         Err(e) => {

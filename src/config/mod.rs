@@ -302,7 +302,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates YAML text.
 pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-    let value: serde_json::Value = serde_saphyr::from_str(text)
-        .map_err(|e| ConfigError::single("", format!("invalid YAML: {e}")))?;
+    // Only the first line of a YAML error: the rest quotes the source line, which may hold a literal secret.
+    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        let first = message
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ");
+        ConfigError::single("", format!("invalid YAML: {first}"))
+    })?;
     from_value(value)
 }

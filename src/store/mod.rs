@@ -6,6 +6,7 @@
 //! requests that change different keys never lose each other's change, and a
 //! session deleted meanwhile is never brought back.
 
+pub mod embedded;
 pub mod memory;
 
 use crate::session::id::SessionId;
@@ -85,12 +86,14 @@ pub trait SessionStore: Send + Sync + 'static {
 /// futures stay unboxed on the hot path.
 pub enum Store {
     Memory(memory::MemoryStore),
+    Embedded(embedded::EmbeddedStore),
 }
 
 impl Store {
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Memory(_) => "memory",
+            Store::Embedded(_) => "embedded",
         }
     }
 }
@@ -103,36 +106,42 @@ impl SessionStore for Store {
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         match self {
             Store::Memory(s) => s.load(id, now_ms).await,
+            Store::Embedded(s) => s.load(id, now_ms).await,
         }
     }
 
     async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
         match self {
             Store::Memory(s) => s.create(id, record).await,
+            Store::Embedded(s) => s.create(id, record).await,
         }
     }
 
     async fn save(&self, id: &SessionId, op: &SaveOp<'_>) -> Result<SaveOutcome, StoreError> {
         match self {
             Store::Memory(s) => s.save(id, op).await,
+            Store::Embedded(s) => s.save(id, op).await,
         }
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         match self {
             Store::Memory(s) => s.delete(id).await,
+            Store::Embedded(s) => s.delete(id).await,
         }
     }
 
     async fn clear_expired(&self, now_ms: UnixMillis) -> Result<u64, StoreError> {
         match self {
             Store::Memory(s) => s.clear_expired(now_ms).await,
+            Store::Embedded(s) => s.clear_expired(now_ms).await,
         }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Memory(s) => s.ping().await,
+            Store::Embedded(s) => s.ping().await,
         }
     }
 }
@@ -141,6 +150,14 @@ impl SessionStore for Store {
 pub enum OpenError {
     #[error("the {0} store is not available in this build yet")]
     Unsupported(&'static str),
+    #[error(
+        "{0} is in use by another process (a running sessiongate sweeps expired sessions itself)"
+    )]
+    Locked(String),
+    #[error("cannot open {0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("cannot open {0}: {1}")]
+    Backend(String, #[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Opens the configured store.

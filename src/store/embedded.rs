@@ -1,0 +1,414 @@
+//! The embedded store: one local redb file that survives restarts and crashes.
+//!
+//! redb is ACID with one writer at a time. All writes go to one writer
+//! thread, which applies every pending operation in one transaction and
+//! commits once (group commit): each session's changes apply in order, so
+//! merges are atomic, and a write is acknowledged only after its commit is
+//! durable on disk. Reads run on the blocking pool, off the async runtime.
+
+use super::{OpenError, SaveOp, SaveOutcome, SessionStore, StoreError};
+use crate::session::id::{ID_BYTES, SessionId};
+use crate::session::record::{Applied, Change, Policy, SessionRecord, UnixMillis, apply};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use serde_json::{Map, Value};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+/// (deadline, id) -> (): lets the sweep find expired sessions without reading them all.
+const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
+/// Operations queued for the writer; senders wait when it is full.
+const WRITE_QUEUE: usize = 4096;
+/// Most operations applied in one transaction.
+const MAX_BATCH: usize = 512;
+
+fn backend(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Backend(Box::new(e.into()))
+}
+
+fn expiry_key(expires_ms: UnixMillis, id: &SessionId) -> [u8; 8 + ID_BYTES] {
+    let mut k = [0u8; 8 + ID_BYTES];
+    k[..8].copy_from_slice(&expires_ms.to_be_bytes());
+    k[8..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn decode(bytes: &[u8]) -> Result<SessionRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(StoreError::Corrupt)
+}
+
+fn encode(record: &SessionRecord) -> Vec<u8> {
+    serde_json::to_vec(record).expect("a session record always serializes")
+}
+
+enum WriteOp {
+    Create {
+        id: SessionId,
+        record: SessionRecord,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Save {
+        id: SessionId,
+        patches: Vec<Map<String, Value>>,
+        expiry_s: Option<u64>,
+        cycle_to: Option<(SessionId, String)>,
+        now_ms: UnixMillis,
+        reply: oneshot::Sender<Result<SaveOutcome, StoreError>>,
+    },
+    Delete {
+        id: SessionId,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    ClearExpired {
+        now_ms: UnixMillis,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+}
+
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    writer: mpsc::Sender<WriteOp>,
+}
+
+impl EmbeddedStore {
+    pub fn open(path: &Path, policy: Policy) -> Result<Self, OpenError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| OpenError::Io(dir.display().to_string(), e))?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                OpenError::Locked(path.display().to_string())
+            }
+            other => OpenError::Backend(
+                path.display().to_string(),
+                Box::new(redb::Error::from(other)),
+            ),
+        })?;
+        let setup = || -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            txn.open_table(SESSIONS)?;
+            txn.open_table(EXPIRY)?;
+            txn.commit()?;
+            Ok(())
+        };
+        setup().map_err(|e| OpenError::Backend(path.display().to_string(), Box::new(e)))?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("sessiongate-embedded-writer".into())
+            .spawn(move || writer_loop(&writer_db, rx, policy))
+            .map_err(|e| OpenError::Io("writer thread".into(), e))?;
+        Ok(EmbeddedStore { db, writer: tx })
+    }
+
+    async fn submit<T>(
+        &self,
+        op: WriteOp,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let gone = || StoreError::Backend("the embedded store's writer has stopped".into());
+        self.writer.send(op).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+}
+
+fn writer_loop(db: &Database, mut rx: mpsc::Receiver<WriteOp>, policy: Policy) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        apply_batch(db, batch, &policy);
+    }
+}
+
+/// A reply waiting for the commit that makes its write durable.
+enum Pending {
+    Unit(
+        oneshot::Sender<Result<(), StoreError>>,
+        Result<(), StoreError>,
+    ),
+    Save(
+        oneshot::Sender<Result<SaveOutcome, StoreError>>,
+        Result<SaveOutcome, StoreError>,
+    ),
+    Count(
+        oneshot::Sender<Result<u64, StoreError>>,
+        Result<u64, StoreError>,
+    ),
+}
+
+impl Pending {
+    fn send(self) {
+        match self {
+            Pending::Unit(tx, r) => drop(tx.send(r)),
+            Pending::Save(tx, r) => drop(tx.send(r)),
+            Pending::Count(tx, r) => drop(tx.send(r)),
+        }
+    }
+
+    fn fail(self, message: &str) {
+        let err = || StoreError::Backend(message.to_string().into());
+        match self {
+            Pending::Unit(tx, _) => drop(tx.send(Err(err()))),
+            Pending::Save(tx, _) => drop(tx.send(Err(err()))),
+            Pending::Count(tx, _) => drop(tx.send(Err(err()))),
+        }
+    }
+}
+
+fn apply_batch(db: &Database, batch: Vec<WriteOp>, policy: &Policy) {
+    let mut pending = Vec::with_capacity(batch.len());
+    let txn = match db.begin_write() {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = format!("cannot begin a write transaction: {e}");
+            for op in batch {
+                pending_of(op, Err(StoreError::Backend(msg.clone().into()))).fail(&msg);
+            }
+            return;
+        }
+    };
+    {
+        let tables = txn
+            .open_table(SESSIONS)
+            .and_then(|s| Ok((s, txn.open_table(EXPIRY)?)));
+        let (mut sessions, mut expiry) = match tables {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = format!("cannot open tables: {e}");
+                for op in batch {
+                    pending_of(op, Err(StoreError::Backend(msg.clone().into()))).fail(&msg);
+                }
+                return;
+            }
+        };
+        for op in batch {
+            pending.push(apply_one(&mut sessions, &mut expiry, op, policy));
+        }
+    }
+    match txn.commit() {
+        Ok(()) => pending.into_iter().for_each(Pending::send),
+        Err(e) => {
+            let msg = format!("commit failed: {e}");
+            pending.into_iter().for_each(|p| p.fail(&msg));
+        }
+    }
+}
+
+/// The reply slot of an operation, carrying an error.
+fn pending_of(op: WriteOp, err: Result<(), StoreError>) -> Pending {
+    match op {
+        WriteOp::Create { reply, .. } | WriteOp::Delete { reply, .. } => Pending::Unit(reply, err),
+        WriteOp::Save { reply, .. } => Pending::Save(reply, err.map(|_| SaveOutcome::Gone)),
+        WriteOp::ClearExpired { reply, .. } => Pending::Count(reply, err.map(|_| 0)),
+    }
+}
+
+type Sessions<'t> = Table<'t, &'static [u8], &'static [u8]>;
+type Expiry<'t> = Table<'t, &'static [u8], ()>;
+
+fn put(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    id: &SessionId,
+    record: &SessionRecord,
+) -> Result<(), StoreError> {
+    sessions
+        .insert(id.as_bytes().as_slice(), encode(record).as_slice())
+        .map_err(backend)?;
+    expiry
+        .insert(expiry_key(record.expires_ms, id).as_slice(), ())
+        .map_err(backend)?;
+    Ok(())
+}
+
+fn remove(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    id: &SessionId,
+) -> Result<Option<SessionRecord>, StoreError> {
+    let old = match sessions.remove(id.as_bytes().as_slice()).map_err(backend)? {
+        Some(v) => Some(decode(v.value())?),
+        None => None,
+    };
+    if let Some(r) = &old {
+        expiry
+            .remove(expiry_key(r.expires_ms, id).as_slice())
+            .map_err(backend)?;
+    }
+    Ok(old)
+}
+
+fn apply_one(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    op: WriteOp,
+    policy: &Policy,
+) -> Pending {
+    match op {
+        WriteOp::Create { id, record, reply } => {
+            Pending::Unit(reply, put(sessions, expiry, &id, &record))
+        }
+        WriteOp::Delete { id, reply } => {
+            Pending::Unit(reply, remove(sessions, expiry, &id).map(|_| ()))
+        }
+        WriteOp::ClearExpired { now_ms, reply } => {
+            Pending::Count(reply, clear_expired(sessions, expiry, now_ms))
+        }
+        WriteOp::Save {
+            id,
+            patches,
+            expiry_s,
+            cycle_to,
+            now_ms,
+            reply,
+        } => {
+            let result = (|| {
+                let Some(current) = remove(sessions, expiry, &id)? else {
+                    return Ok(SaveOutcome::Gone);
+                };
+                if !current.is_live(now_ms) {
+                    return Ok(SaveOutcome::Gone);
+                }
+                let change = Change {
+                    patches: &patches,
+                    expiry_s,
+                };
+                match apply(current.clone(), &change, policy, now_ms) {
+                    Ok(Applied::Saved(mut record)) => {
+                        let new_id = match cycle_to {
+                            Some((new_id, sid)) => {
+                                record.sid = sid;
+                                new_id
+                            }
+                            None => id,
+                        };
+                        put(sessions, expiry, &new_id, &record)?;
+                        Ok(SaveOutcome::Saved {
+                            id: new_id,
+                            record: Arc::new(record),
+                        })
+                    }
+                    Ok(Applied::Emptied) => Ok(SaveOutcome::Emptied),
+                    Err(e) => {
+                        // Refused: put back exactly what was there.
+                        put(sessions, expiry, &id, &current)?;
+                        Ok(SaveOutcome::Refused(e))
+                    }
+                }
+            })();
+            Pending::Save(reply, result)
+        }
+    }
+}
+
+fn clear_expired(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    now_ms: UnixMillis,
+) -> Result<u64, StoreError> {
+    // Deadlines are stored big-endian, so every key below this one is past.
+    let upper = expiry_key(
+        now_ms.saturating_add(1),
+        &SessionId::from_bytes([0; ID_BYTES]),
+    );
+    let mut dead = Vec::new();
+    for entry in expiry.range::<&[u8]>(..upper.as_slice()).map_err(backend)? {
+        let (k, _) = entry.map_err(backend)?;
+        dead.push(k.value().to_vec());
+    }
+    for k in &dead {
+        expiry.remove(k.as_slice()).map_err(backend)?;
+        sessions.remove(&k[8..]).map_err(backend)?;
+    }
+    Ok(dead.len() as u64)
+}
+
+impl SessionStore for EmbeddedStore {
+    async fn load(
+        &self,
+        id: &SessionId,
+        now_ms: UnixMillis,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let id = *id;
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(SESSIONS).map_err(backend)?;
+            match table.get(id.as_bytes().as_slice()).map_err(backend)? {
+                Some(v) => {
+                    let r = decode(v.value())?;
+                    Ok(r.is_live(now_ms).then(|| Arc::new(r)))
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(
+            WriteOp::Create {
+                id: *id,
+                record: record.clone(),
+                reply: tx,
+            },
+            rx,
+        )
+        .await
+    }
+
+    async fn save(&self, id: &SessionId, op: &SaveOp<'_>) -> Result<SaveOutcome, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(
+            WriteOp::Save {
+                id: *id,
+                patches: op.change.patches.to_vec(),
+                expiry_s: op.change.expiry_s,
+                cycle_to: op.cycle_to.clone(),
+                now_ms: op.now_ms,
+                reply: tx,
+            },
+            rx,
+        )
+        .await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(WriteOp::Delete { id: *id, reply: tx }, rx)
+            .await
+    }
+
+    async fn clear_expired(&self, now_ms: UnixMillis) -> Result<u64, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(WriteOp::ClearExpired { now_ms, reply: tx }, rx)
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            txn.open_table(SESSIONS).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+}

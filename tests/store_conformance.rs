@@ -1,0 +1,381 @@
+//! One conformance suite that every store must pass. Each store is created
+//! with a policy; the clock is the `now` argument, so expiry is tested
+//! without sleeping.
+
+use serde_json::{Map, Value, json};
+use sessiongate::session::id::SessionId;
+use sessiongate::session::patch::UpdateError;
+use sessiongate::session::record::{Change, Policy, SessionRecord};
+use sessiongate::store::{SaveOp, SaveOutcome, SessionStore};
+use std::sync::Arc;
+
+const T0: u64 = 1_700_000_000_000;
+
+const POLICY: Policy = Policy {
+    ttl_s: 100,
+    absolute_ttl_s: None,
+    expire_at_browser_close: false,
+    max_bytes: 65_536,
+};
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn new_record(data: Value, now: u64, policy: &Policy) -> SessionRecord {
+    let mut r = SessionRecord::new(format!("sid-{now}"), now);
+    r.data = obj(data);
+    r.expires_ms = now + policy.ttl_s * 1000;
+    if let Some(abs) = policy.absolute_ttl_s {
+        r.expires_ms = r.expires_ms.min(now + abs * 1000);
+    }
+    r
+}
+
+async fn save<S: SessionStore>(s: &S, id: &SessionId, patch: Value, now: u64) -> SaveOutcome {
+    let patches = [obj(patch)];
+    let op = SaveOp {
+        change: Change {
+            patches: &patches,
+            expiry_s: None,
+        },
+        cycle_to: None,
+        now_ms: now,
+    };
+    s.save(id, &op).await.unwrap()
+}
+
+async fn data<S: SessionStore>(s: &S, id: &SessionId, now: u64) -> Option<Value> {
+    s.load(id, now)
+        .await
+        .unwrap()
+        .map(|r| Value::Object(r.data.clone()))
+}
+
+pub async fn creates_and_loads<S: SessionStore>(s: S) {
+    let id = SessionId::generate();
+    assert_eq!(data(&s, &id, T0).await, None);
+    let rec = new_record(json!({"user_id": 1, "name": "ann"}), T0, &POLICY);
+    s.create(&id, &rec).await.unwrap();
+    let loaded = s.load(&id, T0 + 1).await.unwrap().unwrap();
+    assert_eq!(*loaded, rec);
+}
+
+pub async fn merges_patches(s: impl SessionStore) {
+    let id = SessionId::generate();
+    s.create(
+        &id,
+        &new_record(
+            json!({"a": 1, "prefs": {"x": 1, "y": 2}, "gone": 0}),
+            T0,
+            &POLICY,
+        ),
+    )
+    .await
+    .unwrap();
+    let out = save(
+        &s,
+        &id,
+        json!({"a": 2, "prefs": {"y": null, "z": {"deep": true}}, "gone": null}),
+        T0 + 10,
+    )
+    .await;
+    let SaveOutcome::Saved { id: same, record } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(same, id);
+    assert_eq!(
+        record.expires_ms,
+        T0 + 10 + 100_000,
+        "a save renews the deadline"
+    );
+    assert_eq!(
+        data(&s, &id, T0 + 20).await.unwrap(),
+        json!({"a": 2, "prefs": {"x": 1, "z": {"deep": true}}})
+    );
+}
+
+pub async fn deletes(s: impl SessionStore) {
+    let id = SessionId::generate();
+    s.create(&id, &new_record(json!({"a": 1}), T0, &POLICY))
+        .await
+        .unwrap();
+    s.delete(&id).await.unwrap();
+    assert_eq!(data(&s, &id, T0).await, None);
+    s.delete(&id).await.unwrap();
+}
+
+pub async fn cycles_to_a_new_id(s: impl SessionStore) {
+    let id = SessionId::generate();
+    s.create(&id, &new_record(json!({"cart": [1]}), T0, &POLICY))
+        .await
+        .unwrap();
+    let new_id = SessionId::generate();
+    let patches = [obj(json!({"user_id": 9}))];
+    let op = SaveOp {
+        change: Change {
+            patches: &patches,
+            expiry_s: None,
+        },
+        cycle_to: Some((new_id, "new-sid".into())),
+        now_ms: T0 + 5,
+    };
+    let SaveOutcome::Saved { id: got, record } = s.save(&id, &op).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(got, new_id);
+    assert_eq!(record.sid, "new-sid");
+    assert_eq!(data(&s, &id, T0 + 6).await, None, "old id is gone");
+    assert_eq!(
+        data(&s, &new_id, T0 + 6).await.unwrap(),
+        json!({"cart": [1], "user_id": 9})
+    );
+}
+
+pub async fn expires_after_ttl(s: impl SessionStore) {
+    let id = SessionId::generate();
+    s.create(&id, &new_record(json!({"a": 1}), T0, &POLICY))
+        .await
+        .unwrap();
+    assert!(data(&s, &id, T0 + 99_999).await.is_some());
+    assert_eq!(data(&s, &id, T0 + 100_000).await, None);
+    assert!(
+        matches!(
+            save(&s, &id, json!({"b": 1}), T0 + 100_001).await,
+            SaveOutcome::Gone
+        ),
+        "expired is never saved"
+    );
+}
+
+pub async fn renewal_keeps_a_session_alive(s: impl SessionStore) {
+    let id = SessionId::generate();
+    s.create(&id, &new_record(json!({"a": 1}), T0, &POLICY))
+        .await
+        .unwrap();
+    let op = SaveOp {
+        change: Change::default(),
+        cycle_to: None,
+        now_ms: T0 + 90_000,
+    };
+    assert!(matches!(
+        s.save(&id, &op).await.unwrap(),
+        SaveOutcome::Saved { .. }
+    ));
+    assert!(
+        data(&s, &id, T0 + 150_000).await.is_some(),
+        "save_every_request renewal extends the deadline"
+    );
+    assert_eq!(data(&s, &id, T0 + 190_000).await, None);
+}
+
+pub async fn absolute_ttl_caps_renewal<S: SessionStore>(s: S, policy: Policy) {
+    let id = SessionId::generate();
+    s.create(&id, &new_record(json!({"a": 1}), T0, &policy))
+        .await
+        .unwrap();
+    for step in 1..=4 {
+        let now = T0 + step * 40_000;
+        let out = save(&s, &id, json!({"n": step}), now).await;
+        if now < T0 + 150_000 {
+            let SaveOutcome::Saved { record, .. } = out else {
+                panic!("{out:?}")
+            };
+            assert!(record.expires_ms <= T0 + 150_000);
+        } else {
+            assert!(matches!(out, SaveOutcome::Gone));
+        }
+    }
+    assert_eq!(data(&s, &id, T0 + 150_000).await, None);
+}
+
+pub async fn write_after_flush_never_resurrects(s: impl SessionStore) {
+    let id = SessionId::generate();
+    s.create(&id, &new_record(json!({"a": 1}), T0, &POLICY))
+        .await
+        .unwrap();
+    s.delete(&id).await.unwrap();
+    assert!(matches!(
+        save(&s, &id, json!({"late": true}), T0 + 1).await,
+        SaveOutcome::Gone
+    ));
+    assert_eq!(data(&s, &id, T0 + 2).await, None);
+}
+
+pub async fn emptied_session_is_deleted(s: impl SessionStore) {
+    let id = SessionId::generate();
+    s.create(&id, &new_record(json!({"a": 1}), T0, &POLICY))
+        .await
+        .unwrap();
+    assert!(matches!(
+        save(&s, &id, json!({"a": null}), T0 + 1).await,
+        SaveOutcome::Emptied
+    ));
+    assert_eq!(data(&s, &id, T0 + 2).await, None);
+}
+
+pub async fn large_values_up_to_max_bytes<S: SessionStore>(s: S, policy: Policy) {
+    let id = SessionId::generate();
+    s.create(&id, &new_record(json!({"a": 1}), T0, &policy))
+        .await
+        .unwrap();
+    // {"a":1,"big":"..."}: 16 bytes of framing around the string.
+    let fits = "x".repeat(policy.max_bytes - 16);
+    let SaveOutcome::Saved { .. } = save(&s, &id, json!({"big": fits}), T0 + 1).await else {
+        panic!("max_bytes exactly must fit")
+    };
+    assert_eq!(
+        data(&s, &id, T0 + 2).await.unwrap()["big"]
+            .as_str()
+            .unwrap()
+            .len(),
+        policy.max_bytes - 16
+    );
+    let over = save(&s, &id, json!({"big": format!("{fits}y")}), T0 + 3).await;
+    assert!(
+        matches!(over, SaveOutcome::Refused(UpdateError::TooLarge { .. })),
+        "{over:?}"
+    );
+    assert_eq!(
+        data(&s, &id, T0 + 4).await.unwrap()["big"]
+            .as_str()
+            .unwrap()
+            .len(),
+        policy.max_bytes - 16,
+        "refused write changed nothing"
+    );
+}
+
+pub async fn concurrent_merges_lose_nothing<S: SessionStore>(s: S, n: usize) {
+    let s = Arc::new(s);
+    let id = SessionId::generate();
+    s.create(&id, &new_record(json!({"start": true}), T0, &POLICY))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let out = save(&*s, &id, json!({format!("k{i}"): i}), T0 + 1).await;
+            assert!(matches!(out, SaveOutcome::Saved { .. }), "{out:?}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let d = data(&*s, &id, T0 + 2).await.unwrap();
+    let m = d.as_object().unwrap();
+    assert_eq!(m.len(), n + 1);
+    for i in 0..n {
+        assert_eq!(m[&format!("k{i}")], json!(i));
+    }
+}
+
+pub async fn clears_expired(s: impl SessionStore, native_expiry: bool) {
+    let live = SessionId::generate();
+    let dead = SessionId::generate();
+    s.create(&dead, &new_record(json!({"a": 1}), T0, &POLICY))
+        .await
+        .unwrap();
+    s.create(&live, &new_record(json!({"a": 1}), T0 + 50_000, &POLICY))
+        .await
+        .unwrap();
+    let n = s.clear_expired(T0 + 120_000).await.unwrap();
+    if !native_expiry {
+        assert_eq!(n, 1);
+    }
+    assert!(data(&s, &live, T0 + 120_000).await.is_some());
+    assert_eq!(data(&s, &dead, T0 + 120_000).await, None);
+}
+
+/// Runs every check against a store made by `$make(policy)`.
+macro_rules! conformance {
+    ($name:ident, $make:expr, native_expiry = $native:expr) => {
+        mod $name {
+            use super::*;
+
+            async fn make(policy: Policy) -> impl SessionStore {
+                ($make)(policy).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn creates_and_loads() {
+                super::creates_and_loads(make(POLICY).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn merges_patches() {
+                super::merges_patches(make(POLICY).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn deletes() {
+                super::deletes(make(POLICY).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cycles_to_a_new_id() {
+                super::cycles_to_a_new_id(make(POLICY).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn expires_after_ttl() {
+                super::expires_after_ttl(make(POLICY).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn renewal_keeps_a_session_alive() {
+                super::renewal_keeps_a_session_alive(make(POLICY).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn absolute_ttl_caps_renewal() {
+                let p = Policy {
+                    absolute_ttl_s: Some(150),
+                    ..POLICY
+                };
+                super::absolute_ttl_caps_renewal(make(p).await, p).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn write_after_flush_never_resurrects() {
+                super::write_after_flush_never_resurrects(make(POLICY).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn emptied_session_is_deleted() {
+                super::emptied_session_is_deleted(make(POLICY).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn large_values_up_to_max_bytes() {
+                let p = Policy {
+                    max_bytes: 4096,
+                    ..POLICY
+                };
+                super::large_values_up_to_max_bytes(make(p).await, p).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_merges_32() {
+                super::concurrent_merges_lose_nothing(make(POLICY).await, 32).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_merges_500() {
+                super::concurrent_merges_lose_nothing(make(POLICY).await, 500).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn clears_expired() {
+                super::clears_expired(make(POLICY).await, $native).await
+            }
+        }
+    };
+}
+
+conformance!(
+    memory,
+    |policy| async move { sessiongate::store::memory::MemoryStore::new(100_000, policy) },
+    native_expiry = false
+);
+
+conformance!(
+    embedded,
+    |policy| async move {
+        let dir = std::env::temp_dir().join(format!(
+            "sessiongate-conformance-{}",
+            SessionId::generate().encode()
+        ));
+        sessiongate::store::embedded::EmbeddedStore::open(&dir.join("sessions.db"), policy).unwrap()
+    },
+    native_expiry = false
+);

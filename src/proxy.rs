@@ -222,10 +222,10 @@ impl Proxy {
         if forwards_session(&cfg.forward) || !cfg.require.is_empty() {
             forward::add_vary_cookie(&mut rparts.headers);
         }
-        if let Some(wb) = outcome? {
-            if let Some(set_cookie) = self.sessions.write_back(&loaded, &wb, now_ms()).await? {
-                rparts.headers.append(header::SET_COOKIE, set_cookie);
-            }
+        if let Some(wb) = outcome?
+            && let Some(set_cookie) = self.sessions.write_back(&loaded, &wb, now_ms()).await?
+        {
+            rparts.headers.append(header::SET_COOKIE, set_cookie);
         }
         Ok(Response::from_parts(rparts, Either::Left(rbody)))
     }

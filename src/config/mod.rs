@@ -34,7 +34,6 @@ pub const DEFAULT_ISSUER: &str = "sessiongate";
 pub const DEFAULT_HEADER_PREFIX: &str = "X-Session";
 pub const DEFAULT_DENY_STATUS: u16 = 401;
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
-pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 120;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
@@ -240,7 +239,6 @@ pub struct LogConfig {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
     pub max_connections: usize,
     pub max_header_bytes: usize,
     pub max_headers: usize,

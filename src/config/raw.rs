@@ -219,8 +219,6 @@ pub struct RawLimits {
     #[serde(default)]
     pub header_read_timeout: Option<RawDuration>,
     #[serde(default)]
-    pub idle_timeout: Option<RawDuration>,
-    #[serde(default)]
     pub max_connections: Option<u64>,
     #[serde(default)]
     pub max_header_bytes: Option<u64>,

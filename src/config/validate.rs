@@ -757,12 +757,6 @@ fn limits(raw: RawLimits, issues: &mut Issues) -> Limits {
             Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_SECS),
             issues,
         ),
-        idle_timeout: duration(
-            &raw.idle_timeout,
-            "limits.idle_timeout",
-            Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
-            issues,
-        ),
         max_connections: count(
             raw.max_connections,
             "limits.max_connections",

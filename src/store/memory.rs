@@ -13,8 +13,10 @@ const MAX_SHARDS: usize = 64;
 /// Below this many sessions a single shard keeps the bound exact.
 const MIN_SESSIONS_PER_SHARD: usize = 1024;
 
+type Shard = LruCache<SessionId, Arc<SessionRecord>>;
+
 pub struct MemoryStore {
-    shards: Box<[Mutex<LruCache<SessionId, Arc<SessionRecord>>>]>,
+    shards: Box<[Mutex<Shard>]>,
     policy: Policy,
 }
 
@@ -33,7 +35,7 @@ impl MemoryStore {
         }
     }
 
-    fn shard(&self, id: &SessionId) -> MutexGuard<'_, LruCache<SessionId, Arc<SessionRecord>>> {
+    fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
         let b = id.as_bytes();
         let n =
             u64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as usize % self.shards.len();

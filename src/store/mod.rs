@@ -169,6 +169,14 @@ pub async fn open(cfg: &crate::config::SessionConfig) -> Result<Store, OpenError
             *max_sessions,
             policy,
         ))),
+        StoreConfig::Embedded { path } => {
+            let path = path.clone();
+            // Opening may recover a file after a crash: blocking work, kept off the runtime.
+            tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open(&path, policy))
+                .await
+                .map_err(|e| OpenError::Backend("embedded store".into(), Box::new(e)))?
+                .map(Store::Embedded)
+        }
         other => Err(OpenError::Unsupported(other.kind())),
     }
 }

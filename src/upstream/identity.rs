@@ -108,7 +108,7 @@ impl TokenSigner {
 
 /// How one route forwards the session.
 pub enum Forwarding {
-    Signed(TokenSigner),
+    Signed(Box<TokenSigner>),
     Json,
     None,
 }
@@ -116,7 +116,7 @@ pub enum Forwarding {
 impl Forwarding {
     pub fn new(cfg: &ForwardConfig) -> Result<Self, IdentityError> {
         Ok(match &cfg.mode {
-            ForwardMode::Signed(s) => Forwarding::Signed(TokenSigner::new(s)?),
+            ForwardMode::Signed(s) => Forwarding::Signed(Box::new(TokenSigner::new(s)?)),
             ForwardMode::Json => Forwarding::Json,
             ForwardMode::None => Forwarding::None,
         })

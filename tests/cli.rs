@@ -1,0 +1,514 @@
+//! The real binary: `check`, `keygen`, `clear-sessions`, `demo`, signals,
+//! restarts and crashes on the embedded store, and the access log.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sessiongate");
+
+fn sessiongate(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    c
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "sessiongate-cli-{tag}-{}",
+        sessiongate::session::id::SessionId::generate().encode()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn example_configs_pass_check() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let out = sessiongate(&["check", "--config", path.to_str().unwrap()])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env(
+                "SESSIONGATE_SECRET",
+                "example-secret-0123456789abcdef-0123456789",
+            )
+            .env(
+                "UPSTREAM_JWT_SECRET",
+                "example-upstream-secret-0123456789abcdef",
+            )
+            .env(
+                "ADMIN_JWT_SECRET",
+                "example-admin-secret-0123456789abcdef-01",
+            )
+            .env("API_JWT_SECRET", "example-api-secret-0123456789abcdef-0123")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} example configs");
+}
+
+#[test]
+fn check_reports_every_problem_with_its_path_and_never_a_secret() {
+    let dir = temp_dir("check");
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        r#"
+secrets: ["hunter2-short-secret", "env:SESSIONGATE_SURELY_UNSET_VAR", "file:/nonexistent/secret"]
+session:
+  cookie: {name: __Host-sid, domain: example.com, path: /app, secure: false, same_site: none}
+  ttl: 3 fortnights
+upstreams:
+  app: {url: "http://127.0.0.1:3000"}
+routes:
+  - {match: {path_prefix: /}, upstream: app, forward: {mode: json}}
+  - {match: {path_prefix: /b}, upstream: billing, forward: {mode: signed, secret: "tiny-jwt-secret"}}
+  - {match: {path_prefix: /c}, upstream: app, forward: {mode: json}, colour: blue}
+"#,
+    )
+    .unwrap();
+    let out = sessiongate(&["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "secrets[0]: secret is 20 bytes long",
+        "secrets[1]: environment variable SESSIONGATE_SURELY_UNSET_VAR is not set",
+        "secrets[2]: cannot read secret file /nonexistent/secret",
+        "session.cookie.same_site: `none` requires `secure: true`",
+        "session.cookie.domain: a __Host- cookie must not set a domain",
+        "session.cookie.path: a __Host- cookie must have path /",
+        "session.cookie.secure: a __Host- cookie must be secure",
+        "session.ttl: invalid duration",
+        "routes[1].upstream: unknown upstream \"billing\"",
+        "routes[1].forward.secret: secret is 15 bytes long",
+        "routes[2].colour: unknown field `colour`",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("hunter2") && !text.contains("tiny-jwt"),
+        "a secret was echoed:\n{text}"
+    );
+}
+
+#[test]
+fn keygen_prints_fresh_strong_secrets() {
+    let a = sessiongate(&["keygen"]).output().unwrap();
+    let b = sessiongate(&["keygen"]).output().unwrap();
+    let (a, b) = (
+        String::from_utf8(a.stdout).unwrap(),
+        String::from_utf8(b.stdout).unwrap(),
+    );
+    assert_ne!(a, b);
+    assert_eq!(a.trim().len(), 43);
+    assert!(
+        a.trim()
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    );
+}
+
+fn write_config(
+    dir: &Path,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    upstream: SocketAddr,
+    store: &str,
+    extra: &str,
+) -> PathBuf {
+    let path = dir.join("sessiongate.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+listen: [{{addr: "{listen}"}}]
+admin: {{addr: "{admin}"}}
+secrets: ["{SECRET}"]
+session:
+  cookie: {{secure: false}}
+  store: {store}
+upstreams:
+  app: {{url: "http://{upstream}"}}
+routes:
+  - {{match: {{path_prefix: /}}, upstream: app, forward: {{mode: json}}}}
+{extra}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn clear_sessions_on_memory_prints_zero_and_explains() {
+    let dir = temp_dir("clear-mem");
+    let cfg = write_config(
+        &dir,
+        free_addr(),
+        free_addr(),
+        free_addr(),
+        "{kind: memory}",
+        "",
+    );
+    let out = sessiongate(&["clear-sessions", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memory store lives inside"));
+}
+
+struct Running {
+    child: Child,
+    admin: SocketAddr,
+    stderr: PathBuf,
+}
+
+impl Running {
+    fn start(cfg: &Path, admin: SocketAddr, dir: &Path, env: &[(&str, &str)]) -> Running {
+        let stderr = dir.join(format!(
+            "stderr-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
+        let mut cmd = sessiongate(&["--config", cfg.to_str().unwrap()]);
+        cmd.current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let r = Running {
+            child,
+            admin,
+            stderr,
+        };
+        r.wait_ready();
+        r
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(self.admin) {
+                use std::io::{Read, Write};
+                let _ =
+                    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sessiongate did not become ready: {}", self.log());
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, self.log());
+            }
+            assert!(Instant::now() < deadline, "sessiongate did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let up = upstream().await;
+    let dir = temp_dir("sigterm");
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = write_config(&dir, listen, admin, up.addr, "{kind: memory}", "");
+    let proc = Running::start(&cfg, admin, &dir, &[]);
+    let url = format!("http://{listen}/slow");
+    let in_flight = tokio::spawn(async move {
+        TestClient::new()
+            .get(&url, &[(REPLY_DELAY_MS, "800")])
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    proc.signal("-TERM");
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request finished");
+    let (status, log) = tokio::task::spawn_blocking(move || proc.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(std::net::TcpStream::connect(listen).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sessions_survive_restart_and_sigkill() {
+    let up = upstream().await;
+    let dir = temp_dir("restart");
+    let (listen, admin) = (free_addr(), free_addr());
+    let store = "{kind: embedded, path: data/sessions.db}";
+    let cfg = write_config(&dir, listen, admin, up.addr, store, "");
+    let c = TestClient::new();
+    let url = format!("http://{listen}/");
+
+    let proc = Running::start(&cfg, admin, &dir, &[]);
+    let first = c
+        .get(&url, &hdrs(&[reply("X-Session-Update", r#"{"n":0}"#)]))
+        .await
+        .cookie("sessionid")
+        .unwrap();
+    proc.signal("-TERM");
+    tokio::task::spawn_blocking(move || proc.wait())
+        .await
+        .unwrap();
+
+    let proc = Running::start(&cfg, admin, &dir, &[]);
+    assert_eq!(
+        c.get(&url, &[("cookie", &first)]).await.session(),
+        json!({"n": 0}),
+        "survives a clean restart"
+    );
+    // Acknowledged writes, then SIGKILL: none may be lost.
+    let mut cookies = Vec::new();
+    for i in 0..40 {
+        let r = c
+            .get(
+                &url,
+                &hdrs(&[reply("X-Session-Update", &format!("{{\"i\":{i}}}"))]),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        cookies.push(r.cookie("sessionid").unwrap());
+    }
+    let r = c
+        .get(
+            &url,
+            &hdrs(&[
+                ("cookie", first.clone()),
+                reply("X-Session-Update", r#"{"n":1}"#),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    proc.signal("-KILL");
+    tokio::task::spawn_blocking(move || proc.wait())
+        .await
+        .unwrap();
+
+    let _proc = Running::start(&cfg, admin, &dir, &[]);
+    assert_eq!(
+        c.get(&url, &[("cookie", &first)]).await.session(),
+        json!({"n": 1})
+    );
+    for (i, cookie) in cookies.iter().enumerate() {
+        assert_eq!(
+            c.get(&url, &[("cookie", cookie)]).await.session(),
+            json!({"i": i}),
+            "write {i} lost"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_sessions_counts_expired_and_refuses_a_file_in_use() {
+    let up = upstream().await;
+    let dir = temp_dir("clear-embedded");
+    let (listen, admin) = (free_addr(), free_addr());
+    let store = "{kind: embedded, path: data/sessions.db}";
+    let written = write_config(&dir, listen, admin, up.addr, store, "");
+    let cfg = std::fs::read_to_string(written)
+        .unwrap()
+        .replace("session:\n", "session:\n  ttl: 1s\n");
+    let cfg_path = dir.join("short.yaml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+
+    let proc = Running::start(&cfg_path, admin, &dir, &[]);
+    let c = TestClient::new();
+    for i in 0..3 {
+        c.get(
+            &format!("http://{listen}/"),
+            &hdrs(&[reply("X-Session-Update", &format!("{{\"i\":{i}}}"))]),
+        )
+        .await;
+    }
+    let busy = sessiongate(&["clear-sessions", "--config", cfg_path.to_str().unwrap()])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("sweeps expired sessions itself"));
+    proc.signal("-TERM");
+    tokio::task::spawn_blocking(move || proc.wait())
+        .await
+        .unwrap();
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = sessiongate(&["clear-sessions", "--config", cfg_path.to_str().unwrap()])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    let again = sessiongate(&["clear-sessions", "--config", cfg_path.to_str().unwrap()])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_has_one_line_per_request_and_no_secrets() {
+    let up = upstream().await;
+    let dir = temp_dir("log");
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = write_config(
+        &dir,
+        listen,
+        admin,
+        up.addr,
+        "{kind: memory}",
+        "log: {format: json}",
+    );
+    let proc = Running::start(&cfg, admin, &dir, &[("RUST_LOG", "info")]);
+    let c = TestClient::new();
+    let r = c
+        .get(
+            &format!("http://{listen}/"),
+            &hdrs(&[reply("X-Session-Update", r#"{"user":"secret-user-data"}"#)]),
+        )
+        .await;
+    let cookie = r.cookie("sessionid").unwrap();
+    c.get(
+        &format!("http://{listen}/page?token=querysecret"),
+        &[("cookie", &cookie), ("x-request-id", "rid-42")],
+    )
+    .await;
+    proc.signal("-TERM");
+    let (_, log) = tokio::task::spawn_blocking(move || proc.wait())
+        .await
+        .unwrap();
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "sessiongate::access")
+        .collect();
+    assert_eq!(access.len(), 2, "{log}");
+    let line = &access[1];
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/page");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["route"], "/");
+    assert_eq!(line["span"]["request_id"], "rid-42");
+    assert!(line["duration_ms"].as_f64().is_some());
+    let value = cookie.split_once('=').unwrap().1;
+    for secret in [value, "secret-user-data", "querysecret", SECRET] {
+        assert!(!log.contains(secret), "{secret} logged:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_shows_a_session_working() {
+    let dir = temp_dir("demo");
+    let (listen, admin) = (free_addr(), free_addr());
+    let stderr = dir.join("demo.log");
+    let mut child = sessiongate(&[
+        "demo",
+        "--listen",
+        &listen.to_string(),
+        "--admin",
+        &admin.to_string(),
+    ])
+    .current_dir(&dir)
+    .stderr(std::fs::File::create(&stderr).unwrap())
+    .spawn()
+    .unwrap();
+    let c = TestClient::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "demo did not start: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let home = c.get(&format!("http://{listen}/"), &[]).await;
+    assert_eq!(home.status, 200);
+    assert!(home.text().contains("sessiongate demo"));
+    let denied = c.get(&format!("http://{listen}/private"), &[]).await;
+    assert_eq!(denied.status, 302);
+    let login = c
+        .send(
+            http::Request::post(format!("http://{listen}/login"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    b"name=ann",
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(login.status, 303);
+    let cookie = login
+        .cookie("demo_session")
+        .expect("login sets the session cookie");
+    let page = c
+        .get(&format!("http://{listen}/private"), &[("cookie", &cookie)])
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("ann"));
+    assert!(
+        dir.join("data/demo-sessions.db").exists(),
+        "the demo runs on the embedded store"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -852,3 +852,59 @@ async fn require_denies_without_the_key() {
         "lacks is_admin"
     );
 }
+
+#[tokio::test]
+async fn secret_rotation_keeps_old_cookies_until_the_old_secret_is_removed() {
+    const OLD: &str = "old-secret-0123456789abcdef-0123456789ab";
+    const NEW: &str = "new-secret-0123456789abcdef-0123456789ab";
+    let up = upstream().await;
+    let db = std::env::temp_dir().join(format!(
+        "sessiongate-rotation-{}.db",
+        sessiongate::session::id::SessionId::generate().encode()
+    ));
+    let yaml = |secrets: &str| {
+        format!(
+            "secrets: {secrets}\nsession: {{cookie: {{secure: false}}, store: {{kind: embedded, path: \"{}\"}}}}\nupstreams: {{app: {{url: \"http://{{upstream}}\"}}}}\nroutes:\n{JSON_ROUTE}\n",
+            db.display()
+        )
+    };
+    let c = TestClient::new();
+
+    let gw = gateway(&yaml(&format!("[\"{OLD}\"]")), up.addr).await;
+    let old_cookie = create(&c, &gw, json!({"user_id": 1})).await;
+    gw.stop().await;
+
+    let gw = gateway(&yaml(&format!("[\"{NEW}\", \"{OLD}\"]")), up.addr).await;
+    assert_eq!(
+        session_of(&c, &gw, &old_cookie).await,
+        json!({"user_id": 1}),
+        "old cookies verify during rotation"
+    );
+    let r = c
+        .get(
+            &gw.url("/"),
+            &hdrs(&[
+                ("cookie", old_cookie.clone()),
+                reply("X-Session-Update", r#"{"seen":true}"#),
+            ]),
+        )
+        .await;
+    let new_cookie = r.cookie(COOKIE).unwrap();
+    assert_ne!(
+        new_cookie, old_cookie,
+        "a save re-signs the cookie with the first secret"
+    );
+    gw.stop().await;
+
+    let gw = gateway(&yaml(&format!("[\"{NEW}\"]")), up.addr).await;
+    assert_eq!(
+        session_of(&c, &gw, &new_cookie).await,
+        json!({"user_id": 1, "seen": true})
+    );
+    assert_eq!(
+        session_of(&c, &gw, &old_cookie).await,
+        json!({}),
+        "the retired secret verifies nothing"
+    );
+    gw.stop().await;
+}

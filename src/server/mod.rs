@@ -23,6 +23,8 @@ use tokio::task::JoinSet;
 
 /// How often expired sessions are swept from stores without native expiry.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How long shutdown waits for finished connections to release the store.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// The sockets `run` serves, bound beforehand so that tests can bind port 0.
 pub struct Listeners {
@@ -143,6 +145,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while loops.join_next().await.is_some() {}
     sweeper.abort();
+    let _ = sweeper.await;
     let graceful =
         Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("every accept loop has ended"));
     match tokio::time::timeout(config.limits.drain_timeout, graceful.shutdown()).await {
@@ -151,7 +154,31 @@ pub async fn run(
             tracing::warn!(timeout = ?config.limits.drain_timeout, "drain timeout passed; closing remaining connections")
         }
     }
+    drop(admin);
+    close_store(proxy).await;
     Ok(())
+}
+
+/// Waits for the last request task to let go of the proxy, then closes the
+/// store (flushing and unlocking an embedded file) off the async runtime.
+async fn close_store(mut proxy: Arc<Proxy>) {
+    let deadline = tokio::time::Instant::now() + STORE_CLOSE_WAIT;
+    loop {
+        match Arc::try_unwrap(proxy) {
+            Ok(p) => {
+                let _ = tokio::task::spawn_blocking(move || drop(p)).await;
+                return;
+            }
+            Err(shared) if tokio::time::Instant::now() < deadline => {
+                proxy = shared;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => {
+                tracing::warn!("connections still hold the session store; it closes when they end");
+                return;
+            }
+        }
+    }
 }
 
 async fn accept_loop<S, B, F>(

@@ -68,7 +68,19 @@ enum WriteOp {
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
-    writer: mpsc::Sender<WriteOp>,
+    writer: Option<mpsc::Sender<WriteOp>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Closing the store finishes the writer's last commit and releases the
+/// file lock before the drop returns, so the file can be reopened at once.
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl EmbeddedStore {
@@ -97,11 +109,15 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sessiongate-embedded-writer".into())
-            .spawn(move || writer_loop(&writer_db, rx, policy))
+            .spawn(move || writer_loop(writer_db, rx, policy))
             .map_err(|e| OpenError::Io("writer thread".into(), e))?;
-        Ok(EmbeddedStore { db, writer: tx })
+        Ok(EmbeddedStore {
+            db,
+            writer: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     async fn submit<T>(
@@ -110,7 +126,8 @@ impl EmbeddedStore {
         rx: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let gone = || StoreError::Backend("the embedded store's writer has stopped".into());
-        self.writer.send(op).await.map_err(|_| gone())?;
+        let writer = self.writer.as_ref().ok_or_else(gone)?;
+        writer.send(op).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
@@ -125,7 +142,8 @@ impl EmbeddedStore {
     }
 }
 
-fn writer_loop(db: &Database, mut rx: mpsc::Receiver<WriteOp>, policy: Policy) {
+fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<WriteOp>, policy: Policy) {
+    let db = &*db;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {

@@ -18,3 +18,9 @@ pub mod upstream;
 
 pub use config::Config;
 pub use server::{Listeners, RunError, run};
+
+/// Installs the process-wide rustls crypto provider (aws-lc-rs) once; rustls
+/// refuses to pick one by itself when more than one is compiled in.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -8,8 +8,15 @@ use sessiongate::session::patch::UpdateError;
 use sessiongate::session::record::{Change, Policy, SessionRecord};
 use sessiongate::store::{SaveOp, SaveOutcome, SessionStore};
 use std::sync::Arc;
+use std::time::Duration;
 
-const T0: u64 = 1_700_000_000_000;
+mod common;
+
+use std::sync::LazyLock;
+
+/// The suite's clock starts at the real time, because Redis expires keys by
+/// its own clock; the checks then move `now` forward by hand.
+static T0_CELL: LazyLock<u64> = LazyLock::new(sessiongate::session::record::now_ms);
 
 const POLICY: Policy = Policy {
     ttl_s: 100,
@@ -54,10 +61,10 @@ async fn data<S: SessionStore>(s: &S, id: &SessionId, now: u64) -> Option<Value>
 
 pub async fn creates_and_loads<S: SessionStore>(s: S) {
     let id = SessionId::generate();
-    assert_eq!(data(&s, &id, T0).await, None);
-    let rec = new_record(json!({"user_id": 1, "name": "ann"}), T0, &POLICY);
+    assert_eq!(data(&s, &id, *T0_CELL).await, None);
+    let rec = new_record(json!({"user_id": 1, "name": "ann"}), *T0_CELL, &POLICY);
     s.create(&id, &rec).await.unwrap();
-    let loaded = s.load(&id, T0 + 1).await.unwrap().unwrap();
+    let loaded = s.load(&id, *T0_CELL + 1).await.unwrap().unwrap();
     assert_eq!(*loaded, rec);
 }
 
@@ -67,7 +74,7 @@ pub async fn merges_patches(s: impl SessionStore) {
         &id,
         &new_record(
             json!({"a": 1, "prefs": {"x": 1, "y": 2}, "gone": 0}),
-            T0,
+            *T0_CELL,
             &POLICY,
         ),
     )
@@ -77,7 +84,7 @@ pub async fn merges_patches(s: impl SessionStore) {
         &s,
         &id,
         json!({"a": 2, "prefs": {"y": null, "z": {"deep": true}}, "gone": null}),
-        T0 + 10,
+        *T0_CELL + 10,
     )
     .await;
     let SaveOutcome::Saved { id: same, record } = out else {
@@ -86,28 +93,28 @@ pub async fn merges_patches(s: impl SessionStore) {
     assert_eq!(same, id);
     assert_eq!(
         record.expires_ms,
-        T0 + 10 + 100_000,
+        *T0_CELL + 10 + 100_000,
         "a save renews the deadline"
     );
     assert_eq!(
-        data(&s, &id, T0 + 20).await.unwrap(),
+        data(&s, &id, *T0_CELL + 20).await.unwrap(),
         json!({"a": 2, "prefs": {"x": 1, "z": {"deep": true}}})
     );
 }
 
 pub async fn deletes(s: impl SessionStore) {
     let id = SessionId::generate();
-    s.create(&id, &new_record(json!({"a": 1}), T0, &POLICY))
+    s.create(&id, &new_record(json!({"a": 1}), *T0_CELL, &POLICY))
         .await
         .unwrap();
     s.delete(&id).await.unwrap();
-    assert_eq!(data(&s, &id, T0).await, None);
+    assert_eq!(data(&s, &id, *T0_CELL).await, None);
     s.delete(&id).await.unwrap();
 }
 
 pub async fn cycles_to_a_new_id(s: impl SessionStore) {
     let id = SessionId::generate();
-    s.create(&id, &new_record(json!({"cart": [1]}), T0, &POLICY))
+    s.create(&id, &new_record(json!({"cart": [1]}), *T0_CELL, &POLICY))
         .await
         .unwrap();
     let new_id = SessionId::generate();
@@ -118,30 +125,30 @@ pub async fn cycles_to_a_new_id(s: impl SessionStore) {
             expiry_s: None,
         },
         cycle_to: Some((new_id, "new-sid".into())),
-        now_ms: T0 + 5,
+        now_ms: *T0_CELL + 5,
     };
     let SaveOutcome::Saved { id: got, record } = s.save(&id, &op).await.unwrap() else {
         panic!()
     };
     assert_eq!(got, new_id);
     assert_eq!(record.sid, "new-sid");
-    assert_eq!(data(&s, &id, T0 + 6).await, None, "old id is gone");
+    assert_eq!(data(&s, &id, *T0_CELL + 6).await, None, "old id is gone");
     assert_eq!(
-        data(&s, &new_id, T0 + 6).await.unwrap(),
+        data(&s, &new_id, *T0_CELL + 6).await.unwrap(),
         json!({"cart": [1], "user_id": 9})
     );
 }
 
 pub async fn expires_after_ttl(s: impl SessionStore) {
     let id = SessionId::generate();
-    s.create(&id, &new_record(json!({"a": 1}), T0, &POLICY))
+    s.create(&id, &new_record(json!({"a": 1}), *T0_CELL, &POLICY))
         .await
         .unwrap();
-    assert!(data(&s, &id, T0 + 99_999).await.is_some());
-    assert_eq!(data(&s, &id, T0 + 100_000).await, None);
+    assert!(data(&s, &id, *T0_CELL + 99_999).await.is_some());
+    assert_eq!(data(&s, &id, *T0_CELL + 100_000).await, None);
     assert!(
         matches!(
-            save(&s, &id, json!({"b": 1}), T0 + 100_001).await,
+            save(&s, &id, json!({"b": 1}), *T0_CELL + 100_001).await,
             SaveOutcome::Gone
         ),
         "expired is never saved"
@@ -150,94 +157,94 @@ pub async fn expires_after_ttl(s: impl SessionStore) {
 
 pub async fn renewal_keeps_a_session_alive(s: impl SessionStore) {
     let id = SessionId::generate();
-    s.create(&id, &new_record(json!({"a": 1}), T0, &POLICY))
+    s.create(&id, &new_record(json!({"a": 1}), *T0_CELL, &POLICY))
         .await
         .unwrap();
     let op = SaveOp {
         change: Change::default(),
         cycle_to: None,
-        now_ms: T0 + 90_000,
+        now_ms: *T0_CELL + 90_000,
     };
     assert!(matches!(
         s.save(&id, &op).await.unwrap(),
         SaveOutcome::Saved { .. }
     ));
     assert!(
-        data(&s, &id, T0 + 150_000).await.is_some(),
+        data(&s, &id, *T0_CELL + 150_000).await.is_some(),
         "save_every_request renewal extends the deadline"
     );
-    assert_eq!(data(&s, &id, T0 + 190_000).await, None);
+    assert_eq!(data(&s, &id, *T0_CELL + 190_000).await, None);
 }
 
 pub async fn absolute_ttl_caps_renewal<S: SessionStore>(s: S, policy: Policy) {
     let id = SessionId::generate();
-    s.create(&id, &new_record(json!({"a": 1}), T0, &policy))
+    s.create(&id, &new_record(json!({"a": 1}), *T0_CELL, &policy))
         .await
         .unwrap();
     for step in 1..=4 {
-        let now = T0 + step * 40_000;
+        let now = *T0_CELL + step * 40_000;
         let out = save(&s, &id, json!({"n": step}), now).await;
-        if now < T0 + 150_000 {
+        if now < *T0_CELL + 150_000 {
             let SaveOutcome::Saved { record, .. } = out else {
                 panic!("{out:?}")
             };
-            assert!(record.expires_ms <= T0 + 150_000);
+            assert!(record.expires_ms <= *T0_CELL + 150_000);
         } else {
             assert!(matches!(out, SaveOutcome::Gone));
         }
     }
-    assert_eq!(data(&s, &id, T0 + 150_000).await, None);
+    assert_eq!(data(&s, &id, *T0_CELL + 150_000).await, None);
 }
 
 pub async fn write_after_flush_never_resurrects(s: impl SessionStore) {
     let id = SessionId::generate();
-    s.create(&id, &new_record(json!({"a": 1}), T0, &POLICY))
+    s.create(&id, &new_record(json!({"a": 1}), *T0_CELL, &POLICY))
         .await
         .unwrap();
     s.delete(&id).await.unwrap();
     assert!(matches!(
-        save(&s, &id, json!({"late": true}), T0 + 1).await,
+        save(&s, &id, json!({"late": true}), *T0_CELL + 1).await,
         SaveOutcome::Gone
     ));
-    assert_eq!(data(&s, &id, T0 + 2).await, None);
+    assert_eq!(data(&s, &id, *T0_CELL + 2).await, None);
 }
 
 pub async fn emptied_session_is_deleted(s: impl SessionStore) {
     let id = SessionId::generate();
-    s.create(&id, &new_record(json!({"a": 1}), T0, &POLICY))
+    s.create(&id, &new_record(json!({"a": 1}), *T0_CELL, &POLICY))
         .await
         .unwrap();
     assert!(matches!(
-        save(&s, &id, json!({"a": null}), T0 + 1).await,
+        save(&s, &id, json!({"a": null}), *T0_CELL + 1).await,
         SaveOutcome::Emptied
     ));
-    assert_eq!(data(&s, &id, T0 + 2).await, None);
+    assert_eq!(data(&s, &id, *T0_CELL + 2).await, None);
 }
 
 pub async fn large_values_up_to_max_bytes<S: SessionStore>(s: S, policy: Policy) {
     let id = SessionId::generate();
-    s.create(&id, &new_record(json!({"a": 1}), T0, &policy))
+    s.create(&id, &new_record(json!({"a": 1}), *T0_CELL, &policy))
         .await
         .unwrap();
     // {"a":1,"big":"..."}: 16 bytes of framing around the string.
     let fits = "x".repeat(policy.max_bytes - 16);
-    let SaveOutcome::Saved { .. } = save(&s, &id, json!({"big": fits}), T0 + 1).await else {
+    let SaveOutcome::Saved { .. } = save(&s, &id, json!({"big": fits}), *T0_CELL + 1).await else {
         panic!("max_bytes exactly must fit")
     };
     assert_eq!(
-        data(&s, &id, T0 + 2).await.unwrap()["big"]
+        data(&s, &id, *T0_CELL + 2).await.unwrap()["big"]
             .as_str()
             .unwrap()
             .len(),
         policy.max_bytes - 16
     );
-    let over = save(&s, &id, json!({"big": format!("{fits}y")}), T0 + 3).await;
+    let over = save(&s, &id, json!({"big": format!("{fits}y")}), *T0_CELL + 3).await;
     assert!(
         matches!(over, SaveOutcome::Refused(UpdateError::TooLarge { .. })),
         "{over:?}"
     );
     assert_eq!(
-        data(&s, &id, T0 + 4).await.unwrap()["big"]
+        data(&s, &id, *T0_CELL + 4).await.unwrap()["big"]
             .as_str()
             .unwrap()
             .len(),
@@ -249,21 +256,21 @@ pub async fn large_values_up_to_max_bytes<S: SessionStore>(s: S, policy: Policy)
 pub async fn concurrent_merges_lose_nothing<S: SessionStore>(s: S, n: usize) {
     let s = Arc::new(s);
     let id = SessionId::generate();
-    s.create(&id, &new_record(json!({"start": true}), T0, &POLICY))
+    s.create(&id, &new_record(json!({"start": true}), *T0_CELL, &POLICY))
         .await
         .unwrap();
     let mut tasks = Vec::new();
     for i in 0..n {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            let out = save(&*s, &id, json!({format!("k{i}"): i}), T0 + 1).await;
+            let out = save(&*s, &id, json!({format!("k{i}"): i}), *T0_CELL + 1).await;
             assert!(matches!(out, SaveOutcome::Saved { .. }), "{out:?}");
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    let d = data(&*s, &id, T0 + 2).await.unwrap();
+    let d = data(&*s, &id, *T0_CELL + 2).await.unwrap();
     let m = d.as_object().unwrap();
     assert_eq!(m.len(), n + 1);
     for i in 0..n {
@@ -274,18 +281,21 @@ pub async fn concurrent_merges_lose_nothing<S: SessionStore>(s: S, n: usize) {
 pub async fn clears_expired(s: impl SessionStore, native_expiry: bool) {
     let live = SessionId::generate();
     let dead = SessionId::generate();
-    s.create(&dead, &new_record(json!({"a": 1}), T0, &POLICY))
+    s.create(&dead, &new_record(json!({"a": 1}), *T0_CELL, &POLICY))
         .await
         .unwrap();
-    s.create(&live, &new_record(json!({"a": 1}), T0 + 50_000, &POLICY))
-        .await
-        .unwrap();
-    let n = s.clear_expired(T0 + 120_000).await.unwrap();
+    s.create(
+        &live,
+        &new_record(json!({"a": 1}), *T0_CELL + 50_000, &POLICY),
+    )
+    .await
+    .unwrap();
+    let n = s.clear_expired(*T0_CELL + 120_000).await.unwrap();
     if !native_expiry {
         assert_eq!(n, 1);
     }
-    assert!(data(&s, &live, T0 + 120_000).await.is_some());
-    assert_eq!(data(&s, &dead, T0 + 120_000).await, None);
+    assert!(data(&s, &live, *T0_CELL + 120_000).await.is_some());
+    assert_eq!(data(&s, &dead, *T0_CELL + 120_000).await, None);
 }
 
 /// Runs every check against a store made by `$make(policy)`.
@@ -379,3 +389,180 @@ conformance!(
     },
     native_expiry = false
 );
+
+/// Redis: the whole suite against one server, each check with its own key prefix.
+async fn redis_suite(
+    base: &str,
+    make: impl Fn(Policy, String) -> sessiongate::config::RedisConfig,
+) {
+    use sessiongate::store::redis::RedisStore;
+    let mut n = 0;
+    let mut store = |policy: Policy| {
+        n += 1;
+        let cfg = make(policy, format!("{base}{n}:"));
+        async move { RedisStore::open(&cfg, policy).await.unwrap() }
+    };
+    let abs = Policy {
+        absolute_ttl_s: Some(150),
+        ..POLICY
+    };
+    let small = Policy {
+        max_bytes: 4096,
+        ..POLICY
+    };
+    creates_and_loads(store(POLICY).await).await;
+    merges_patches(store(POLICY).await).await;
+    deletes(store(POLICY).await).await;
+    cycles_to_a_new_id(store(POLICY).await).await;
+    expires_after_ttl(store(POLICY).await).await;
+    renewal_keeps_a_session_alive(store(POLICY).await).await;
+    absolute_ttl_caps_renewal(store(abs).await, abs).await;
+    write_after_flush_never_resurrects(store(POLICY).await).await;
+    emptied_session_is_deleted(store(POLICY).await).await;
+    large_values_up_to_max_bytes(store(small).await, small).await;
+    concurrent_merges_lose_nothing(store(POLICY).await, 32).await;
+    concurrent_merges_lose_nothing(store(POLICY).await, 500).await;
+    clears_expired(store(POLICY).await, true).await;
+    json_survives_the_server_side_merge(store(POLICY).await).await;
+}
+
+/// The server-side merge keeps JSON exactly: empty arrays and objects,
+/// big integers, floats, escapes and unicode.
+pub async fn json_survives_the_server_side_merge(s: impl SessionStore) {
+    let id = SessionId::generate();
+    let start = json!({"empty_list": [], "empty_obj": {}, "big": 9007199254740993u64, "pi": 3.141592653589793,
+        "s": "quote \" backslash \\ tab \t é 🦀", "nested": {"list": [[], {}, [1, {"a": null}]], "keep": true}});
+    s.create(&id, &new_record(start.clone(), *T0_CELL, &POLICY))
+        .await
+        .unwrap();
+    let out = save(
+        &s,
+        &id,
+        json!({"nested": {"keep": null, "new": {"x": []}}, "neg": -1.5e-7}),
+        *T0_CELL + 1,
+    )
+    .await;
+    assert!(matches!(out, SaveOutcome::Saved { .. }), "{out:?}");
+    let mut expected = start;
+    json_patch::merge(
+        &mut expected,
+        &json!({"nested": {"keep": null, "new": {"x": []}}, "neg": -1.5e-7}),
+    );
+    assert_eq!(data(&s, &id, *T0_CELL + 2).await.unwrap(), expected);
+}
+
+fn redis_config(
+    topology: sessiongate::config::RedisTopology,
+    prefix: String,
+) -> sessiongate::config::RedisConfig {
+    sessiongate::config::RedisConfig {
+        topology,
+        key_prefix: prefix,
+        timeout: Duration::from_secs(5),
+        ca: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_standalone_conformance() {
+    if !common::redis::available("redis_standalone_conformance") {
+        return;
+    }
+    let server = common::redis::RedisServer::start();
+    let url = server.url();
+    redis_suite("sg-test:", |_, prefix| {
+        redis_config(
+            sessiongate::config::RedisTopology::Standalone { url: url.clone() },
+            prefix,
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_conformance() {
+    if !common::redis::available("redis_cluster_conformance") {
+        return;
+    }
+    let cluster = tokio::task::spawn_blocking(common::redis::Cluster::start)
+        .await
+        .unwrap();
+    let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
+    redis_suite("sg-test:", |_, prefix| {
+        redis_config(
+            sessiongate::config::RedisTopology::Cluster {
+                nodes: nodes.clone(),
+            },
+            prefix,
+        )
+    })
+    .await;
+    // The sessions really are spread over the masters.
+    let keys: Vec<usize> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.cli(&["dbsize"]).trim().parse().unwrap())
+        .collect();
+    assert!(
+        keys.iter().filter(|&&k| k > 0).count() >= 2,
+        "keys per node: {keys:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_tls_conformance() {
+    if !common::redis::available("redis_tls_conformance") {
+        return;
+    }
+    let dir = common::redis::temp_dir("tls");
+    let ca = common::tls::TestCa::new();
+    let files = ca.leaf(&["127.0.0.1", "localhost"], &dir, "redis");
+    let port = common::redis::free_port();
+    let _server = common::redis::RedisServer::start_on(
+        port,
+        dir.clone(),
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            files.cert.to_str().unwrap(),
+            "--tls-key-file",
+            files.key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            files.ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let url = format!("rediss://127.0.0.1:{port}");
+    let ca_path = files.ca.clone();
+    redis_suite("sg-tls:", |_, prefix| sessiongate::config::RedisConfig {
+        ca: Some(ca_path.clone()),
+        ..redis_config(
+            sessiongate::config::RedisTopology::Standalone { url: url.clone() },
+            prefix,
+        )
+    })
+    .await;
+
+    // A server certificate from another CA is refused.
+    let other = common::tls::TestCa::new().leaf(&["127.0.0.1"], &dir, "other");
+    let cfg = sessiongate::config::RedisConfig {
+        ca: Some(other.ca),
+        ..redis_config(
+            sessiongate::config::RedisTopology::Standalone { url },
+            "x:".into(),
+        )
+    };
+    let store = sessiongate::store::redis::RedisStore::open(&cfg, POLICY)
+        .await
+        .unwrap();
+    assert!(
+        store.ping().await.is_err(),
+        "an untrusted certificate must not be accepted"
+    );
+}

@@ -123,6 +123,7 @@ pub struct RedisConfig {
     pub topology: RedisTopology,
     pub key_prefix: String,
     pub timeout: Duration,
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

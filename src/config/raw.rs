@@ -111,6 +111,9 @@ pub enum RawStore {
         key_prefix: Option<String>,
         #[serde(default)]
         timeout: Option<RawDuration>,
+        /// PEM file of the CA that signed the server's certificate, for `rediss://`.
+        #[serde(default)]
+        ca: Option<String>,
     },
     Cookie {},
 }

@@ -377,6 +377,7 @@ fn store(raw: RawStore, issues: &mut Issues) -> StoreConfig {
             sentinel,
             key_prefix,
             timeout,
+            ca,
         } => {
             let redis_url = |u: &str, path: &str, issues: &mut Issues| {
                 if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
@@ -433,9 +434,22 @@ fn store(raw: RawStore, issues: &mut Issues) -> StoreConfig {
                     RedisTopology::Standalone { url: String::new() }
                 }
             };
+            let key_prefix = key_prefix.unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_string());
+            if key_prefix.contains(['{', '}']) {
+                issues.push(
+                    "session.store.key_prefix",
+                    "must not contain { or }: they would change the Cluster hash slot",
+                );
+            }
+            if let Some(path) = &ca
+                && let Err(e) = std::fs::metadata(path)
+            {
+                issues.push("session.store.ca", format!("cannot read {path}: {e}"));
+            }
             StoreConfig::Redis(RedisConfig {
                 topology,
-                key_prefix: key_prefix.unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_string()),
+                key_prefix,
+                ca: ca.map(PathBuf::from),
                 timeout: duration(
                     &timeout,
                     "session.store.timeout",

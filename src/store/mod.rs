@@ -8,6 +8,7 @@
 
 pub mod embedded;
 pub mod memory;
+pub mod redis;
 
 use crate::session::id::SessionId;
 use crate::session::patch::UpdateError;
@@ -87,6 +88,7 @@ pub trait SessionStore: Send + Sync + 'static {
 pub enum Store {
     Memory(memory::MemoryStore),
     Embedded(embedded::EmbeddedStore),
+    Redis(self::redis::RedisStore),
 }
 
 impl Store {
@@ -94,8 +96,17 @@ impl Store {
         match self {
             Store::Memory(_) => "memory",
             Store::Embedded(_) => "embedded",
+            Store::Redis(_) => "redis",
         }
     }
+}
+
+/// Redis futures are deep; boxing them keeps the request future's type
+/// shallow enough for the compiler's layout limits.
+fn boxed<'a, T>(
+    f: impl Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>> {
+    Box::pin(f)
 }
 
 impl SessionStore for Store {
@@ -107,6 +118,7 @@ impl SessionStore for Store {
         match self {
             Store::Memory(s) => s.load(id, now_ms).await,
             Store::Embedded(s) => s.load(id, now_ms).await,
+            Store::Redis(s) => boxed(s.load(id, now_ms)).await,
         }
     }
 
@@ -114,6 +126,7 @@ impl SessionStore for Store {
         match self {
             Store::Memory(s) => s.create(id, record).await,
             Store::Embedded(s) => s.create(id, record).await,
+            Store::Redis(s) => boxed(s.create(id, record)).await,
         }
     }
 
@@ -121,6 +134,7 @@ impl SessionStore for Store {
         match self {
             Store::Memory(s) => s.save(id, op).await,
             Store::Embedded(s) => s.save(id, op).await,
+            Store::Redis(s) => boxed(s.save(id, op)).await,
         }
     }
 
@@ -128,6 +142,7 @@ impl SessionStore for Store {
         match self {
             Store::Memory(s) => s.delete(id).await,
             Store::Embedded(s) => s.delete(id).await,
+            Store::Redis(s) => boxed(s.delete(id)).await,
         }
     }
 
@@ -135,6 +150,7 @@ impl SessionStore for Store {
         match self {
             Store::Memory(s) => s.clear_expired(now_ms).await,
             Store::Embedded(s) => s.clear_expired(now_ms).await,
+            Store::Redis(s) => boxed(s.clear_expired(now_ms)).await,
         }
     }
 
@@ -142,6 +158,7 @@ impl SessionStore for Store {
         match self {
             Store::Memory(s) => s.ping().await,
             Store::Embedded(s) => s.ping().await,
+            Store::Redis(s) => boxed(s.ping()).await,
         }
     }
 }
@@ -177,6 +194,9 @@ pub async fn open(cfg: &crate::config::SessionConfig) -> Result<Store, OpenError
                 .map_err(|e| OpenError::Backend("embedded store".into(), Box::new(e)))?
                 .map(Store::Embedded)
         }
+        StoreConfig::Redis(r) => self::redis::RedisStore::open(r, policy)
+            .await
+            .map(Store::Redis),
         other => Err(OpenError::Unsupported(other.kind())),
     }
 }

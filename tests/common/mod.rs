@@ -2,6 +2,9 @@
 //! received and answers as the test asks, and the proxy itself.
 #![allow(dead_code)]
 
+pub mod redis;
+pub mod tls;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};

@@ -1,0 +1,394 @@
+//! The Redis store: standalone (`redis://`, `rediss://` over rustls),
+//! Sentinel and Cluster, shared by many sessiongate instances.
+//!
+//! Every write is one Lua script run atomically on the server (merge patches
+//! included), so concurrent changes through any number of instances never
+//! lose each other. Expiry is Redis's own (`PEXPIREAT`). A session is one hash
+//! under `{prefix}{<id>}`: the braces are a Cluster hash tag, so everything a
+//! script touches is in one slot.
+
+use super::{OpenError, SaveOp, SaveOutcome, SessionStore, StoreError};
+use crate::config::{RedisConfig, RedisTopology};
+use crate::session::id::SessionId;
+use crate::session::patch::UpdateError;
+use crate::session::record::{Policy, SessionRecord, UnixMillis};
+use ::redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+const SAVE_SCRIPT: &str = concat!(
+    include_str!("redis/merge.lua"),
+    include_str!("redis/save.lua")
+);
+const CREATE_SCRIPT: &str = include_str!("redis/create.lua");
+/// Reconnection attempts of the connection manager before a command fails;
+/// it keeps trying in the background afterwards.
+const RECONNECT_RETRIES: usize = 2;
+
+fn backend(e: RedisError) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// Sentinel: the master's address is asked of the sentinels, and asked again
+/// after a connection error, so a failover is followed without a restart.
+struct SentinelConn {
+    client: Mutex<::redis::sentinel::SentinelClient>,
+    current: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl SentinelConn {
+    async fn get(&self) -> Result<MultiplexedConnection, RedisError> {
+        let mut current = self.current.lock().await;
+        if let Some(c) = current.as_ref() {
+            return Ok(c.clone());
+        }
+        let conn = self.client.lock().await.get_async_connection().await?;
+        *current = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn invalidate(&self) {
+        *self.current.lock().await = None;
+    }
+}
+
+enum Topology {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(Arc<SentinelConn>),
+}
+
+/// One handle for a command, whatever the topology.
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    Multiplexed(MultiplexedConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Multiplexed(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        p: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(p, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(p, offset, count),
+            Conn::Multiplexed(c) => c.req_packed_commands(p, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+            Conn::Multiplexed(c) => c.get_db(),
+        }
+    }
+}
+
+pub struct RedisStore {
+    topology: Topology,
+    prefix: String,
+    timeout: Duration,
+    policy: Policy,
+    save_script: Script,
+    create_script: Script,
+}
+
+fn tls_certs(
+    ca: &Option<std::path::PathBuf>,
+) -> Result<Option<::redis::TlsCertificates>, OpenError> {
+    match ca {
+        None => Ok(None),
+        Some(path) => {
+            let pem =
+                std::fs::read(path).map_err(|e| OpenError::Io(path.display().to_string(), e))?;
+            Ok(Some(::redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            }))
+        }
+    }
+}
+
+fn open_err(what: &str) -> impl FnOnce(RedisError) -> OpenError + '_ {
+    move |e| OpenError::Backend(what.to_string(), Box::new(e))
+}
+
+impl RedisStore {
+    /// Connects lazily where the client allows it: a Redis that is down at
+    /// start makes requests fail (per `on_store_error`) until it is back.
+    pub async fn open(cfg: &RedisConfig, policy: Policy) -> Result<Self, OpenError> {
+        crate::install_crypto_provider();
+        let certs = tls_certs(&cfg.ca)?;
+        let topology = match &cfg.topology {
+            RedisTopology::Standalone { url } => {
+                let client = match &certs {
+                    Some(c) => ::redis::Client::build_with_tls(url.as_str(), c.clone()),
+                    None => ::redis::Client::open(url.as_str()),
+                }
+                .map_err(open_err("redis"))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(cfg.timeout))
+                    .set_response_timeout(Some(cfg.timeout))
+                    .set_number_of_retries(RECONNECT_RETRIES)
+                    .set_max_delay(Duration::from_secs(1));
+                let manager = ConnectionManager::new_lazy_with_config(client, config)
+                    .map_err(open_err("redis"))?;
+                Topology::Single(manager)
+            }
+            RedisTopology::Cluster { nodes } => {
+                let mut b =
+                    ::redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                        .connection_timeout(cfg.timeout)
+                        .response_timeout(cfg.timeout)
+                        .retries(2);
+                if let Some(c) = &certs {
+                    b = b.certs(c.clone());
+                }
+                let client = b.build().map_err(open_err("redis cluster"))?;
+                let conn = tokio::time::timeout(cfg.timeout * 2, client.get_async_connection())
+                    .await
+                    .map_err(|_| {
+                        OpenError::Backend(
+                            "redis cluster".into(),
+                            "no cluster node answered in time".into(),
+                        )
+                    })?
+                    .map_err(open_err("redis cluster"))?;
+                Topology::Cluster(conn)
+            }
+            RedisTopology::Sentinel { master, nodes } => {
+                let mut info = ::redis::sentinel::SentinelNodeConnectionInfo::default();
+                if nodes.iter().any(|n| n.starts_with("rediss://")) {
+                    info = info.set_tls_mode(::redis::TlsMode::Secure);
+                }
+                let client = ::redis::sentinel::SentinelClient::build(
+                    nodes.iter().map(String::as_str).collect(),
+                    master.clone(),
+                    Some(info),
+                    ::redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(open_err("redis sentinel"))?;
+                Topology::Sentinel(Arc::new(SentinelConn {
+                    client: Mutex::new(client),
+                    current: Mutex::new(None),
+                }))
+            }
+        };
+        Ok(RedisStore {
+            topology,
+            prefix: cfg.key_prefix.clone(),
+            timeout: cfg.timeout,
+            policy,
+            save_script: Script::new(SAVE_SCRIPT),
+            create_script: Script::new(CREATE_SCRIPT),
+        })
+    }
+
+    fn key(&self, id: &SessionId) -> String {
+        format!("{}{{{}}}", self.prefix, id.encode())
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        match &self.topology {
+            Topology::Single(c) => Ok(Conn::Single(c.clone())),
+            Topology::Cluster(c) => Ok(Conn::Cluster(c.clone())),
+            Topology::Sentinel(s) => match tokio::time::timeout(self.timeout, s.get()).await {
+                Ok(Ok(c)) => Ok(Conn::Multiplexed(c)),
+                Ok(Err(e)) => Err(backend(e)),
+                Err(_) => Err(StoreError::Timeout),
+            },
+        }
+    }
+
+    /// Runs one store operation under the command timeout.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let conn = self.conn().await?;
+        let result = match tokio::time::timeout(self.timeout, f(conn)).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => Err(backend(e)),
+            Err(_) => Err(StoreError::Timeout),
+        };
+        if let Topology::Sentinel(s) = &self.topology {
+            // Perhaps a failover: ask the sentinels again next time.
+            s.invalidate().await;
+        }
+        result
+    }
+}
+
+fn field<'a>(fields: &'a [Option<String>], i: usize) -> Result<&'a str, StoreError> {
+    fields
+        .get(i)
+        .and_then(|f| f.as_deref())
+        .ok_or_else(|| StoreError::Backend("stored session lacks a field".into()))
+}
+
+fn number(text: &str) -> Result<u64, StoreError> {
+    text.parse().map_err(|_| {
+        StoreError::Backend(format!("stored session has a bad number {text:?}").into())
+    })
+}
+
+/// A record from the fields `d, sid, c, e, x`.
+fn record(fields: &[Option<String>]) -> Result<SessionRecord, StoreError> {
+    let data = serde_json::from_str(field(fields, 0)?).map_err(StoreError::Corrupt)?;
+    let expiry_s = match fields.get(4).and_then(|f| f.as_deref()) {
+        None | Some("") => None,
+        Some(x) => Some(number(x)?),
+    };
+    Ok(SessionRecord {
+        data,
+        sid: field(fields, 1)?.to_string(),
+        created_ms: number(field(fields, 2)?)?,
+        expires_ms: number(field(fields, 3)?)?,
+        expiry_s,
+    })
+}
+
+impl SessionStore for RedisStore {
+    async fn load(
+        &self,
+        id: &SessionId,
+        now_ms: UnixMillis,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let key = self.key(id);
+        let fields: Vec<Option<String>> = self
+            .run(|mut c| async move {
+                ::redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg(&["d", "sid", "c", "e", "x"])
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if fields.first().is_none_or(Option::is_none) {
+            return Ok(None);
+        }
+        let r = record(&fields)?;
+        Ok(r.is_live(now_ms).then(|| Arc::new(r)))
+    }
+
+    async fn create(&self, id: &SessionId, r: &SessionRecord) -> Result<(), StoreError> {
+        let key = self.key(id);
+        let data = serde_json::to_string(&r.data).expect("a JSON map always serializes");
+        let expiry = r.expiry_s.map(|x| x.to_string()).unwrap_or_default();
+        let script = &self.create_script;
+        self.run(|mut c| async move {
+            script
+                .key(&key)
+                .arg(data)
+                .arg(&r.sid)
+                .arg(r.created_ms)
+                .arg(r.expires_ms)
+                .arg(expiry)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn save(&self, id: &SessionId, op: &SaveOp<'_>) -> Result<SaveOutcome, StoreError> {
+        let key = self.key(id);
+        let script = &self.save_script;
+        let policy = self.policy;
+        let reply: Vec<String> = self
+            .run(|mut c| async move {
+                let mut inv = script.key(&key);
+                inv.arg(op.now_ms)
+                    .arg(policy.ttl_s)
+                    .arg(policy.absolute_ttl_s.map_or(-1, |a| a as i64))
+                    .arg(policy.max_bytes)
+                    .arg(
+                        op.change
+                            .expiry_s
+                            .map(|x| x.to_string())
+                            .unwrap_or_default(),
+                    )
+                    .arg(if op.cycle_to.is_some() { "1" } else { "0" });
+                for patch in op.change.patches {
+                    // Canonical compact JSON: the script compares keys as written.
+                    inv.arg(serde_json::to_string(patch).expect("a JSON map always serializes"));
+                }
+                inv.invoke_async(&mut c).await
+            })
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("gone") => Ok(SaveOutcome::Gone),
+            Some("emptied") => Ok(SaveOutcome::Emptied),
+            Some("too_large") => Ok(SaveOutcome::Refused(UpdateError::TooLarge {
+                size: reply.get(1).and_then(|s| s.parse().ok()).unwrap_or(0),
+                max: self.policy.max_bytes,
+            })),
+            Some("saved") => {
+                let fields: Vec<Option<String>> = reply[1..].iter().cloned().map(Some).collect();
+                let mut record = record(&fields)?;
+                match &op.cycle_to {
+                    None => Ok(SaveOutcome::Saved {
+                        id: *id,
+                        record: Arc::new(record),
+                    }),
+                    Some((new_id, new_sid)) => {
+                        // Cluster puts the new id in another slot, so the move is
+                        // two steps: the old session was deleted by the script,
+                        // the new one is written now.
+                        record.sid = new_sid.clone();
+                        self.create(new_id, &record).await?;
+                        Ok(SaveOutcome::Saved {
+                            id: *new_id,
+                            record: Arc::new(record),
+                        })
+                    }
+                }
+            }
+            _ => Err(StoreError::Backend(
+                format!("unexpected reply from the save script: {reply:?}").into(),
+            )),
+        }
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        let key = self.key(id);
+        self.run(|mut c| async move {
+            ::redis::cmd("DEL")
+                .arg(&key)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Redis expires sessions itself.
+    async fn clear_expired(&self, _now_ms: UnixMillis) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|mut c| async move { ::redis::cmd("PING").query_async::<String>(&mut c).await })
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,272 @@
+//! Real `redis-server` processes on ephemeral ports, started and killed by
+//! the tests: standalone, TLS, a 3-master Cluster and a Sentinel setup.
+//! The machine's own Redis on 6379 is never used.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether redis-server can be run here. Under `CI=true` a missing Redis is
+/// a failure; elsewhere the test says loudly that it is skipped.
+pub fn available(test: &str) -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("redis-server is not installed, and CI=true: {test} cannot be skipped");
+    }
+    eprintln!(
+        "\n*** SKIPPED {test}: redis-server is not installed (apt-get install redis-server redis-tools) ***\n"
+    );
+    false
+}
+
+/// A port that is free, and whose cluster bus port (+10000) is free too.
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "sessiongate-redis-{tag}-{}",
+        sessiongate::session::id::SessionId::generate().encode()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// A standalone server without persistence.
+    pub fn start() -> RedisServer {
+        Self::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// A server that fsyncs every write to its AOF, so a kill loses nothing acknowledged.
+    pub fn start_durable() -> RedisServer {
+        Self::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+    }
+
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let port = free_port();
+        Self::start_on(port, temp_dir("node"), extra)
+    }
+
+    pub fn start_on(port: u16, dir: PathBuf, extra: &[&str]) -> RedisServer {
+        // redis-server wants a config file, if any, as its first argument.
+        let (conf, extra) = match extra.split_first() {
+            Some((first, rest)) if first.ends_with(".conf") => (Some(first.to_string()), rest),
+            _ => (None, extra),
+        };
+        let mut args: Vec<String> = conf.into_iter().collect();
+        args.extend::<Vec<String>>(vec![
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--logfile".into(),
+            "redis.log".into(),
+        ]);
+        if extra.contains(&"--tls-port") {
+            args.extend(["--port".into(), "0".into()]);
+        } else {
+            args.extend(["--port".into(), port.to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut s = RedisServer {
+            port,
+            dir,
+            args,
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {} did not start: {}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: the server dies without a chance to save anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and directory (an AOF is reloaded).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs redis-cli against this server.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A 3-master Cluster made with `redis-cli --cluster create`.
+pub struct Cluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if nodes
+                .iter()
+                .all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Cluster { nodes }
+    }
+
+    pub fn yaml_nodes(&self) -> String {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"{}\"", n.url()))
+            .collect();
+        format!("[{}]", urls.join(", "))
+    }
+}
+
+/// A master watched by one sentinel, under the name `mymaster`.
+pub struct Sentinel {
+    pub master: RedisServer,
+    pub sentinel: RedisServer,
+}
+
+impl Sentinel {
+    pub fn start() -> Sentinel {
+        let master = RedisServer::start();
+        let port = free_port();
+        let dir = temp_dir("sentinel");
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 3000\n",
+                master.port
+            ),
+        )
+        .unwrap();
+        let sentinel =
+            RedisServer::start_on(port, dir.clone(), &[conf.to_str().unwrap(), "--sentinel"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sentinel
+            .cli(&["sentinel", "get-master-addr-by-name", "mymaster"])
+            .contains(&master.port.to_string())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "sentinel does not know the master"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Sentinel { master, sentinel }
+    }
+}

@@ -98,26 +98,43 @@ fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on the first SIGINT or SIGTERM. The handlers are installed at
+/// once (before the store opens), and a second signal exits immediately
+/// instead of waiting out the drain.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                eprintln!(
+                    "sessiongate: second signal, exiting without waiting for in-flight requests"
+                );
+                std::process::exit(1);
+            });
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 pub async fn serve(config: Config) -> ExitCode {
     crate::logging::init(config.log.format);
+    let shutdown = shutdown_signal();
     let listeners = match Listeners::bind(&config).await {
         Ok(l) => l,
         Err(e) => {
@@ -125,7 +142,7 @@ pub async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(config, listeners, shutdown_signal()).await {
+    match run(config, listeners, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");

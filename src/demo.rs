@@ -77,6 +77,7 @@ fn demo_secret(path: &std::path::Path) -> std::io::Result<String> {
 
 pub async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     crate::logging::init(crate::config::LogFormat::Pretty);
+    let shutdown = crate::cli::shutdown_signal();
     let app = match TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => l,
         Err(e) => {
@@ -113,7 +114,7 @@ pub async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     eprintln!(
         "sessiongate demo: open http://{listen}/ in a browser (metrics at http://{admin}/metrics); Ctrl-C stops"
     );
-    match run(config, listeners, crate::cli::shutdown_signal()).await {
+    match run(config, listeners, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sessiongate demo: {e}");
@@ -160,9 +161,10 @@ fn redirect_home(update: Option<Value>, action: Option<&'static str>) -> Respons
     let h = r.headers_mut();
     h.insert(header::LOCATION, HeaderValue::from_static("/"));
     if let Some(u) = update {
+        let json = crate::upstream::identity::to_ascii_json(&u);
         h.insert(
             "x-session-update",
-            HeaderValue::try_from(u.to_string()).expect("JSON of ASCII input"),
+            HeaderValue::try_from(json).expect("ASCII JSON is a valid header value"),
         );
     }
     if let Some(a) = action {

@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use serde_json::Map;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,6 +43,9 @@ struct Route {
 
 pub struct Proxy {
     routes: Vec<Route>,
+    /// Every header any route fills from the session outside the internal
+    /// prefix: a client may send none of them, whichever route it takes.
+    session_filled: Vec<http::HeaderName>,
     upstreams: Upstreams,
     pub sessions: Sessions,
     headers: InternalHeaders,
@@ -76,8 +80,23 @@ impl Proxy {
             config.session.save_every_request,
             metrics.clone(),
         );
+        let mut session_filled: Vec<http::HeaderName> = Vec::new();
+        for r in &config.routes {
+            let names = r
+                .forward
+                .headers
+                .iter()
+                .map(|(n, _)| n)
+                .chain(r.forward.header.as_ref());
+            for name in names {
+                if !config.headers.is_internal(name) && !session_filled.contains(name) {
+                    session_filled.push(name.clone());
+                }
+            }
+        }
         Ok(Proxy {
             routes,
+            session_filled,
             upstreams: Upstreams::new(config.upstreams.clone()),
             sessions,
             headers: config.headers.clone(),
@@ -129,17 +148,23 @@ impl Proxy {
         request_id: &str,
     ) -> (Option<usize>, Response<ProxyBody>) {
         let host = request_host(&req);
+        let Some(path) = router::normalize(req.uri().path()).map(Cow::into_owned) else {
+            return (
+                None,
+                error_response(&ProxyError::BadRequest("path climbs above the root")),
+            );
+        };
         let index = {
             let host = host.as_ref().and_then(|h| h.to_str().ok());
             self.routes
                 .iter()
-                .position(|r| router::matches(&r.cfg, host, req.uri().path()))
+                .position(|r| router::matches(&r.cfg, host, &path))
         };
         let Some(index) = index else {
             return (None, error_response(&ProxyError::NoRoute));
         };
         let resp = match self
-            .forward(&self.routes[index], req, conn, host, request_id)
+            .forward(&self.routes[index], req, conn, host, &path, request_id)
             .await
         {
             Ok(resp) => resp,
@@ -160,6 +185,7 @@ impl Proxy {
         req: Request<Incoming>,
         conn: ConnInfo,
         host: Option<HeaderValue>,
+        normalized_path: &str,
         request_id: &str,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let cfg = &route.cfg;
@@ -178,7 +204,7 @@ impl Proxy {
 
         let h = &mut parts.headers;
         forward::remove_internal(h, &self.headers);
-        for (name, _) in &cfg.forward.headers {
+        for name in &self.session_filled {
             h.remove(name);
         }
         forward::remove_hop_by_hop(h);
@@ -203,8 +229,10 @@ impl Proxy {
         );
         self.session_headers(route, &loaded, h, now)?;
 
+        // Like nginx, the path is passed on as the client wrote it, unless
+        // the route rewrites it.
         let path = if cfg.strip_prefix {
-            router::strip(&cfg.path_prefix, parts.uri.path())
+            router::encode_path(&router::strip(&cfg.path_prefix, normalized_path))
         } else {
             parts.uri.path().to_string()
         };

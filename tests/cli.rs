@@ -49,6 +49,10 @@ fn example_configs_pass_check() {
                 "example-secret-0123456789abcdef-0123456789",
             )
             .env(
+                "SESSIONGATE_PREVIOUS_SECRET",
+                "example-previous-0123456789abcdef-012345",
+            )
+            .env(
                 "UPSTREAM_JWT_SECRET",
                 "example-upstream-secret-0123456789abcdef",
             )
@@ -115,6 +119,29 @@ routes:
         !text.contains("hunter2") && !text.contains("tiny-jwt"),
         "a secret was echoed:\n{text}"
     );
+}
+
+#[test]
+fn check_never_echoes_values_in_type_errors() {
+    let dir = temp_dir("check-redact");
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "secrets: [\"{SECRET}\"]\nsession: {{store: {{kind: redis, cluster: \"redis://:hunter3-password@10.0.0.1\"}}}}\nupstreams: {{app: {{url: \"http://127.0.0.1:1\"}}}}\nroutes: [{{upstream: app, forward: {{mode: none}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let out = sessiongate(&["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("session.store: invalid type: string"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter3"), "{text}");
 }
 
 #[test]

@@ -908,3 +908,104 @@ async fn secret_rotation_keeps_old_cookies_until_the_old_secret_is_removed() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn require_cannot_be_bypassed_with_path_tricks() {
+    let routes = "  - {match: {path_prefix: /api/}, upstream: app, forward: {mode: json}, require: [user_id]}\n  - {match: {path_prefix: /}, upstream: app, forward: {mode: json}}";
+    let (up, gw, c) = setup("", routes).await;
+    for tricky in [
+        "/%61pi/users",
+        "//api/users",
+        "/x/../api/users",
+        "/api/./users",
+        "/%2Fapi/users",
+    ] {
+        assert_eq!(
+            c.get(&gw.url(tricky), &[]).await.status,
+            401,
+            "{tricky} bypassed require"
+        );
+    }
+    assert_eq!(c.get(&gw.url("/../api/users"), &[]).await.status, 400);
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let cookie = create(&c, &gw, json!({"user_id": 1})).await;
+    let r = c.get(&gw.url("/%61pi/users"), &[("cookie", &cookie)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.echo().path,
+        "/%61pi/users",
+        "the path is forwarded as the client wrote it"
+    );
+}
+
+#[tokio::test]
+async fn non_ascii_cookie_header_never_leaks_the_session_id() {
+    let (_up, gw, c) = setup("", JSON_ROUTE).await;
+    let cookie = create(&c, &gw, json!({"user_id": 1})).await;
+    let header = format!("name=José; {cookie}");
+    let r = c.get(&gw.url("/"), &[("cookie", &header)]).await;
+    assert_eq!(r.session(), json!({"user_id": 1}));
+    let forwarded = r.echo().header("cookie").unwrap();
+    assert!(!forwarded.contains("sessionid"), "{forwarded}");
+    assert!(forwarded.starts_with("name=Jos"), "{forwarded}");
+}
+
+#[tokio::test]
+async fn headers_filled_by_any_route_cannot_be_spoofed_through_another() {
+    let routes = "  - {match: {path_prefix: /a/}, upstream: app, forward: {mode: json, header: X-App-Session, headers: {X-User-Id: user_id}}}\n  - {match: {path_prefix: /}, upstream: app, forward: {mode: none}}";
+    let (_up, gw, c) = setup("", routes).await;
+    let echo = c
+        .get(
+            &gw.url("/b"),
+            &[("x-user-id", "1"), ("x-app-session", r#"{"admin":true}"#)],
+        )
+        .await
+        .echo();
+    assert_eq!(echo.header("x-user-id"), None);
+    assert_eq!(echo.header("x-app-session"), None);
+}
+
+#[tokio::test]
+async fn a_slow_logout_does_not_log_out_a_concurrent_login() {
+    let (_up, gw, c) = setup("", JSON_ROUTE).await;
+    let cookie = create(&c, &gw, json!({"cart": 1})).await;
+    let slow = {
+        let url = gw.url("/logout");
+        let cookie = cookie.clone();
+        tokio::spawn(async move {
+            TestClient::new()
+                .get(
+                    &url,
+                    &hdrs(&[
+                        ("cookie", cookie),
+                        (REPLY_DELAY_MS, "600".into()),
+                        reply("X-Session-Action", "flush"),
+                        reply("X-Session-Update", r#"{"x":1}"#),
+                    ]),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let login = c
+        .get(
+            &gw.url("/login"),
+            &hdrs(&[
+                ("cookie", cookie.clone()),
+                reply("X-Session-Action", "cycle"),
+                reply("X-Session-Update", r#"{"user_id":2}"#),
+            ]),
+        )
+        .await;
+    let new = login.cookie(COOKIE).unwrap();
+    let late = slow.await.unwrap();
+    assert_eq!(late.status, 200);
+    assert!(
+        late.headers.get("set-cookie").is_none(),
+        "the login's cookie is left alone"
+    );
+    assert_eq!(
+        session_of(&c, &gw, &new).await,
+        json!({"cart": 1, "user_id": 2})
+    );
+}

@@ -31,10 +31,24 @@ fn section<T: DeserializeOwned>(value: Value, path: &str, issues: &mut Issues) -
                 (false, p) if p.starts_with('[') => format!("{path}{p}"),
                 (false, p) => format!("{path}.{p}"),
             };
-            issues.push(full, e.into_inner().to_string());
+            issues.push(full, redact_values(&e.into_inner().to_string()));
             None
         }
     }
+}
+
+/// serde quotes the offending value in type errors; it may be a secret or a
+/// URL with a password, so the quoted text is replaced.
+fn redact_values(message: &str) -> String {
+    for marker in ["invalid type: string \"", "invalid value: string \""] {
+        if let Some(start) = message.find(marker) {
+            let from = start + marker.len();
+            if let Some(len) = message[from..].find("\", expected") {
+                return format!("{}…{}", &message[..from], &message[from + len..]);
+            }
+        }
+    }
+    message.to_string()
 }
 
 fn duration(
@@ -294,7 +308,9 @@ fn session(raw: RawSession, issues: &mut Issues) -> SessionConfig {
             "`none` requires `secure: true` (browsers reject SameSite=None cookies without Secure)",
         );
     }
-    if name.starts_with("__Host-") {
+    // Browsers match these prefixes case-insensitively.
+    let lower_name = name.to_ascii_lowercase();
+    if lower_name.starts_with("__host-") {
         if c.domain.is_some() {
             issues.push(
                 "session.cookie.domain",
@@ -308,7 +324,7 @@ fn session(raw: RawSession, issues: &mut Issues) -> SessionConfig {
             issues.push("session.cookie.secure", "a __Host- cookie must be secure");
         }
     }
-    if name.starts_with("__Secure-") && !secure {
+    if lower_name.starts_with("__secure-") && !secure {
         issues.push("session.cookie.secure", "a __Secure- cookie must be secure");
     }
     let ttl = duration(
@@ -508,10 +524,15 @@ fn upstreams(value: Option<Value>, issues: &mut Issues) -> Vec<UpstreamConfig> {
             );
             continue;
         };
-        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+        if scheme == http::uri::Scheme::HTTPS {
             issues.push(
                 format!("{path}.url"),
-                format!("unsupported scheme {scheme}: use http:// or https://"),
+                "https:// upstreams are not available in this build yet; use http://",
+            );
+        } else if scheme != http::uri::Scheme::HTTP {
+            issues.push(
+                format!("{path}.url"),
+                format!("unsupported scheme {scheme}: use http://"),
             );
         }
         if uri.query().is_some() {
@@ -688,6 +709,12 @@ fn forward(
                     None
                 }
             };
+            if matches!(key, Some(SigningKey::EdDsa { .. })) {
+                issues.push(
+                    format!("{path}.private_key"),
+                    "EdDSA signing is not available in this build yet; use `secret` (HS256)",
+                );
+            }
             let token_ttl = duration(
                 &raw.token_ttl,
                 &format!("{path}.token_ttl"),

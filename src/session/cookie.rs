@@ -148,31 +148,48 @@ pub struct RequestCookies<'a> {
     pub forwarded: Option<Option<HeaderValue>>,
 }
 
+fn trim_bytes(mut b: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = b
+        && first.is_ascii_whitespace()
+    {
+        b = rest;
+    }
+    while let [rest @ .., last] = b
+        && last.is_ascii_whitespace()
+    {
+        b = rest;
+    }
+    b
+}
+
 /// Splits the request's cookies into the session cookie (and its numbered
 /// chunks `NAME.N`, which are never forwarded) and the others, which are.
+/// Works on bytes: browsers send raw UTF-8 in other cookies, and such a
+/// header must still lose the session cookie.
 pub fn split_request_cookies<'a>(headers: &'a HeaderMap, name: &str) -> RequestCookies<'a> {
     let mut session_values = Vec::new();
-    let mut kept: Vec<&str> = Vec::new();
+    let mut kept: Vec<&[u8]> = Vec::new();
     let mut removed = false;
     let mut header_count = 0;
     for value in headers.get_all(header::COOKIE) {
         header_count += 1;
-        let Ok(text) = value.to_str() else {
-            // Not ASCII: it cannot be our cookie; forward it as it came.
-            kept.extend(std::str::from_utf8(value.as_bytes()).ok());
-            continue;
-        };
-        for pair in text.split(';') {
-            let pair = pair.trim();
+        for pair in value.as_bytes().split(|b| *b == b';') {
+            let pair = trim_bytes(pair);
             if pair.is_empty() {
                 continue;
             }
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = k.trim();
-            if k == name {
-                session_values.push(v.trim().trim_matches('"'));
+            let (k, v) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (trim_bytes(&pair[..i]), trim_bytes(&pair[i + 1..])),
+                None => (pair, &[][..]),
+            };
+            if k == name.as_bytes() {
                 removed = true;
-            } else if is_chunk_name(k, name) {
+                let v = v
+                    .strip_prefix(b"\"")
+                    .and_then(|v| v.strip_suffix(b"\""))
+                    .unwrap_or(v);
+                session_values.extend(std::str::from_utf8(v).ok());
+            } else if std::str::from_utf8(k).is_ok_and(|k| is_chunk_name(k, name)) {
                 removed = true;
             } else {
                 kept.push(pair);
@@ -181,7 +198,7 @@ pub fn split_request_cookies<'a>(headers: &'a HeaderMap, name: &str) -> RequestC
     }
     let forwarded = (removed || header_count > 1).then(|| {
         (!kept.is_empty()).then(|| {
-            HeaderValue::from_str(&kept.join("; ")).unwrap_or(HeaderValue::from_static(""))
+            HeaderValue::from_bytes(&kept.join(&b"; "[..])).expect("joined from valid header bytes")
         })
     });
     RequestCookies {
@@ -276,6 +293,23 @@ mod tests {
         assert_eq!(
             rc.forwarded,
             Some(Some(HeaderValue::from_static("a=1; b=2")))
+        );
+    }
+
+    #[test]
+    fn non_ascii_cookie_header_still_loses_the_session_cookie() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes("name=José; sessionid=abc.def".as_bytes()).unwrap(),
+        );
+        let rc = split_request_cookies(&h, "sessionid");
+        assert_eq!(rc.session_values, vec!["abc.def"]);
+        assert_eq!(
+            rc.forwarded,
+            Some(Some(
+                HeaderValue::from_bytes("name=José".as_bytes()).unwrap()
+            ))
         );
     }
 

@@ -150,12 +150,25 @@ impl Sessions {
             // refused update leaves the old session untouched.
             let replacement = self.new_session(&change, now)?;
             if let Some((id, _)) = current {
-                if let Err(e) = self.timed(StoreOp::delete, self.store.delete(id)).await {
-                    self.write_failed(e)?;
-                    return Ok(None);
+                match self.timed(StoreOp::delete, self.store.delete(id)).await {
+                    Ok(true) => {
+                        self.metrics.event(SessionEvent::flushed);
+                        set_cookie = Some(self.codec.removal());
+                    }
+                    Ok(false) => {
+                        // Already flushed, cycled by a concurrent login, or expired:
+                        // the cookie the browser holds by now is left alone.
+                        self.metrics.event(SessionEvent::dropped);
+                        tracing::info!(
+                            "session flush dropped: the session ended while the request was in flight"
+                        );
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        self.write_failed(e)?;
+                        return Ok(None);
+                    }
                 }
-                self.metrics.event(SessionEvent::flushed);
-                set_cookie = Some(self.codec.removal());
             }
             if let Some((id, record)) = replacement {
                 return self.create(id, record, now, set_cookie).await;

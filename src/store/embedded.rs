@@ -38,6 +38,13 @@ fn decode(bytes: &[u8]) -> Result<SessionRecord, StoreError> {
     serde_json::from_slice(bytes).map_err(StoreError::Corrupt)
 }
 
+/// A record that cannot be read is no session, never an error on every request.
+fn readable(decoded: Result<SessionRecord, StoreError>) -> Option<SessionRecord> {
+    decoded
+        .map_err(|e| tracing::warn!(error = %e, "unreadable session record treated as no session"))
+        .ok()
+}
+
 fn encode(record: &SessionRecord) -> Vec<u8> {
     serde_json::to_vec(record).expect("a session record always serializes")
 }
@@ -58,7 +65,7 @@ enum WriteOp {
     },
     Delete {
         id: SessionId,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     ClearExpired {
         now_ms: UnixMillis,
@@ -156,86 +163,74 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<WriteOp>, policy: Polic
     }
 }
 
-/// A reply waiting for the commit that makes its write durable.
-enum Pending {
-    Unit(
-        oneshot::Sender<Result<(), StoreError>>,
-        Result<(), StoreError>,
-    ),
-    Save(
-        oneshot::Sender<Result<SaveOutcome, StoreError>>,
-        Result<SaveOutcome, StoreError>,
-    ),
-    Count(
-        oneshot::Sender<Result<u64, StoreError>>,
-        Result<u64, StoreError>,
-    ),
+/// A reply waiting for the transaction's outcome: sent as computed when the
+/// commit is durable, or as the commit's error.
+type Pending = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+fn pending<T: Send + 'static>(
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    result: Result<T, StoreError>,
+) -> Pending {
+    Box::new(move |commit: Result<(), &str>| {
+        let _ = reply.send(match commit {
+            Ok(()) => result,
+            Err(message) => Err(StoreError::Backend(message.to_string().into())),
+        });
+    })
 }
 
-impl Pending {
-    fn send(self) {
-        match self {
-            Pending::Unit(tx, r) => drop(tx.send(r)),
-            Pending::Save(tx, r) => drop(tx.send(r)),
-            Pending::Count(tx, r) => drop(tx.send(r)),
-        }
-    }
-
-    fn fail(self, message: &str) {
-        let err = || StoreError::Backend(message.to_string().into());
-        match self {
-            Pending::Unit(tx, _) => drop(tx.send(Err(err()))),
-            Pending::Save(tx, _) => drop(tx.send(Err(err()))),
-            Pending::Count(tx, _) => drop(tx.send(Err(err()))),
-        }
-    }
-}
-
+/// Applies a batch in one transaction. A storage error in any operation
+/// aborts the whole transaction, so no half-applied change is ever committed.
 fn apply_batch(db: &Database, batch: Vec<WriteOp>, policy: &Policy) {
-    let mut pending = Vec::with_capacity(batch.len());
-    let txn = match db.begin_write() {
-        Ok(t) => t,
-        Err(e) => {
-            let msg = format!("cannot begin a write transaction: {e}");
-            for op in batch {
-                pending_of(op, Err(StoreError::Backend(msg.clone().into()))).fail(&msg);
-            }
-            return;
+    let fail_all = |batch: Vec<WriteOp>, message: &str| {
+        for op in batch {
+            reply_slot(op)(Err(message));
         }
     };
+    let txn = match db.begin_write() {
+        Ok(t) => t,
+        Err(e) => return fail_all(batch, &format!("cannot begin a write transaction: {e}")),
+    };
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut storage_error = None;
     {
         let tables = txn
             .open_table(SESSIONS)
             .and_then(|s| Ok((s, txn.open_table(EXPIRY)?)));
         let (mut sessions, mut expiry) = match tables {
             Ok(t) => t,
-            Err(e) => {
-                let msg = format!("cannot open tables: {e}");
-                for op in batch {
-                    pending_of(op, Err(StoreError::Backend(msg.clone().into()))).fail(&msg);
-                }
-                return;
-            }
+            Err(e) => return fail_all(batch, &format!("cannot open tables: {e}")),
         };
         for op in batch {
-            pending.push(apply_one(&mut sessions, &mut expiry, op, policy));
+            let (reply, error) = apply_one(&mut sessions, &mut expiry, op, policy);
+            replies.push(reply);
+            if let Some(e) = error {
+                storage_error.get_or_insert(e);
+            }
         }
     }
-    match txn.commit() {
-        Ok(()) => pending.into_iter().for_each(Pending::send),
-        Err(e) => {
-            let msg = format!("commit failed: {e}");
-            pending.into_iter().for_each(|p| p.fail(&msg));
+    let outcome = match storage_error {
+        Some(e) => {
+            drop(txn);
+            Err(format!("write aborted: {e}"))
         }
+        None => txn.commit().map_err(|e| format!("commit failed: {e}")),
+    };
+    for reply in replies {
+        reply(outcome.as_ref().map(|_| ()).map_err(String::as_str));
     }
 }
 
-/// The reply slot of an operation, carrying an error.
-fn pending_of(op: WriteOp, err: Result<(), StoreError>) -> Pending {
+/// The reply of an operation that never ran.
+fn reply_slot(op: WriteOp) -> Pending {
+    fn never<T>() -> Result<T, StoreError> {
+        Err(StoreError::Backend("not applied".into()))
+    }
     match op {
-        WriteOp::Create { reply, .. } | WriteOp::Delete { reply, .. } => Pending::Unit(reply, err),
-        WriteOp::Save { reply, .. } => Pending::Save(reply, err.map(|_| SaveOutcome::Gone)),
-        WriteOp::ClearExpired { reply, .. } => Pending::Count(reply, err.map(|_| 0)),
+        WriteOp::Create { reply, .. } => pending(reply, never()),
+        WriteOp::Delete { reply, .. } => pending(reply, never()),
+        WriteOp::Save { reply, .. } => pending(reply, never()),
+        WriteOp::ClearExpired { reply, .. } => pending(reply, never()),
     }
 }
 
@@ -263,7 +258,7 @@ fn remove(
     id: &SessionId,
 ) -> Result<Option<SessionRecord>, StoreError> {
     let old = match sessions.remove(id.as_bytes().as_slice()).map_err(backend)? {
-        Some(v) => Some(decode(v.value())?),
+        Some(v) => readable(decode(v.value())),
         None => None,
     };
     if let Some(r) = &old {
@@ -274,21 +269,28 @@ fn remove(
     Ok(old)
 }
 
+/// Applies one operation; returns its reply and the storage error, if any,
+/// that must abort the transaction.
 fn apply_one(
     sessions: &mut Sessions<'_>,
     expiry: &mut Expiry<'_>,
     op: WriteOp,
     policy: &Policy,
-) -> Pending {
+) -> (Pending, Option<String>) {
+    fn done<T: Send + 'static>(
+        reply: oneshot::Sender<Result<T, StoreError>>,
+        result: Result<T, StoreError>,
+    ) -> (Pending, Option<String>) {
+        let error = result.as_ref().err().map(ToString::to_string);
+        (pending(reply, result), error)
+    }
     match op {
-        WriteOp::Create { id, record, reply } => {
-            Pending::Unit(reply, put(sessions, expiry, &id, &record))
-        }
+        WriteOp::Create { id, record, reply } => done(reply, put(sessions, expiry, &id, &record)),
         WriteOp::Delete { id, reply } => {
-            Pending::Unit(reply, remove(sessions, expiry, &id).map(|_| ()))
+            done(reply, remove(sessions, expiry, &id).map(|r| r.is_some()))
         }
         WriteOp::ClearExpired { now_ms, reply } => {
-            Pending::Count(reply, clear_expired(sessions, expiry, now_ms))
+            done(reply, clear_expired(sessions, expiry, now_ms))
         }
         WriteOp::Save {
             id,
@@ -298,41 +300,53 @@ fn apply_one(
             now_ms,
             reply,
         } => {
-            let result = (|| {
-                let Some(current) = remove(sessions, expiry, &id)? else {
-                    return Ok(SaveOutcome::Gone);
-                };
-                if !current.is_live(now_ms) {
-                    return Ok(SaveOutcome::Gone);
+            let change = Change {
+                patches: &patches,
+                expiry_s,
+            };
+            done(
+                reply,
+                save(sessions, expiry, &id, &change, cycle_to, now_ms, policy),
+            )
+        }
+    }
+}
+
+fn save(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    id: &SessionId,
+    change: &Change<'_>,
+    cycle_to: Option<(SessionId, String)>,
+    now_ms: UnixMillis,
+    policy: &Policy,
+) -> Result<SaveOutcome, StoreError> {
+    let Some(current) = remove(sessions, expiry, id)? else {
+        return Ok(SaveOutcome::Gone);
+    };
+    if !current.is_live(now_ms) {
+        return Ok(SaveOutcome::Gone);
+    }
+    match apply(current.clone(), change, policy, now_ms) {
+        Ok(Applied::Saved(mut record)) => {
+            let new_id = match cycle_to {
+                Some((new_id, sid)) => {
+                    record.sid = sid;
+                    new_id
                 }
-                let change = Change {
-                    patches: &patches,
-                    expiry_s,
-                };
-                match apply(current.clone(), &change, policy, now_ms) {
-                    Ok(Applied::Saved(mut record)) => {
-                        let new_id = match cycle_to {
-                            Some((new_id, sid)) => {
-                                record.sid = sid;
-                                new_id
-                            }
-                            None => id,
-                        };
-                        put(sessions, expiry, &new_id, &record)?;
-                        Ok(SaveOutcome::Saved {
-                            id: new_id,
-                            record: Arc::new(record),
-                        })
-                    }
-                    Ok(Applied::Emptied) => Ok(SaveOutcome::Emptied),
-                    Err(e) => {
-                        // Refused: put back exactly what was there.
-                        put(sessions, expiry, &id, &current)?;
-                        Ok(SaveOutcome::Refused(e))
-                    }
-                }
-            })();
-            Pending::Save(reply, result)
+                None => *id,
+            };
+            put(sessions, expiry, &new_id, &record)?;
+            Ok(SaveOutcome::Saved {
+                id: new_id,
+                record: Arc::new(record),
+            })
+        }
+        Ok(Applied::Emptied) => Ok(SaveOutcome::Emptied),
+        Err(e) => {
+            // Refused: put back exactly what was there.
+            put(sessions, expiry, id, &current)?;
+            Ok(SaveOutcome::Refused(e))
         }
     }
 }
@@ -370,10 +384,9 @@ impl SessionStore for EmbeddedStore {
             let txn = db.begin_read().map_err(backend)?;
             let table = txn.open_table(SESSIONS).map_err(backend)?;
             match table.get(id.as_bytes().as_slice()).map_err(backend)? {
-                Some(v) => {
-                    let r = decode(v.value())?;
-                    Ok(r.is_live(now_ms).then(|| Arc::new(r)))
-                }
+                Some(v) => Ok(readable(decode(v.value()))
+                    .filter(|r| r.is_live(now_ms))
+                    .map(Arc::new)),
                 None => Ok(None),
             }
         })
@@ -409,7 +422,7 @@ impl SessionStore for EmbeddedStore {
         .await
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.submit(WriteOp::Delete { id: *id, reply: tx }, rx)
             .await

@@ -116,9 +116,8 @@ impl SessionStore for MemoryStore {
         }
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.shard(id).pop(id);
-        Ok(())
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+        Ok(self.shard(id).pop(id).is_some())
     }
 
     async fn clear_expired(&self, now_ms: UnixMillis) -> Result<u64, StoreError> {

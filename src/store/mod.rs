@@ -71,7 +71,8 @@ pub trait SessionStore: Send + Sync + 'static {
         op: &SaveOp<'_>,
     ) -> impl Future<Output = Result<SaveOutcome, StoreError>> + Send;
 
-    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Deletes a session; `true` when there was one to delete.
+    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes expired sessions and says how many; 0 where expiry is native.
     fn clear_expired(
@@ -138,7 +139,7 @@ impl SessionStore for Store {
         }
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         match self {
             Store::Memory(s) => s.delete(id).await,
             Store::Embedded(s) => s.delete(id).await,

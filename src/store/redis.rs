@@ -238,7 +238,7 @@ impl RedisStore {
     }
 }
 
-fn field<'a>(fields: &'a [Option<String>], i: usize) -> Result<&'a str, StoreError> {
+fn field(fields: &[Option<String>], i: usize) -> Result<&str, StoreError> {
     fields
         .get(i)
         .and_then(|f| f.as_deref())
@@ -369,16 +369,17 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         let key = self.key(id);
-        self.run(|mut c| async move {
-            ::redis::cmd("DEL")
-                .arg(&key)
-                .query_async::<i64>(&mut c)
-                .await
-        })
-        .await?;
-        Ok(())
+        let removed = self
+            .run(|mut c| async move {
+                ::redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(removed > 0)
     }
 
     /// Redis expires sessions itself.

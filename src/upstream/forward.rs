@@ -62,10 +62,16 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
 ) {
     let ip = client_ip.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
-    };
+    // Several X-Forwarded-For headers are one list (RFC 9110 section 5.3).
+    let mut hops: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    hops.push(&ip);
+    let xff = hops.join(", ");
     headers.insert(
         X_FORWARDED_FOR.clone(),
         HeaderValue::try_from(xff).expect("ASCII"),
@@ -118,13 +124,15 @@ mod tests {
     fn forwarded_for_is_appended() {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
         set_forwarded(
             &mut h,
             "127.0.0.1".parse().unwrap(),
             "http",
             Some(&HeaderValue::from_static("example.com:8080")),
         );
-        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "example.com:8080");
     }

@@ -135,7 +135,8 @@ impl serde_json::ser::Formatter for AsciiFormatter {
     ) -> io::Result<()> {
         let mut start = 0;
         for (i, ch) in fragment.char_indices() {
-            if ch.is_ascii() {
+            // DEL is ASCII but not allowed in a header value; serde_json leaves it raw.
+            if ch.is_ascii() && ch != '\x7f' {
                 continue;
             }
             w.write_all(&fragment.as_bytes()[start..i])?;
@@ -173,10 +174,14 @@ mod tests {
 
     #[test]
     fn json_is_ascii_and_round_trips() {
-        let v = json!({"name": "Zoë 🦀", "n": [1, "x\"y"]});
+        let v = json!({"name": "Zoë 🦀", "n": [1, "x\"y"], "del": "a\u{7f}b"});
         let s = to_ascii_json(&v);
         assert!(s.is_ascii(), "{s}");
-        assert!(s.contains("\\u00eb") && s.contains("\\ud83e\\udd80"), "{s}");
+        assert!(
+            s.contains("\\u00eb") && s.contains("\\ud83e\\udd80") && s.contains("\\u007f"),
+            "{s}"
+        );
+        assert!(http::HeaderValue::try_from(s.clone()).is_ok());
         assert_eq!(serde_json::from_str::<Value>(&s).unwrap(), v);
     }
 

@@ -159,8 +159,15 @@ async fn clear_sessions(config: Config) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let store = match crate::store::open(&config.session).await {
-        Ok(s) => s,
+    let store = match crate::store::open(&config.session, &config.secrets).await {
+        Ok(crate::store::Backend::Server(s)) => s,
+        Ok(crate::store::Backend::Sealed(_)) => {
+            println!("0");
+            eprintln!(
+                "the cookie store keeps each session in its browser, sealed with its own deadline"
+            );
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("sessiongate: cannot clear sessions: {e}");
             return ExitCode::FAILURE;

@@ -9,7 +9,7 @@ use crate::session::cookie::{CookieCodec, is_chunk_name, split_request_cookies};
 use crate::session::patch::Writeback;
 use crate::session::record::{Policy, now_ms};
 use crate::session::{Loaded, Sessions};
-use crate::store::Store;
+use crate::store::Backend;
 use crate::upstream::Upstreams;
 use crate::upstream::forward::{self, X_REQUEST_ID};
 use crate::upstream::identity::{
@@ -59,7 +59,7 @@ const NO_ROUTE_LABEL: &str = "none";
 impl Proxy {
     pub fn new(
         config: &Config,
-        store: Store,
+        backend: Backend,
         metrics: Arc<Metrics>,
     ) -> Result<Self, IdentityError> {
         let routes = config
@@ -73,7 +73,7 @@ impl Proxy {
             })
             .collect::<Result<Vec<_>, IdentityError>>()?;
         let sessions = Sessions::new(
-            store,
+            backend,
             CookieCodec::new(config.session.cookie.clone(), &config.secrets),
             Policy::from_config(&config.session),
             config.session.on_store_error,
@@ -193,11 +193,11 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
 
         let cookies = split_request_cookies(&parts.headers, self.sessions.codec.name());
-        let loaded = self.sessions.load(&cookies.session_values, now).await?;
-        let forwarded_cookie = cookies.forwarded;
+        let loaded = self.sessions.load(&cookies, now).await?;
+        let forwarded_cookie = cookies.forwarded.clone();
 
         let empty = Map::new();
-        let data = loaded.current.as_ref().map_or(&empty, |(_, r)| &r.data);
+        let data = loaded.data().unwrap_or(&empty);
         if cfg.require.iter().any(|k| !data.contains_key(k)) {
             return Ok(deny(cfg, &parts));
         }
@@ -250,10 +250,10 @@ impl Proxy {
         if forwards_session(&cfg.forward) || !cfg.require.is_empty() {
             forward::add_vary_cookie(&mut rparts.headers);
         }
-        if let Some(wb) = outcome?
-            && let Some(set_cookie) = self.sessions.write_back(&loaded, &wb, now_ms()).await?
-        {
-            rparts.headers.append(header::SET_COOKIE, set_cookie);
+        if let Some(wb) = outcome? {
+            for set_cookie in self.sessions.write_back(&loaded, &wb, now_ms()).await? {
+                rparts.headers.append(header::SET_COOKIE, set_cookie);
+            }
         }
         Ok(Response::from_parts(rparts, Either::Left(rbody)))
     }
@@ -296,8 +296,8 @@ impl Proxy {
     ) -> Result<(), ProxyError> {
         let cfg = &route.cfg.forward;
         let empty = Map::new();
-        let (data, sid) = match &loaded.current {
-            Some((_, r)) => (&r.data, Some(r.sid.as_str())),
+        let (data, sid) = match &loaded.record {
+            Some(r) => (&r.data, Some(r.sid.as_str())),
             None => (&empty, None),
         };
         let view = SessionView {

@@ -88,8 +88,8 @@ pub async fn run(
         return Err(RunError::TlsUnsupported(i));
     }
     let metrics = Arc::new(Metrics::new());
-    let store = store::open(&config.session).await?;
-    let proxy = Arc::new(Proxy::new(&config, store, metrics.clone())?);
+    let backend = store::open(&config.session, &config.secrets).await?;
+    let proxy = Arc::new(Proxy::new(&config, backend, metrics.clone())?);
     let admin = Arc::new(Admin::new(proxy.clone(), metrics));
     let builder = Arc::new(http_builder(&config.limits));
     let graceful = Arc::new(GracefulShutdown::new());

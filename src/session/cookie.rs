@@ -96,17 +96,40 @@ impl CookieCodec {
         policy: &Policy,
         now: UnixMillis,
     ) -> HeaderValue {
+        self.set_cookie_named(&self.cfg.name, value, record, policy, now)
+    }
+
+    /// `Set-Cookie` under another name with the session cookie's attributes
+    /// (the cookie store's numbered chunks).
+    pub fn set_cookie_named(
+        &self,
+        name: &str,
+        value: &str,
+        record: &SessionRecord,
+        policy: &Policy,
+        now: UnixMillis,
+    ) -> HeaderValue {
         let lifetime = (!record.browser_session(policy)).then(|| record.seconds_left(now));
-        self.build(value, lifetime, now)
+        self.build(name, value, lifetime, now)
     }
 
     /// `Set-Cookie` that makes the browser drop the cookie.
     pub fn removal(&self) -> HeaderValue {
-        self.build("", Some(0), 0)
+        self.removal_named(&self.cfg.name)
     }
 
-    fn build(&self, value: &str, max_age_s: Option<u64>, now: UnixMillis) -> HeaderValue {
-        let mut c = cookie::Cookie::build((self.cfg.name.as_str(), value))
+    pub fn removal_named(&self, name: &str) -> HeaderValue {
+        self.build(name, "", Some(0), 0)
+    }
+
+    fn build(
+        &self,
+        name: &str,
+        value: &str,
+        max_age_s: Option<u64>,
+        now: UnixMillis,
+    ) -> HeaderValue {
+        let mut c = cookie::Cookie::build((name, value))
             .path(self.cfg.path.as_str())
             .secure(self.cfg.secure)
             .http_only(self.cfg.http_only)
@@ -144,6 +167,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// browsers send them), and the `Cookie` header to forward without them.
 pub struct RequestCookies<'a> {
     pub session_values: Vec<&'a str>,
+    /// The numbered chunks `NAME.N` (the cookie store's), as `(N, value)`.
+    pub chunks: Vec<(usize, &'a str)>,
     /// `None`: forward the original headers unchanged.
     pub forwarded: Option<Option<HeaderValue>>,
 }
@@ -168,6 +193,7 @@ fn trim_bytes(mut b: &[u8]) -> &[u8] {
 /// header must still lose the session cookie.
 pub fn split_request_cookies<'a>(headers: &'a HeaderMap, name: &str) -> RequestCookies<'a> {
     let mut session_values = Vec::new();
+    let mut chunks = Vec::new();
     let mut kept: Vec<&[u8]> = Vec::new();
     let mut removed = false;
     let mut header_count = 0;
@@ -189,8 +215,14 @@ pub fn split_request_cookies<'a>(headers: &'a HeaderMap, name: &str) -> RequestC
                     .and_then(|v| v.strip_suffix(b"\""))
                     .unwrap_or(v);
                 session_values.extend(std::str::from_utf8(v).ok());
-            } else if std::str::from_utf8(k).is_ok_and(|k| is_chunk_name(k, name)) {
+            } else if let Some(n) = std::str::from_utf8(k)
+                .ok()
+                .and_then(|k| chunk_number(k, name))
+            {
                 removed = true;
+                if let Ok(v) = std::str::from_utf8(v) {
+                    chunks.push((n, v));
+                }
             } else {
                 kept.push(pair);
             }
@@ -203,16 +235,22 @@ pub fn split_request_cookies<'a>(headers: &'a HeaderMap, name: &str) -> RequestC
     });
     RequestCookies {
         session_values,
+        chunks,
         forwarded,
     }
 }
 
 /// `NAME.1` .. `NAME.N`: the chunks of a session split across cookies.
 pub fn is_chunk_name(candidate: &str, name: &str) -> bool {
-    candidate
-        .strip_prefix(name)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    chunk_number(candidate, name).is_some()
+}
+
+fn chunk_number(candidate: &str, name: &str) -> Option<usize> {
+    let n = candidate.strip_prefix(name)?.strip_prefix('.')?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
 }
 
 #[cfg(test)]

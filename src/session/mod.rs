@@ -10,8 +10,9 @@ pub mod record;
 use crate::config::OnStoreError;
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, SessionEvent, StoreOp};
-use crate::store::{SaveOp, SaveOutcome, SessionStore, Store, StoreError};
-use cookie::CookieCodec;
+use crate::store::cookie::CookieStore;
+use crate::store::{Backend, SaveOp, SaveOutcome, SessionStore, Store, StoreError};
+use cookie::{CookieCodec, RequestCookies};
 use http::HeaderValue;
 use id::SessionId;
 use patch::Writeback;
@@ -23,13 +24,23 @@ use std::time::Instant;
 /// The session a request arrived with.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    pub current: Option<(SessionId, Arc<SessionRecord>)>,
+    /// The id, on a server-side store.
+    pub id: Option<SessionId>,
+    pub record: Option<Arc<SessionRecord>>,
     /// The store failed under `fail_open`: the request goes on with no session and nothing is written.
     pub degraded: bool,
+    /// The numbered chunk cookies the request carried (cookie store).
+    pub chunks: Vec<usize>,
+}
+
+impl Loaded {
+    pub fn data(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.record.as_ref().map(|r| &r.data)
+    }
 }
 
 pub struct Sessions {
-    pub store: Store,
+    pub backend: Backend,
     pub codec: CookieCodec,
     pub policy: Policy,
     pub on_store_error: OnStoreError,
@@ -39,7 +50,7 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(
-        store: Store,
+        backend: Backend,
         codec: CookieCodec,
         policy: Policy,
         on_store_error: OnStoreError,
@@ -47,7 +58,7 @@ impl Sessions {
         metrics: Arc<Metrics>,
     ) -> Self {
         Sessions {
-            store,
+            backend,
             codec,
             policy,
             on_store_error,
@@ -67,22 +78,38 @@ impl Sessions {
         result
     }
 
-    /// Finds the session named by the request's cookie values. Cookies that
-    /// are malformed, forged, or name no live session are no session.
+    /// Finds the session the request's cookies name. Cookies that are
+    /// malformed, forged, or name no live session are no session.
     pub async fn load(
         &self,
-        cookie_values: &[&str],
+        cookies: &RequestCookies<'_>,
         now: UnixMillis,
     ) -> Result<Loaded, ProxyError> {
-        for value in cookie_values {
+        let store = match &self.backend {
+            Backend::Server(store) => store,
+            Backend::Sealed(sealed) => {
+                let record = cookies
+                    .session_values
+                    .iter()
+                    .find_map(|v| sealed.open(&CookieStore::join(v, &cookies.chunks), now));
+                return Ok(Loaded {
+                    id: None,
+                    record: record.map(Arc::new),
+                    degraded: false,
+                    chunks: cookies.chunks.iter().map(|(n, _)| *n).collect(),
+                });
+            }
+        };
+        for value in &cookies.session_values {
             let Some(id) = self.codec.decode(value) else {
                 continue;
             };
-            match self.timed(StoreOp::load, self.store.load(&id, now)).await {
+            match self.timed(StoreOp::load, store.load(&id, now)).await {
                 Ok(Some(record)) => {
                     return Ok(Loaded {
-                        current: Some((id, record)),
-                        degraded: false,
+                        id: Some(id),
+                        record: Some(record),
+                        ..Loaded::default()
                     });
                 }
                 Ok(None) => continue,
@@ -91,8 +118,8 @@ impl Sessions {
                     OnStoreError::FailOpen => {
                         tracing::warn!(error = %e, "session store unavailable; forwarding with an empty session (fail_open)");
                         return Ok(Loaded {
-                            current: None,
                             degraded: true,
+                            ..Loaded::default()
                         });
                     }
                 },
@@ -125,9 +152,26 @@ impl Sessions {
             .set_cookie(&self.codec.encode(id), record, &self.policy, now)
     }
 
-    /// Applies an upstream's write-back; returns the `Set-Cookie` to send, if any.
+    /// Applies an upstream's write-back; returns the `Set-Cookie` headers to send.
     pub async fn write_back(
         &self,
+        loaded: &Loaded,
+        wb: &Writeback,
+        now: UnixMillis,
+    ) -> Result<Vec<HeaderValue>, ProxyError> {
+        match &self.backend {
+            Backend::Server(store) => Ok(self
+                .write_back_server(store, loaded, wb, now)
+                .await?
+                .into_iter()
+                .collect()),
+            Backend::Sealed(sealed) => self.write_back_sealed(sealed, loaded, wb, now),
+        }
+    }
+
+    async fn write_back_server(
+        &self,
+        store: &Store,
         loaded: &Loaded,
         wb: &Writeback,
         now: UnixMillis,
@@ -143,14 +187,13 @@ impl Sessions {
             patches: &wb.patches,
             expiry_s: wb.expiry,
         };
-        let current = loaded.current.as_ref();
         let mut set_cookie = None;
         if wb.flush {
             // A session that replaces the flushed one is checked first, so a
             // refused update leaves the old session untouched.
             let replacement = self.new_session(&change, now)?;
-            if let Some((id, _)) = current {
-                match self.timed(StoreOp::delete, self.store.delete(id)).await {
+            if let Some(id) = &loaded.id {
+                match self.timed(StoreOp::delete, store.delete(id)).await {
                     Ok(true) => {
                         self.metrics.event(SessionEvent::flushed);
                         set_cookie = Some(self.codec.removal());
@@ -171,13 +214,13 @@ impl Sessions {
                 }
             }
             if let Some((id, record)) = replacement {
-                return self.create(id, record, now, set_cookie).await;
+                return self.create(store, id, record, now, set_cookie).await;
             }
             return Ok(set_cookie);
         }
-        let Some((id, _)) = current else {
+        let Some(id) = &loaded.id else {
             return match self.new_session(&change, now)? {
-                Some((id, record)) => self.create(id, record, now, set_cookie).await,
+                Some((id, record)) => self.create(store, id, record, now, set_cookie).await,
                 None => Ok(None),
             };
         };
@@ -195,7 +238,7 @@ impl Sessions {
             cycle_to,
             now_ms: now,
         };
-        match self.timed(StoreOp::save, self.store.save(id, &op)).await {
+        match self.timed(StoreOp::save, store.save(id, &op)).await {
             Ok(SaveOutcome::Saved { id, record }) => {
                 if wb.cycle {
                     self.metrics.event(SessionEvent::cycled);
@@ -220,6 +263,80 @@ impl Sessions {
         Ok(set_cookie)
     }
 
+    /// The cookie store: the new state is computed here and sent back as
+    /// cookies; concurrent writes are last-writer-wins by nature.
+    fn write_back_sealed(
+        &self,
+        sealed: &CookieStore,
+        loaded: &Loaded,
+        wb: &Writeback,
+        now: UnixMillis,
+    ) -> Result<Vec<HeaderValue>, ProxyError> {
+        let change = Change {
+            patches: &wb.patches,
+            expiry_s: wb.expiry,
+        };
+        let current = if wb.flush {
+            None
+        } else {
+            loaded.record.as_deref()
+        };
+        let next = match current {
+            None => self.new_session(&change, now)?.map(|(_, r)| r),
+            Some(_) if wb.is_empty() && !self.save_every_request => return Ok(Vec::new()),
+            Some(record) => match apply(record.clone(), &change, &self.policy, now) {
+                Ok(Applied::Saved(mut r)) => {
+                    if wb.cycle {
+                        r.sid = self.codec.sid(&SessionId::generate());
+                    }
+                    Some(r)
+                }
+                Ok(Applied::Emptied) => None,
+                Err(e) => return Err(self.refused(e)),
+            },
+        };
+        let chunks = match &next {
+            Some(r) => sealed.split(&sealed.seal(r)).map_err(|e| {
+                self.refused(patch::UpdateError::TooLarge {
+                    size: e.needed,
+                    max: e.available,
+                })
+            })?,
+            None if loaded.record.is_none() => return Ok(Vec::new()),
+            None => Vec::new(),
+        };
+        let mut cookies = Vec::with_capacity(chunks.len() + loaded.chunks.len() + 1);
+        if let Some(r) = &next {
+            for (i, value) in chunks.iter().enumerate() {
+                cookies.push(self.codec.set_cookie_named(
+                    &sealed.chunk_name(i),
+                    value,
+                    r,
+                    &self.policy,
+                    now,
+                ));
+            }
+        } else {
+            cookies.push(self.codec.removal());
+        }
+        // Chunks the browser holds beyond the new value's are expired.
+        for n in &loaded.chunks {
+            if *n >= chunks.len().max(1) {
+                cookies.push(self.codec.removal_named(&sealed.chunk_name(*n)));
+            }
+        }
+        if wb.flush && loaded.record.is_some() {
+            self.metrics.event(SessionEvent::flushed);
+        }
+        match (current, &next) {
+            (None, Some(_)) => self.metrics.event(SessionEvent::created),
+            (Some(_), Some(_)) if wb.cycle => self.metrics.event(SessionEvent::cycled),
+            (Some(_), None) => self.metrics.event(SessionEvent::flushed),
+            _ => {}
+        }
+        Ok(cookies)
+    }
+
     /// The session an upstream's write creates, if the data comes out non-empty.
     fn new_session(
         &self,
@@ -240,13 +357,14 @@ impl Sessions {
 
     async fn create(
         &self,
+        store: &Store,
         id: SessionId,
         record: SessionRecord,
         now: UnixMillis,
         otherwise: Option<HeaderValue>,
     ) -> Result<Option<HeaderValue>, ProxyError> {
         match self
-            .timed(StoreOp::create, self.store.create(&id, &record))
+            .timed(StoreOp::create, store.create(&id, &record))
             .await
         {
             Ok(()) => {
@@ -262,14 +380,20 @@ impl Sessions {
 
     /// Deletes expired sessions; counted as `expired` events.
     pub async fn sweep(&self, now: UnixMillis) -> Result<u64, StoreError> {
+        let Backend::Server(store) = &self.backend else {
+            return Ok(0);
+        };
         let n = self
-            .timed(StoreOp::clear_expired, self.store.clear_expired(now))
+            .timed(StoreOp::clear_expired, store.clear_expired(now))
             .await?;
         self.metrics.event_n(SessionEvent::expired, n);
         Ok(n)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.timed(StoreOp::ping, self.store.ping()).await
+        match &self.backend {
+            Backend::Server(store) => self.timed(StoreOp::ping, store.ping()).await,
+            Backend::Sealed(_) => Ok(()),
+        }
     }
 }

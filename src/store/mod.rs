@@ -6,6 +6,7 @@
 //! requests that change different keys never lose each other's change, and a
 //! session deleted meanwhile is never brought back.
 
+pub mod cookie;
 pub mod embedded;
 pub mod memory;
 pub mod redis;
@@ -166,8 +167,6 @@ impl SessionStore for Store {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("the {0} store is not available in this build yet")]
-    Unsupported(&'static str),
     #[error(
         "{0} is in use by another process (a running sessiongate sweeps expired sessions itself)"
     )]
@@ -178,26 +177,39 @@ pub enum OpenError {
     Backend(String, #[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Where sessions live: a server-side store, or the cookie itself.
+pub enum Backend {
+    Server(Store),
+    Sealed(cookie::CookieStore),
+}
+
 /// Opens the configured store.
-pub async fn open(cfg: &crate::config::SessionConfig) -> Result<Store, OpenError> {
+pub async fn open(
+    cfg: &crate::config::SessionConfig,
+    secrets: &[crate::config::Secret],
+) -> Result<Backend, OpenError> {
     use crate::config::StoreConfig;
     let policy = crate::session::record::Policy::from_config(cfg);
-    match &cfg.store {
-        StoreConfig::Memory { max_sessions } => Ok(Store::Memory(memory::MemoryStore::new(
-            *max_sessions,
-            policy,
-        ))),
+    let store = match &cfg.store {
+        StoreConfig::Memory { max_sessions } => {
+            Store::Memory(memory::MemoryStore::new(*max_sessions, policy))
+        }
         StoreConfig::Embedded { path } => {
             let path = path.clone();
             // Opening may recover a file after a crash: blocking work, kept off the runtime.
-            tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open(&path, policy))
-                .await
-                .map_err(|e| OpenError::Backend("embedded store".into(), Box::new(e)))?
-                .map(Store::Embedded)
+            let store =
+                tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open(&path, policy))
+                    .await
+                    .map_err(|e| OpenError::Backend("embedded store".into(), Box::new(e)))??;
+            Store::Embedded(store)
         }
-        StoreConfig::Redis(r) => self::redis::RedisStore::open(r, policy)
-            .await
-            .map(Store::Redis),
-        other => Err(OpenError::Unsupported(other.kind())),
-    }
+        StoreConfig::Redis(r) => Store::Redis(self::redis::RedisStore::open(r, policy).await?),
+        StoreConfig::Cookie => {
+            return Ok(Backend::Sealed(cookie::CookieStore::new(
+                secrets,
+                &cfg.cookie.name,
+            )));
+        }
+    };
+    Ok(Backend::Server(store))
 }

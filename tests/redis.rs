@@ -308,3 +308,60 @@ async fn redis_outage_fails_open_with_an_empty_session_and_writes_nothing() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_is_followed_without_a_restart() {
+    if !available("sentinel_failover_is_followed_without_a_restart") {
+        return;
+    }
+    let mut setup = tokio::task::spawn_blocking(Sentinel::start).await.unwrap();
+    let store = format!(
+        "{{kind: redis, sentinel: {{master: mymaster, nodes: [\"{}\"]}}, timeout: 1s}}",
+        setup.sentinel.url()
+    );
+    let up = upstream().await;
+    let gw = gateway(&yaml(&store, "fail_closed"), up.addr).await;
+    let c = TestClient::new();
+    let cookie = write(&c, &gw, None, r#"{"user_id":7}"#)
+        .await
+        .cookie("sessionid")
+        .unwrap();
+    assert_eq!(
+        setup.master.cli(&["wait", "1", "2000"]).trim(),
+        "1",
+        "the session reached the replica"
+    );
+
+    setup.master.kill();
+    let replica_port = setup.replica.port.to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let named = setup
+            .sentinel
+            .cli(&["sentinel", "get-master-addr-by-name", "mymaster"]);
+        if named.contains(&replica_port) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sentinel did not fail over: {named}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut last = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let r = write(&c, &gw, Some(&cookie), r#"{"after":true}"#).await;
+        last = r.status;
+        if last == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(last, 200, "writes go to the promoted replica");
+    assert_eq!(
+        c.get(&gw.url("/"), &[("cookie", &cookie)]).await.session(),
+        json!({"user_id": 7, "after": true})
+    );
+    gw.stop().await;
+}

@@ -234,15 +234,34 @@ impl Cluster {
     }
 }
 
-/// A master watched by one sentinel, under the name `mymaster`.
+/// A master (with one replica) watched by one sentinel, under the name `mymaster`.
 pub struct Sentinel {
     pub master: RedisServer,
+    pub replica: RedisServer,
     pub sentinel: RedisServer,
 }
 
 impl Sentinel {
     pub fn start() -> Sentinel {
         let master = RedisServer::start();
+        let master_port = master.port.to_string();
+        let replica = RedisServer::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "127.0.0.1",
+            &master_port,
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !replica
+            .cli(&["info", "replication"])
+            .contains("master_link_status:up")
+        {
+            assert!(Instant::now() < deadline, "replica did not sync");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let port = free_port();
         let dir = temp_dir("sentinel");
         let conf = dir.join("sentinel.conf");
@@ -267,6 +286,10 @@ impl Sentinel {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Sentinel { master, sentinel }
+        Sentinel {
+            master,
+            replica,
+            sentinel,
+        }
     }
 }

@@ -45,7 +45,10 @@ async fn the_session_lives_in_a_sealed_cookie() {
     let r = c
         .get(
             &gw.url("/"),
-            &hdrs(&[reply("X-Session-Update", r#"{"user_id":42,"name":"ann-plaintext-marker"}"#)]),
+            &hdrs(&[reply(
+                "X-Session-Update",
+                r#"{"user_id":42,"name":"ann-plaintext-marker"}"#,
+            )]),
         )
         .await;
     let set = cookies_set(&r);
@@ -57,7 +60,10 @@ async fn the_session_lives_in_a_sealed_cookie() {
     );
     let cookie = format!("{}; theme=dark", set[0]);
     let read = c.get(&gw.url("/"), &[("cookie", &cookie)]).await;
-    assert_eq!(read.session(), json!({"user_id": 42, "name": "ann-plaintext-marker"}));
+    assert_eq!(
+        read.session(),
+        json!({"user_id": 42, "name": "ann-plaintext-marker"})
+    );
     assert!(
         read.echo().header("x-session-sid").is_some(),
         "a sid exists in every store"

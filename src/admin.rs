@@ -28,12 +28,30 @@ fn respond(
     r
 }
 
+/// The JWKS of every route that signs with EdDSA, or `None` when none does.
+pub fn jwks(config: &crate::config::Config) -> Option<Bytes> {
+    use crate::config::{ForwardMode, SigningKey};
+    let mut keys: Vec<&crate::upstream::ed25519::Jwk> = Vec::new();
+    for route in &config.routes {
+        if let ForwardMode::Signed(s) = &route.forward.mode
+            && let SigningKey::EdDsa { published, .. } = &s.key
+        {
+            for jwk in published {
+                if !keys.iter().any(|k| k.kid == jwk.kid) {
+                    keys.push(jwk);
+                }
+            }
+        }
+    }
+    (!keys.is_empty()).then(|| Bytes::from(serde_json::json!({ "keys": keys }).to_string()))
+}
+
 impl Admin {
-    pub fn new(proxy: Arc<Proxy>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(proxy: Arc<Proxy>, metrics: Arc<Metrics>, jwks: Option<Bytes>) -> Self {
         Admin {
             proxy,
             metrics,
-            jwks: None,
+            jwks,
         }
     }
 

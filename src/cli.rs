@@ -30,8 +30,15 @@ pub enum Command {
     Check,
     /// Delete expired sessions from the configured store and print how many.
     ClearSessions,
-    /// Print a new random secret for `secrets`.
-    Keygen,
+    /// Print a new random secret for `secrets`; with --ed25519, write a key pair for EdDSA signing.
+    Keygen {
+        /// Write an Ed25519 key pair (PREFIX.pem and PREFIX.pub.pem) for `forward.private_key`.
+        #[arg(long)]
+        ed25519: bool,
+        /// Path prefix of the key pair files.
+        #[arg(long, default_value = "sessiongate-ed25519", requires = "ed25519")]
+        out: PathBuf,
+    },
     /// Run the proxy in front of a bundled demo app, to see sessions work in a browser.
     Demo {
         /// Where the proxy listens.
@@ -60,10 +67,11 @@ pub fn main() -> ExitCode {
         Command::ClearSessions => {
             with_config(&cli.config, |config| block_on(clear_sessions(config)))
         }
-        Command::Keygen => {
+        Command::Keygen { ed25519: false, .. } => {
             println!("{}", new_secret());
             ExitCode::SUCCESS
         }
+        Command::Keygen { ed25519: true, out } => write_ed25519_pair(&out),
         Command::Demo { listen, admin } => block_on(crate::demo::run_demo(listen, admin)),
     }
 }
@@ -73,6 +81,36 @@ pub fn new_secret() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn write_ed25519_pair(prefix: &std::path::Path) -> ExitCode {
+    let (private, public, kid) = crate::upstream::ed25519::generate();
+    let private_path = PathBuf::from(format!("{}.pem", prefix.display()));
+    let public_path = PathBuf::from(format!("{}.pub.pem", prefix.display()));
+    let write = |path: &std::path::Path, text: &str, mode: u32| -> std::io::Result<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+        let _ = mode;
+        std::io::Write::write_all(&mut opts.open(path)?, text.as_bytes())
+    };
+    for (path, text, mode) in [
+        (&private_path, &private, 0o600),
+        (&public_path, &public, 0o644),
+    ] {
+        if let Err(e) = write(path, text, mode) {
+            eprintln!("sessiongate: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    println!(
+        "private key: {} (for forward.private_key)",
+        private_path.display()
+    );
+    println!("public key:  {}", public_path.display());
+    println!("kid:         {kid}");
+    ExitCode::SUCCESS
 }
 
 fn with_config(path: &std::path::Path, f: impl FnOnce(Config) -> ExitCode) -> ExitCode {

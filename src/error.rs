@@ -12,17 +12,19 @@ pub enum ProxyError {
     NoRoute,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
-    #[error("upstream unreachable: {0}")]
+    #[error("upstream unreachable")]
     UpstreamUnreachable(#[source] hyper_util::client::legacy::Error),
     #[error("upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
-    #[error("session store unavailable: {0}")]
+    #[error("session store unavailable")]
     StoreRead(#[source] StoreError),
-    #[error("session could not be saved: {0}")]
+    #[error("session could not be saved")]
     StoreWrite(#[source] StoreError),
-    #[error("upstream's session update refused: {0}")]
+    #[error("upstream's session update refused")]
     UpdateRefused(#[source] UpdateError),
-    #[error("session header could not be built: {0}")]
+    #[error("upstream switched protocols without a matching upgrade")]
+    BadUpgrade,
+    #[error("session header could not be built")]
     Identity(#[source] IdentityError),
 }
 
@@ -37,6 +39,7 @@ impl ProxyError {
             ProxyError::StoreRead(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::StoreWrite(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpdateRefused(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::Identity(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -51,8 +54,25 @@ impl ProxyError {
             ProxyError::StoreRead(_) => "session store unavailable\n",
             ProxyError::StoreWrite(_) => "session could not be saved: session store unavailable\n",
             ProxyError::UpdateRefused(_) => "upstream sent an invalid session update\n",
+            ProxyError::BadUpgrade => "upstream sent an invalid upgrade\n",
             ProxyError::Identity(_) => "internal error\n",
         }
+    }
+}
+
+/// An error with its whole chain of causes, for logs: "client error
+/// (Connect): invalid peer certificate: UnknownIssuer" says what to fix.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
     }
 }
 
@@ -69,6 +89,7 @@ mod tests {
             (ProxyError::StoreRead(StoreError::Timeout), 503),
             (ProxyError::StoreWrite(StoreError::Timeout), 502),
             (ProxyError::UpdateRefused(UpdateError::NotObject), 502),
+            (ProxyError::BadUpgrade, 502),
             (
                 ProxyError::Identity(IdentityError::Sign(
                     jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into(),

@@ -61,7 +61,7 @@ impl Proxy {
         config: &Config,
         backend: Backend,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, IdentityError> {
+    ) -> Result<Self, crate::server::RunError> {
         let routes = config
             .routes
             .iter()
@@ -97,7 +97,7 @@ impl Proxy {
         Ok(Proxy {
             routes,
             session_filled,
-            upstreams: Upstreams::new(config.upstreams.clone()),
+            upstreams: Upstreams::new(config.upstreams.clone())?,
             sessions,
             headers: config.headers.clone(),
             metrics,
@@ -170,8 +170,8 @@ impl Proxy {
             Ok(resp) => resp,
             Err(e) => {
                 match e.status().as_u16() {
-                    500.. => tracing::error!(error = %e, "request failed"),
-                    _ => tracing::warn!(error = %e, "request refused"),
+                    500.. => tracing::error!(error = %crate::error::Chain(&e), "request failed"),
+                    _ => tracing::warn!(error = %crate::error::Chain(&e), "request refused"),
                 }
                 error_response(&e)
             }
@@ -202,12 +202,22 @@ impl Proxy {
             return Ok(deny(cfg, &parts));
         }
 
+        // An HTTP/1.1 Upgrade (WebSocket and others) keeps its Upgrade and
+        // Connection headers, and the client's side of the tunnel.
+        let upgrade = forward::upgrade_protocol(&parts.headers)
+            .filter(|_| parts.version == http::Version::HTTP_11);
+        let client_side = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
         let h = &mut parts.headers;
         forward::remove_internal(h, &self.headers);
         for name in &self.session_filled {
             h.remove(name);
         }
         forward::remove_hop_by_hop(h);
+        if let Some(protocol) = &upgrade {
+            forward::set_upgrade(h, protocol.clone());
+        }
         match forwarded_cookie {
             None => {}
             Some(None) => {
@@ -245,7 +255,22 @@ impl Proxy {
             .await?;
         let (mut rparts, rbody) = resp.into_parts();
         let outcome = self.take_writeback(&mut rparts.headers, rparts.status);
+        let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
+        let upstream_protocol = forward::upgrade_protocol(&rparts.headers);
         forward::remove_hop_by_hop(&mut rparts.headers);
+        if switching {
+            match (
+                client_side,
+                rparts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+                upstream_protocol,
+            ) {
+                (Some(client), Some(upstream), Some(protocol)) => {
+                    forward::set_upgrade(&mut rparts.headers, protocol);
+                    tokio::spawn(tunnel(client, upstream));
+                }
+                _ => return Err(ProxyError::BadUpgrade),
+            }
+        }
         strip_upstream_session_cookies(&mut rparts.headers, self.sessions.codec.name());
         if forwards_session(&cfg.forward) || !cfg.require.is_empty() {
             forward::add_vary_cookie(&mut rparts.headers);
@@ -346,6 +371,25 @@ impl Proxy {
 
 fn forwards_session(f: &ForwardConfig) -> bool {
     f.header.is_some() || !f.headers.is_empty()
+}
+
+/// Copies bytes both ways between an upgraded client and upstream until either closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    match tokio::join!(client, upstream) {
+        (Ok(client), Ok(upstream)) => {
+            let mut client = hyper_util::rt::TokioIo::new(client);
+            let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                Ok((up, down)) => tracing::debug!(
+                    bytes_up = up,
+                    bytes_down = down,
+                    "upgraded connection closed"
+                ),
+                Err(e) => tracing::debug!(error = %e, "upgraded connection ended with an error"),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "upgrade failed"),
+    }
 }
 
 /// The Host header as received (HTTP/1.1), or the authority (HTTP/2).

@@ -539,3 +539,95 @@ async fn demo_shows_a_session_working() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_certificates_without_dropping_connections() {
+    use rustls_pki_types::pem::PemObject;
+    let up = upstream().await;
+    let dir = temp_dir("sighup");
+    let ca = common::tls::TestCa::new();
+    let first = ca.leaf(&["localhost"], &dir, "first");
+    let second = ca.leaf(&["localhost"], &dir, "second");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::copy(&first.cert, &cert).unwrap();
+    std::fs::copy(&first.key, &key).unwrap();
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = dir.join("tls.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: [{{addr: \"{listen}\", tls: {{cert: \"{}\", key: \"{}\"}}}}]\nadmin: {{addr: \"{admin}\"}}\nsecrets: [\"{SECRET}\"]\nsession: {{store: {{kind: memory}}}}\nupstreams: {{app: {{url: \"http://{}\"}}}}\nroutes:\n{JSON_ROUTE}\n",
+            cert.display(),
+            key.display(),
+            up.addr
+        ),
+    )
+    .unwrap();
+    let proc = Running::start(&cfg, admin, &dir, &[]);
+
+    sessiongate::install_crypto_provider();
+    let roots = sessiongate::upstream::root_store(Some(&first.ca)).unwrap();
+    let mut client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(listen).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let presented = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        let (sender, conn) = hyper::client::conn::http1::handshake::<
+            _,
+            http_body_util::Full<bytes::Bytes>,
+        >(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        (presented, sender)
+    };
+    let der = |p: &Path| {
+        rustls_pki_types::CertificateDer::from_pem_file(p)
+            .unwrap()
+            .to_vec()
+    };
+    let request = || {
+        http::Request::get("/")
+            .header("host", "localhost")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+
+    let (presented, mut old_conn) = connect().await;
+    assert_eq!(presented, der(&first.cert));
+    assert_eq!(
+        old_conn.send_request(request()).await.unwrap().status(),
+        200
+    );
+
+    std::fs::copy(&second.cert, &cert).unwrap();
+    std::fs::copy(&second.key, &key).unwrap();
+    proc.signal("-HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (presented, _) = connect().await;
+        if presented == der(&second.cert) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        old_conn.send_request(request()).await.unwrap().status(),
+        200,
+        "an established connection survives the reload"
+    );
+    proc.signal("-TERM");
+    let (status, _) = tokio::task::spawn_blocking(move || proc.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

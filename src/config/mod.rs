@@ -56,7 +56,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub addr: SocketAddr,
-    pub tls: Option<TlsFiles>,
+    /// Certificates chosen by SNI; the first is the default.
+    pub tls: Option<Vec<TlsFiles>>,
 }
 
 #[derive(Debug, Clone)]
@@ -194,7 +195,7 @@ pub struct ForwardConfig {
 
 #[derive(Debug, Clone)]
 pub enum ForwardMode {
-    Signed(SigningConfig),
+    Signed(Box<SigningConfig>),
     Json,
     None,
 }
@@ -211,10 +212,10 @@ pub struct SigningConfig {
 #[derive(Debug, Clone)]
 pub enum SigningKey {
     Hs256(Secret),
-    /// PKCS#8 PEM of an Ed25519 private key.
+    /// The first key signs; every listed key is published in the JWKS.
     EdDsa {
-        pem: Secret,
-        path: PathBuf,
+        signing: crate::upstream::ed25519::SigningKeyPair,
+        published: Vec<crate::upstream::ed25519::Jwk>,
     },
 }
 

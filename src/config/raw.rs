@@ -18,7 +18,15 @@ pub enum RawDuration {
 pub struct RawListener {
     pub addr: String,
     #[serde(default)]
-    pub tls: Option<RawTls>,
+    pub tls: Option<RawTlsSpec>,
+}
+
+/// One certificate and key, or several chosen by SNI (the first is the default).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawTlsSpec {
+    One(RawTls),
+    Many(Vec<RawTls>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,8 +181,10 @@ pub struct RawForward {
     /// Kept as a raw value so that a wrongly typed secret is never echoed by serde.
     #[serde(default)]
     pub secret: Option<Value>,
+    /// One path, or a list: the first signs, the others (private or public
+    /// key files) are only published, so upstreams accept them during a rotation.
     #[serde(default)]
-    pub private_key: Option<String>,
+    pub private_key: Option<RawPaths>,
     #[serde(default)]
     pub issuer: Option<String>,
     #[serde(default)]
@@ -183,6 +193,22 @@ pub struct RawForward {
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub keys: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPaths {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RawPaths {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            RawPaths::One(p) => vec![p.clone()],
+            RawPaths::Many(v) => v.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

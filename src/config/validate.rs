@@ -182,10 +182,25 @@ fn listeners(value: Option<Value>, issues: &mut Issues) -> Vec<ListenerConfig> {
         .enumerate()
         .filter_map(|(i, l)| {
             let addr = socket_addr(&l.addr, &format!("listen[{i}].addr"), issues)?;
-            let tls = l.tls.map(|t| TlsFiles {
-                cert: PathBuf::from(t.cert),
-                key: PathBuf::from(t.key),
+            let tls = l.tls.map(|spec| {
+                let list = match spec {
+                    RawTlsSpec::One(t) => vec![t],
+                    RawTlsSpec::Many(v) => v,
+                };
+                list.into_iter()
+                    .map(|t| TlsFiles {
+                        cert: PathBuf::from(t.cert),
+                        key: PathBuf::from(t.key),
+                    })
+                    .collect::<Vec<_>>()
             });
+            if let Some(files) = &tls {
+                if files.is_empty() {
+                    issues.push(format!("listen[{i}].tls"), "needs at least one certificate");
+                } else if let Err(e) = crate::server::tls::CertStore::load(files.clone()) {
+                    issues.push(format!("listen[{i}].tls"), e.to_string());
+                }
+            }
             Some(ListenerConfig { addr, tls })
         })
         .collect()
@@ -524,16 +539,18 @@ fn upstreams(value: Option<Value>, issues: &mut Issues) -> Vec<UpstreamConfig> {
             );
             continue;
         };
-        if scheme == http::uri::Scheme::HTTPS {
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
             issues.push(
                 format!("{path}.url"),
-                "https:// upstreams are not available in this build yet; use http://",
+                format!("unsupported scheme {scheme}: use http:// or https://"),
             );
-        } else if scheme != http::uri::Scheme::HTTP {
-            issues.push(
-                format!("{path}.url"),
-                format!("unsupported scheme {scheme}: use http://"),
-            );
+        }
+        if let Some(ca) = &raw.ca {
+            if scheme != http::uri::Scheme::HTTPS {
+                issues.push(format!("{path}.ca"), "only applies to https:// upstreams");
+            } else if let Err(e) = crate::upstream::root_store(Some(std::path::Path::new(ca))) {
+                issues.push(format!("{path}.ca"), e.to_string());
+            }
         }
         if uri.query().is_some() {
             issues.push(format!("{path}.url"), "must not have a query string");
@@ -681,19 +698,9 @@ fn forward(
                 (Some(s), None) => {
                     secret_value(s, &format!("{path}.secret"), issues).map(SigningKey::Hs256)
                 }
-                (None, Some(p)) => match std::fs::read(p) {
-                    Ok(pem) => Some(SigningKey::EdDsa {
-                        pem: Secret::new(pem),
-                        path: PathBuf::from(p),
-                    }),
-                    Err(e) => {
-                        issues.push(
-                            format!("{path}.private_key"),
-                            format!("cannot read {p}: {e}"),
-                        );
-                        None
-                    }
-                },
+                (None, Some(paths)) => {
+                    ed25519_keys(&paths.to_vec(), &format!("{path}.private_key"), issues)
+                }
                 (Some(_), Some(_)) => {
                     issues.push(
                         path.clone(),
@@ -709,12 +716,6 @@ fn forward(
                     None
                 }
             };
-            if matches!(key, Some(SigningKey::EdDsa { .. })) {
-                issues.push(
-                    format!("{path}.private_key"),
-                    "EdDSA signing is not available in this build yet; use `secret` (HS256)",
-                );
-            }
             let token_ttl = duration(
                 &raw.token_ttl,
                 &format!("{path}.token_ttl"),
@@ -725,7 +726,7 @@ fn forward(
                 issues.push(format!("{path}.token_ttl"), "must be at least 1 second");
             }
             match key {
-                Some(key) => ForwardMode::Signed(SigningConfig {
+                Some(key) => ForwardMode::Signed(Box::new(SigningConfig {
                     key,
                     issuer: raw
                         .issuer
@@ -733,7 +734,7 @@ fn forward(
                         .unwrap_or_else(|| DEFAULT_ISSUER.to_string()),
                     token_ttl,
                     audience: audience.unwrap_or_default().to_string(),
-                }),
+                })),
                 None => {
                     ok = false;
                     ForwardMode::None
@@ -779,6 +780,37 @@ fn forward(
         header,
         headers: copied,
         keys: raw.keys,
+    })
+}
+
+/// `forward.private_key`: the first file signs; every file is published.
+fn ed25519_keys(paths: &[String], path: &str, issues: &mut Issues) -> Option<SigningKey> {
+    use crate::upstream::ed25519;
+    let Some(first) = paths.first() else {
+        issues.push(path, "needs at least one key file");
+        return None;
+    };
+    let list_path = |i: usize| {
+        if paths.len() > 1 {
+            format!("{path}[{i}]")
+        } else {
+            path.to_string()
+        }
+    };
+    let signing = ed25519::load_private(std::path::Path::new(first))
+        .map_err(|e| issues.push(list_path(0), e))
+        .ok();
+    let mut published: Vec<ed25519::Jwk> = signing.iter().map(|s| s.jwk.clone()).collect();
+    for (i, p) in paths.iter().enumerate().skip(1) {
+        match ed25519::load_public(std::path::Path::new(p)) {
+            Ok(jwk) if !published.contains(&jwk) => published.push(jwk),
+            Ok(_) => {}
+            Err(e) => issues.push(list_path(i), e),
+        }
+    }
+    Some(SigningKey::EdDsa {
+        signing: signing?,
+        published,
     })
 }
 

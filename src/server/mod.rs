@@ -2,6 +2,8 @@
 //! loops stop accepting, in-flight requests finish (up to the drain timeout),
 //! then `run` returns.
 
+pub mod tls;
+
 use crate::admin::Admin;
 use crate::config::{Config, Limits};
 use crate::metrics::Metrics;
@@ -63,8 +65,10 @@ pub enum RunError {
     Store(#[from] store::OpenError),
     #[error("{0}")]
     Identity(#[from] crate::upstream::identity::IdentityError),
-    #[error("TLS listeners are not supported by this build yet (listen[{0}].tls)")]
-    TlsUnsupported(usize),
+    #[error("{0}")]
+    Upstream(#[from] crate::upstream::CaError),
+    #[error("listen[{0}].tls: {1}")]
+    Tls(usize, #[source] tls::TlsError),
 }
 
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -84,35 +88,49 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    if let Some(i) = config.listen.iter().position(|l| l.tls.is_some()) {
-        return Err(RunError::TlsUnsupported(i));
+    let mut cert_stores = Vec::new();
+    let mut acceptors = Vec::new();
+    for (i, l) in config.listen.iter().enumerate() {
+        acceptors.push(match &l.tls {
+            Some(files) => {
+                let store =
+                    Arc::new(tls::CertStore::load(files.clone()).map_err(|e| RunError::Tls(i, e))?);
+                cert_stores.push(store.clone());
+                Some(tokio_rustls::TlsAcceptor::from(tls::server_config(store)))
+            }
+            None => None,
+        });
     }
     let metrics = Arc::new(Metrics::new());
     let backend = store::open(&config.session, &config.secrets).await?;
     let proxy = Arc::new(Proxy::new(&config, backend, metrics.clone())?);
-    let admin = Arc::new(Admin::new(proxy.clone(), metrics));
+    let admin = Arc::new(Admin::new(
+        proxy.clone(),
+        metrics,
+        crate::admin::jwks(&config),
+    ));
     let builder = Arc::new(http_builder(&config.limits));
     let graceful = Arc::new(GracefulShutdown::new());
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = JoinSet::new();
 
-    for listener in listeners.proxy {
+    for (listener, acceptor) in listeners.proxy.into_iter().zip(acceptors) {
         let addr = listener.local_addr().ok();
-        tracing::info!(addr = ?addr, "proxy listening");
+        tracing::info!(addr = ?addr, tls = acceptor.is_some(), "proxy listening");
         let proxy = proxy.clone();
+        let proto = if acceptor.is_some() { "https" } else { "http" };
         loops.spawn(accept_loop(
             listener,
+            acceptor,
+            config.limits.header_read_timeout,
             builder.clone(),
             graceful.clone(),
             connections.clone(),
             stop_rx.clone(),
             move |remote| {
                 let proxy = proxy.clone();
-                let conn = ConnInfo {
-                    remote,
-                    proto: "http",
-                };
+                let conn = ConnInfo { remote, proto };
                 service_fn(move |req| {
                     let proxy = proxy.clone();
                     async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
@@ -125,6 +143,8 @@ pub async fn run(
         let admin = admin.clone();
         loops.spawn(accept_loop(
             listener,
+            None,
+            config.limits.header_read_timeout,
             builder.clone(),
             graceful.clone(),
             Arc::new(Semaphore::new(64)),
@@ -139,13 +159,16 @@ pub async fn run(
         ));
     }
     let sweeper = tokio::spawn(sweep_loop(proxy.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(cert_stores));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     let _ = stop_tx.send(true);
     while loops.join_next().await.is_some() {}
     sweeper.abort();
+    reloader.abort();
     let _ = sweeper.await;
+    let _ = reloader.await;
     let graceful =
         Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("every accept loop has ended"));
     match tokio::time::timeout(config.limits.drain_timeout, graceful.shutdown()).await {
@@ -181,8 +204,11 @@ async fn close_store(mut proxy: Arc<Proxy>) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop<S, B, F>(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handshake_timeout: Duration,
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
     connections: Arc<Semaphore>,
@@ -219,17 +245,64 @@ async fn accept_loop<S, B, F>(
             _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), make_service(remote))
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let service = make_service(remote);
+        let builder = builder.clone();
+        // A connection still in its TLS handshake holds a watcher too, so
+        // shutdown waits for it like for any other.
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match tls {
+                None => {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}").into()),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);
         });
     }
+}
+
+/// SIGHUP re-reads every TLS certificate; established connections keep theirs.
+async fn reload_on_sighup(stores: Vec<Arc<tls::CertStore>>) {
+    #[cfg(unix)]
+    {
+        if stores.is_empty() {
+            return;
+        }
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot install a SIGHUP handler; certificates will not be reloaded");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            for store in &stores {
+                match store.reload() {
+                    Ok(()) => tracing::info!("TLS certificates reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS certificates not reloaded; the previous ones stay in use")
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(stores);
 }
 
 async fn sweep_loop(proxy: Arc<Proxy>) {

@@ -87,6 +87,24 @@ pub fn set_forwarded(
     }
 }
 
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade`
+/// plus `Upgrade: <protocol>`), or a 101 response agrees to.
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
 /// Appends `Cookie` to `Vary` unless it is already there.
 pub fn add_vary_cookie(headers: &mut HeaderMap) {
     let present = headers

@@ -69,14 +69,10 @@ impl TokenSigner {
                 Header::new(Algorithm::HS256),
                 EncodingKey::from_secret(secret.expose()),
             ),
-            SigningKey::EdDsa { pem, path } => {
-                let key = EncodingKey::from_ed_pem(pem.expose()).map_err(|source| {
-                    IdentityError::Key {
-                        path: path.display().to_string(),
-                        source,
-                    }
-                })?;
-                (Header::new(Algorithm::EdDSA), key)
+            SigningKey::EdDsa { signing, .. } => {
+                let mut header = Header::new(Algorithm::EdDSA);
+                header.kid = Some(signing.jwk.kid.clone());
+                (header, EncodingKey::from_ed_der(&signing.pkcs8))
             }
         };
         Ok(TokenSigner {

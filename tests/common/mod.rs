@@ -63,7 +63,10 @@ impl Echo {
     }
 }
 
-async fn upstream_handler(req: Request<Incoming>, hits: Arc<AtomicUsize>) -> Response<Full<Bytes>> {
+pub async fn upstream_handler(
+    req: Request<Incoming>,
+    hits: Arc<AtomicUsize>,
+) -> Response<Full<Bytes>> {
     hits.fetch_add(1, Ordering::SeqCst);
     let mut headers = Map::new();
     for (k, v) in req.headers() {

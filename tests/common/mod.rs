@@ -290,6 +290,13 @@ impl TestClient {
         }
     }
 
+    /// Every request over HTTP/2 with prior knowledge (h2c).
+    pub fn http2() -> Self {
+        TestClient {
+            client: Client::builder(TokioExecutor::new()).http2_only(true).build_http(),
+        }
+    }
+
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
         let resp = self.client.request(req).await.expect("request failed");
         let status = resp.status().as_u16();

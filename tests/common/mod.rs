@@ -293,7 +293,9 @@ impl TestClient {
     /// Every request over HTTP/2 with prior knowledge (h2c).
     pub fn http2() -> Self {
         TestClient {
-            client: Client::builder(TokioExecutor::new()).http2_only(true).build_http(),
+            client: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
         }
     }
 

@@ -5,7 +5,20 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// The store operations, in the order of their pre-resolved handles.
+const STORE_OPS: [StoreOp; 6] = [
+    StoreOp::load,
+    StoreOp::create,
+    StoreOp::save,
+    StoreOp::delete,
+    StoreOp::clear_expired,
+    StoreOp::ping,
+];
+/// Statuses above this share the last slot of a route's cache.
+const MAX_STATUS: usize = 599;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -56,13 +69,37 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
+/// A route's request metrics, resolved once: recording a request takes no
+/// lock and no allocation (the per-status counters are made on first use).
+pub struct RouteRecorder {
+    route: String,
+    duration: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    by_status: Box<[OnceLock<Counter>]>,
+}
+
+impl RouteRecorder {
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
+        let slot = &self.by_status[(status as usize).min(MAX_STATUS)];
+        slot.get_or_init(|| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: self.route.clone(),
+                    status,
+                })
+                .clone()
+        })
+        .inc();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    store_ops: [(Histogram, Counter); 6],
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     events: Family<EventLabels, Counter>,
-    store_duration: Family<OpLabels, Histogram, fn() -> Histogram>,
-    store_errors: Family<OpLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -105,13 +142,34 @@ impl Metrics {
             "Failed session store operations",
             store_errors.clone(),
         );
+        let store_ops = STORE_OPS.map(|op| {
+            let labels = OpLabels { op };
+            (
+                store_duration.get_or_create(&labels).clone(),
+                store_errors.get_or_create(&labels).clone(),
+            )
+        });
         Metrics {
             registry,
+            store_ops,
             requests,
             request_duration,
             events,
-            store_duration,
-            store_errors,
+        }
+    }
+
+    /// The recorder of one route's requests.
+    pub fn route(&self, route: &str) -> RouteRecorder {
+        RouteRecorder {
+            route: route.to_string(),
+            duration: self
+                .request_duration
+                .get_or_create(&RouteLabels {
+                    route: route.to_string(),
+                })
+                .clone(),
+            requests: self.requests.clone(),
+            by_status: (0..=MAX_STATUS).map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -138,11 +196,10 @@ impl Metrics {
     }
 
     pub fn store_op(&self, op: StoreOp, elapsed: Duration, ok: bool) {
-        self.store_duration
-            .get_or_create(&OpLabels { op })
-            .observe(elapsed.as_secs_f64());
+        let (duration, errors) = &self.store_ops[op as usize];
+        duration.observe(elapsed.as_secs_f64());
         if !ok {
-            self.store_errors.get_or_create(&OpLabels { op }).inc();
+            errors.inc();
         }
     }
 

@@ -20,7 +20,6 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use serde_json::Map;
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,10 +38,21 @@ pub struct ConnInfo {
 struct Route {
     cfg: RouteConfig,
     forwarding: Forwarding,
+    metrics: crate::metrics::RouteRecorder,
+}
+
+/// A request id as text, for the log span.
+struct RequestIdDisplay<'a>(&'a HeaderValue);
+
+impl std::fmt::Display for RequestIdDisplay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.to_str().unwrap_or("-"))
+    }
 }
 
 pub struct Proxy {
     routes: Vec<Route>,
+    unrouted: crate::metrics::RouteRecorder,
     /// Every header any route fills from the session outside the internal
     /// prefix: a client may send none of them, whichever route it takes.
     session_filled: Vec<http::HeaderName>,
@@ -68,6 +78,7 @@ impl Proxy {
             .map(|r| {
                 Ok(Route {
                     forwarding: Forwarding::new(&r.forward)?,
+                    metrics: metrics.route(&r.label),
                     cfg: r.clone(),
                 })
             })
@@ -95,6 +106,7 @@ impl Proxy {
             }
         }
         Ok(Proxy {
+            unrouted: metrics.route(NO_ROUTE_LABEL),
             routes,
             session_filled,
             upstreams: Upstreams::new(config.upstreams.clone())?,
@@ -111,33 +123,35 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let request_id = request_id(req.headers());
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let span = tracing::info_span!("request", request_id = %request_id);
+        // What the access log needs is copied only when it is on.
+        let access = tracing::enabled!(target: "sessiongate::access", tracing::Level::INFO)
+            .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        let span = tracing::info_span!("request", request_id = %RequestIdDisplay(&request_id));
         let (route, mut resp) = self
             .route_and_forward(req, conn, &request_id)
             .instrument(span.clone())
             .await;
-        if !resp.headers().contains_key(&X_REQUEST_ID)
-            && let Ok(v) = HeaderValue::from_str(&request_id)
-        {
-            resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+        if !resp.headers().contains_key(&X_REQUEST_ID) {
+            resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         }
         let elapsed = start.elapsed();
-        let label = route.map_or(NO_ROUTE_LABEL, |i| self.routes[i].cfg.label.as_str());
         let status = resp.status().as_u16();
-        self.metrics.request(label, status, elapsed);
-        span.in_scope(|| {
-            tracing::info!(
-                target: "sessiongate::access",
-                method = %method,
-                path = %path,
-                status,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                route = label,
-                "request"
-            )
-        });
+        let recorder = route.map_or(&self.unrouted, |i| &self.routes[i].metrics);
+        recorder.record(status, elapsed);
+        if let Some((method, path)) = access {
+            let label = route.map_or(NO_ROUTE_LABEL, |i| self.routes[i].cfg.label.as_str());
+            span.in_scope(|| {
+                tracing::info!(
+                    target: "sessiongate::access",
+                    method = %method,
+                    path = %path,
+                    status,
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    route = label,
+                    "request"
+                )
+            });
+        }
         resp
     }
 
@@ -145,26 +159,34 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         conn: ConnInfo,
-        request_id: &str,
+        request_id: &HeaderValue,
     ) -> (Option<usize>, Response<ProxyBody>) {
         let host = request_host(&req);
-        let Some(path) = router::normalize(req.uri().path()).map(Cow::into_owned) else {
-            return (
-                None,
-                error_response(&ProxyError::BadRequest("path climbs above the root")),
-            );
-        };
-        let index = {
+        let (index, rewritten) = {
+            let Some(path) = router::normalize(req.uri().path()) else {
+                return (
+                    None,
+                    error_response(&ProxyError::BadRequest("path climbs above the root")),
+                );
+            };
             let host = host.as_ref().and_then(|h| h.to_str().ok());
-            self.routes
+            let Some(index) = self
+                .routes
                 .iter()
                 .position(|r| router::matches(&r.cfg, host, &path))
-        };
-        let Some(index) = index else {
-            return (None, error_response(&ProxyError::NoRoute));
+            else {
+                return (None, error_response(&ProxyError::NoRoute));
+            };
+            let cfg = &self.routes[index].cfg;
+            // Like nginx, the path is passed on as the client wrote it, unless
+            // the route rewrites it.
+            let rewritten = cfg
+                .strip_prefix
+                .then(|| router::encode_path(&router::strip(&cfg.path_prefix, &path)));
+            (index, rewritten)
         };
         let resp = match self
-            .forward(&self.routes[index], req, conn, host, &path, request_id)
+            .forward(&self.routes[index], req, conn, host, rewritten, request_id)
             .await
         {
             Ok(resp) => resp,
@@ -185,8 +207,8 @@ impl Proxy {
         req: Request<Incoming>,
         conn: ConnInfo,
         host: Option<HeaderValue>,
-        normalized_path: &str,
-        request_id: &str,
+        rewritten_path: Option<String>,
+        request_id: &HeaderValue,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let cfg = &route.cfg;
         let now = now_ms();
@@ -233,19 +255,10 @@ impl Proxy {
         {
             h.insert(header::HOST, host.clone());
         }
-        h.insert(
-            X_REQUEST_ID.clone(),
-            HeaderValue::from_str(request_id).expect("request ids are ASCII"),
-        );
+        h.insert(X_REQUEST_ID.clone(), request_id.clone());
         self.session_headers(route, &loaded, h, now)?;
 
-        // Like nginx, the path is passed on as the client wrote it, unless
-        // the route rewrites it.
-        let path = if cfg.strip_prefix {
-            router::encode_path(&router::strip(&cfg.path_prefix, normalized_path))
-        } else {
-            parts.uri.path().to_string()
-        };
+        let path = rewritten_path.unwrap_or_else(|| parts.uri.path().to_string());
         parts.uri = self.upstreams.uri(cfg.upstream, &path, parts.uri.query())?;
         parts.version = http::Version::HTTP_11;
 
@@ -431,23 +444,52 @@ fn strip_upstream_session_cookies(headers: &mut HeaderMap, name: &str) {
     tracing::warn!("upstream tried to set the gateway's session cookie; removed");
 }
 
-fn request_id(headers: &HeaderMap) -> String {
+/// The client's `X-Request-Id` when it is sane, or a new one: 32 hex digits
+/// from a per-thread generator (an id needs to be unique, not secret, and a
+/// syscall per request for it would be waste).
+fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID)
-        && let Ok(s) = v.to_str()
-        && !s.is_empty()
-        && s.len() <= MAX_REQUEST_ID_LEN
-        && s.bytes().all(|b| b.is_ascii_graphic())
+        && !v.is_empty()
+        && v.len() <= MAX_REQUEST_ID_LEN
+        && v.as_bytes().iter().all(u8::is_ascii_graphic)
     {
-        return s.to_string();
+        return v.clone();
     }
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
-    let mut out = String::with_capacity(32);
-    for b in bytes {
-        out.push(char::from_digit((b >> 4) as u32, 16).expect("nibble"));
-        out.push(char::from_digit((b & 15) as u32, 16).expect("nibble"));
+    let n = next_id();
+    let mut out = [0u8; 32];
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = HEX[((n >> (124 - 4 * i)) & 15) as usize];
     }
-    out
+    HeaderValue::from_bytes(&out).expect("hex digits")
+}
+
+thread_local! {
+    static ID_STATE: std::cell::Cell<(u64, u64)> = std::cell::Cell::new({
+        let mut seed = [0u8; 16];
+        getrandom::fill(&mut seed).expect("the operating system's random number generator failed");
+        (u64::from_le_bytes(seed[..8].try_into().expect("8 bytes")) | 1, u64::from_le_bytes(seed[8..].try_into().expect("8 bytes")))
+    });
+}
+
+/// xorshift128+ twice: 128 bits, seeded per thread from the OS.
+fn next_id() -> u128 {
+    ID_STATE.with(|state| {
+        let (mut a, mut b) = state.get();
+        let mut step = || {
+            let mut x = a;
+            let y = b;
+            a = y;
+            x ^= x << 23;
+            x ^= x >> 17;
+            x ^= y ^ (y >> 26);
+            b = x;
+            x.wrapping_add(y)
+        };
+        let id = ((step() as u128) << 64) | step() as u128;
+        state.set((a, b));
+        id
+    })
 }
 
 fn text_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {

@@ -1,0 +1,330 @@
+"""Runs the end-to-end benchmark; called by bench/run.sh.
+
+Targets, all on loopback, in front of one nginx upstream that answers 200:
+  direct    the upstream itself
+  nginx     nginx as a plain reverse proxy with upstream keepalive (the ceiling)
+  memory    sessiongate, memory store
+  embedded  sessiongate, embedded store
+  redis     sessiongate, Redis store
+Workloads: anon (no cookie), read (a valid cookie; the session forwarded as an
+HS256 header), write (every response carries an X-Session-Update).
+
+Pinning on this 2-core machine: the proxy under test (nginx worker or
+sessiongate with one runtime thread) on CPU 0; wrk, the upstream nginx and
+redis-server on CPU 1. Each proxy gets the same single core.
+
+Reported per workload and target: requests/s, p50 and p99 latency, the
+proxy's CPU time per request (process CPU seconds / requests served) and its
+peak RSS, as medians over the rounds, and ratios to nginx from the same run.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+SECRET = "bench-secret-0123456789abcdef-0123456789"
+JWT_SECRET = "bench-upstream-jwt-0123456789abcdef-0123"
+TARGETS = ["direct", "nginx", "memory", "embedded", "redis"]
+WORKLOADS = ["anon", "read", "write"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Procs:
+    def __init__(self):
+        self.procs = []
+
+    def start(self, args, cpu, env=None):
+        p = subprocess.Popen(["taskset", "-c", str(cpu)] + args, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env)
+        self.procs.append(p)
+        return p
+
+    def stop(self):
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def nginx_conf(work, name, port, body):
+    path = os.path.join(work, f"{name}.conf")
+    with open(path, "w") as f:
+        f.write(f"""
+worker_processes 1;
+daemon off;
+master_process on;
+pid {work}/{name}.pid;
+error_log {work}/{name}.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/{name}-body;
+  proxy_temp_path {work}/{name}-proxy;
+  fastcgi_temp_path {work}/{name}-fcgi;
+  uwsgi_temp_path {work}/{name}-uwsgi;
+  scgi_temp_path {work}/{name}-scgi;
+  keepalive_requests 1000000;
+  {body}
+}}
+""")
+    return path
+
+
+def sessiongate_conf(work, name, port, upstream, store):
+    path = os.path.join(work, f"{name}.yaml")
+    with open(path, "w") as f:
+        f.write(f"""
+listen: [{{addr: "127.0.0.1:{port}"}}]
+admin: {{addr: "127.0.0.1:{free_port()}"}}
+secrets: ["{SECRET}"]
+log: {{format: json}}
+session:
+  cookie: {{secure: false}}
+  store: {store}
+upstreams:
+  app: {{url: "http://127.0.0.1:{upstream}"}}
+routes:
+  - match: {{path_prefix: /}}
+    upstream: app
+    forward: {{mode: signed, secret: "{JWT_SECRET}"}}
+""")
+    return path
+
+
+def login_cookie(port):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/login")
+    with urllib.request.urlopen(req) as resp:
+        for k, v in resp.getheaders():
+            if k.lower() == "set-cookie" and v.startswith("sessionid="):
+                return v.split(";")[0]
+    return None
+
+
+def wrk(port, path, cookie, duration, connections):
+    args = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+            f"http://127.0.0.1:{port}{path}"]
+    if cookie:
+        args[6:6] = ["-H", f"Cookie: {cookie}"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+    def latency(pct):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * unit[m.group(2)]
+
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": latency(50),
+        "p99_ms": latency(99),
+        "requests": requests,
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--smoke", action="store_true", help="a short run that checks the harness, not the figures")
+    ap.add_argument("--out", default="bench/results")
+    a = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="sessiongate-bench-")
+    procs = Procs()
+    try:
+        upstream = free_port()
+        up_conf = nginx_conf(work, "upstream", upstream, f"""
+  server {{
+    listen 127.0.0.1:{upstream} reuseport backlog=4096;
+    location /login {{ add_header X-Session-Update '{{"user_id":42,"name":"bench","roles":["user"]}}'; return 200 "ok\\n"; }}
+    location /write {{ add_header X-Session-Update '{{"n":1}}'; return 200 "ok\\n"; }}
+    location / {{ return 200 "ok\\n"; }}
+  }}""")
+        procs.start(["nginx", "-c", up_conf, "-p", work], cpu=1)
+        ports = {"direct": upstream}
+
+        ports["nginx"] = free_port()
+        px_conf = nginx_conf(work, "proxy", ports["nginx"], f"""
+  upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{ports['nginx']} backlog=4096;
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}""")
+        nginx_proxy = procs.start(["nginx", "-c", px_conf, "-p", work], cpu=0)
+
+        redis_port = free_port()
+        procs.start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--dir", work], cpu=1)
+        env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG="warn")
+        stores = {
+            "memory": "{kind: memory}",
+            "embedded": f"{{kind: embedded, path: {work}/sessions.db}}",
+            "redis": f"{{kind: redis, url: \"redis://127.0.0.1:{redis_port}\"}}",
+        }
+        pids = {}
+        for name, store in stores.items():
+            ports[name] = free_port()
+            conf = sessiongate_conf(work, name, ports[name], upstream, store)
+            pids[name] = procs.start([a.binary, "--config", conf], cpu=0, env=env).pid
+        for port in ports.values():
+            wait_port(port)
+        time.sleep(0.3)
+        workers = subprocess.run(["pgrep", "-P", str(nginx_proxy.pid)], capture_output=True, text=True).stdout.split()
+        pids["nginx"] = int(workers[0])
+
+        cookies = {t: login_cookie(ports[t]) if t in stores else None for t in TARGETS}
+        for t in stores:
+            assert cookies[t], f"no session cookie from {t}"
+
+        results = {(w, t): [] for w in WORKLOADS for t in TARGETS}
+        for r in range(a.rounds):
+            for w in WORKLOADS:
+                path = "/write" if w == "write" else "/"
+                order = TARGETS if r % 2 == 0 else list(reversed(TARGETS))
+                for t in order:
+                    cookie = cookies[t] if w != "anon" else None
+                    pid = pids.get(t)
+                    before = cpu_seconds(pid) if pid else None
+                    res = wrk(ports[t], path, cookie, a.duration, a.connections)
+                    if pid:
+                        res["cpu_us"] = (cpu_seconds(pid) - before) / max(res["requests"], 1) * 1e6
+                    results[(w, t)].append(res)
+                    print(f"round {r + 1} {w:<5} {t:<8} {res['rps']:>9.0f} req/s  p50 {res['p50_ms']:.2f} ms"
+                          f"  p99 {res['p99_ms']:.2f} ms  errors {res['errors']}", flush=True)
+        rss = {t: peak_rss_mib(pids[t]) for t in pids}
+        report(results, rss, a, work)
+    finally:
+        procs.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def report(results, rss, a, work):
+    def m(w, t, key):
+        return median([r[key] for r in results[(w, t)] if key in r])
+
+    lines = []
+    machine = f"{os.cpu_count()} cores, {subprocess.run(['uname', '-srm'], capture_output=True, text=True).stdout.strip()}"
+    cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    lines.append(f"Machine: {cpu_model}, {machine}. wrk -t1 -c{a.connections}, {a.duration} s per run, "
+                 f"median of {a.rounds} interleaved rounds; the proxy on CPU 0, wrk and the upstream on CPU 1.")
+    lines.append("")
+    lines.append("| workload | target | req/s | x nginx | p50 ms | p99 ms | p99 x nginx | CPU us/req | CPU x nginx | peak RSS MiB | non-2xx |")
+    lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    summary = {}
+    for w in WORKLOADS:
+        base_rps, base_p99 = m(w, "nginx", "rps"), m(w, "nginx", "p99_ms")
+        base_cpu = m("anon", "nginx", "cpu_us")
+        for t in TARGETS:
+            rps, p50, p99 = m(w, t, "rps"), m(w, t, "p50_ms"), m(w, t, "p99_ms")
+            cpu = m(w, t, "cpu_us")
+            errors = sum(r["errors"] for r in results[(w, t)])
+            summary[(w, t)] = {"rps": rps, "rps_x": rps / base_rps, "p99_x": p99 / base_p99,
+                               "cpu_us": cpu, "cpu_x": cpu / base_cpu if cpu == cpu else None}
+            cpu_cell = f"{cpu:.1f}" if cpu == cpu else "-"
+            cpu_x = f"{cpu / base_cpu:.2f}" if cpu == cpu else "-"
+            rss_cell = f"{rss[t]:.1f}" if t in rss else "-"
+            lines.append(f"| {w} | {t} | {rps:.0f} | {rps / base_rps:.2f} | {p50:.2f} | {p99:.2f} | "
+                         f"{p99 / base_p99:.2f} | {cpu_cell} | {cpu_x} | {rss_cell} | {errors} |")
+    lines.append("")
+    lines.append("CPU x nginx compares with nginx's CPU per plain proxied request (the anon row).")
+    targets = [
+        ("anonymous throughput, memory", summary[("anon", "memory")]["rps_x"], ">=", 1.0),
+        ("session reads throughput, memory", summary[("read", "memory")]["rps_x"], ">=", 0.9),
+        ("session reads throughput, redis", summary[("read", "redis")]["rps_x"], ">=", 0.6),
+        ("session reads p99, memory", summary[("read", "memory")]["p99_x"], "<=", 1.5),
+        ("CPU per session read, memory", summary[("read", "memory")]["cpu_x"], "<=", 1.3),
+        ("peak RSS MiB, memory", rss.get("memory", 0), "<", 64),
+    ]
+    lines.append("")
+    lines.append("| target | measured | goal | met |")
+    lines.append("| --- | ---: | --- | --- |")
+    for name, value, op, goal in targets:
+        ok = value >= goal if op == ">=" else value <= goal if op == "<=" else value < goal
+        lines.append(f"| {name} | {value:.2f} | {op} {goal} | {'yes' if ok else 'no'} |")
+    text = "\n".join(lines)
+    print("\n" + text)
+    if a.smoke:
+        return
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "latest.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(a.out, "latest.json"), "w") as f:
+        json.dump({f"{w}/{t}": v for (w, t), v in results.items()}, f, indent=1)
+    chart(summary, a.out, work)
+
+
+def chart(summary, out, work):
+    data = os.path.join(work, "chart.dat")
+    with open(data, "w") as f:
+        f.write("target " + " ".join(WORKLOADS) + "\n")
+        for t in TARGETS:
+            f.write(t + " " + " ".join(f"{summary[(w, t)]['rps_x']:.3f}" for w in WORKLOADS) + "\n")
+    png = os.path.join(out, "throughput.png")
+    script = f"""
+set terminal pngcairo size 900,480 font ",11"
+set output "{png}"
+set title "Throughput relative to nginx as a plain reverse proxy (higher is better)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set yrange [0:*]
+set grid ytics
+set key top right
+set ylabel "requests/s ÷ nginx"
+plot "{data}" using 2:xtic(1) title "anonymous", "" using 3 title "session read", "" using 4 title "session write"
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

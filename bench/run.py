@@ -299,20 +299,19 @@ def report(results, rss, a, work):
         f.write(text + "\n")
     with open(os.path.join(a.out, "latest.json"), "w") as f:
         json.dump({f"{w}/{t}": v for (w, t), v in results.items()}, f, indent=1)
-    chart(summary, a.out, work)
+    chart(summary, a.out, work, f"{cpu_model}, {os.cpu_count()} cores")
 
 
-def chart(summary, out, work):
+def chart(summary, out, work, machine):
     data = os.path.join(work, "chart.dat")
     with open(data, "w") as f:
-        f.write("target " + " ".join(WORKLOADS) + "\n")
         for t in TARGETS:
             f.write(t + " " + " ".join(f"{summary[(w, t)]['rps_x']:.3f}" for w in WORKLOADS) + "\n")
     png = os.path.join(out, "throughput.png")
     script = f"""
 set terminal pngcairo size 900,480 font ",11"
 set output "{png}"
-set title "Throughput relative to nginx as a plain reverse proxy (higher is better)"
+set title "Throughput relative to nginx as a plain reverse proxy (higher is better)\\n{machine}, medians of interleaved rounds"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
@@ -320,6 +319,7 @@ set boxwidth 0.9
 set yrange [0:*]
 set grid ytics
 set key top right
+set xrange [-0.6:4.6]
 set ylabel "requests/s ÷ nginx"
 plot "{data}" using 2:xtic(1) title "anonymous", "" using 3 title "session read", "" using 4 title "session write"
 """

@@ -30,6 +30,23 @@ async fn create(c: &TestClient, gw: &Gateway, data: Value) -> String {
     r.cookie(COOKIE).expect("session cookie set")
 }
 
+/// Starts a request on `cookie` whose upstream answers `replies` after 600 ms,
+/// and returns once it is in flight.
+async fn in_flight(
+    gw: &Gateway,
+    path: &str,
+    cookie: &str,
+    replies: Vec<(&'static str, String)>,
+) -> tokio::task::JoinHandle<Reply> {
+    let url = gw.url(path);
+    let mut headers = replies;
+    headers.push(("cookie", cookie.to_string()));
+    headers.push((REPLY_DELAY_MS, "600".into()));
+    let task = tokio::spawn(async move { client().get(&url, &hdrs(&headers)).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    task
+}
+
 async fn session_of(c: &TestClient, gw: &Gateway, cookie: &str) -> Value {
     c.get(&gw.url("/"), &[("cookie", cookie)]).await.session()
 }
@@ -608,23 +625,7 @@ async fn empty_update_without_session_creates_nothing() {
 async fn a_write_never_resurrects_a_flushed_session() {
     let (_up, gw, c) = setup("", JSON_ROUTE).await;
     let cookie = create(&c, &gw, json!({"user_id": 1})).await;
-    let slow = {
-        let url = gw.url("/slow");
-        let cookie = cookie.clone();
-        tokio::spawn(async move {
-            client()
-                .get(
-                    &url,
-                    &hdrs(&[
-                        ("cookie", cookie),
-                        (REPLY_DELAY_MS, "600".into()),
-                        reply("X-Session-Update", r#"{"late":true}"#),
-                    ]),
-                )
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let slow = in_flight(&gw, "/slow", &cookie, vec![reply("X-Session-Update", r#"{"late":true}"#)]).await;
     let logout = c
         .get(
             &gw.url("/logout"),
@@ -653,23 +654,7 @@ async fn a_write_never_resurrects_a_flushed_session() {
 async fn a_write_never_logs_out_a_concurrent_login() {
     let (_up, gw, c) = setup("", JSON_ROUTE).await;
     let cookie = create(&c, &gw, json!({"cart": 1})).await;
-    let slow = {
-        let url = gw.url("/slow");
-        let cookie = cookie.clone();
-        tokio::spawn(async move {
-            client()
-                .get(
-                    &url,
-                    &hdrs(&[
-                        ("cookie", cookie),
-                        (REPLY_DELAY_MS, "600".into()),
-                        reply("X-Session-Update", r#"{"late":1}"#),
-                    ]),
-                )
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let slow = in_flight(&gw, "/slow", &cookie, vec![reply("X-Session-Update", r#"{"late":1}"#)]).await;
     let login = c
         .get(
             &gw.url("/login"),
@@ -972,24 +957,7 @@ async fn headers_filled_by_any_route_cannot_be_spoofed_through_another() {
 async fn a_slow_logout_does_not_log_out_a_concurrent_login() {
     let (_up, gw, c) = setup("", JSON_ROUTE).await;
     let cookie = create(&c, &gw, json!({"cart": 1})).await;
-    let slow = {
-        let url = gw.url("/logout");
-        let cookie = cookie.clone();
-        tokio::spawn(async move {
-            client()
-                .get(
-                    &url,
-                    &hdrs(&[
-                        ("cookie", cookie),
-                        (REPLY_DELAY_MS, "600".into()),
-                        reply("X-Session-Action", "flush"),
-                        reply("X-Session-Update", r#"{"x":1}"#),
-                    ]),
-                )
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let slow = in_flight(&gw, "/logout", &cookie, vec![reply("X-Session-Action", "flush"), reply("X-Session-Update", r#"{"x":1}"#)]).await;
     let login = c
         .get(
             &gw.url("/login"),

@@ -102,6 +102,46 @@ pub async fn merges_patches(s: impl SessionStore) {
     );
 }
 
+/// Every write is seen by the next read, also when the session was just read
+/// (a store that caches reads must not serve the old copy).
+pub async fn reads_follow_writes(s: impl SessionStore) {
+    let t = *T0_CELL;
+    let id = SessionId::generate();
+    s.create(&id, &new_record(json!({"v": 0}), t, &POLICY))
+        .await
+        .unwrap();
+    for v in 1..=3 {
+        assert_eq!(data(&s, &id, t + v).await.unwrap()["v"], json!(v - 1));
+        assert!(matches!(
+            save(&s, &id, json!({"v": v}), t + v).await,
+            SaveOutcome::Saved { .. }
+        ));
+        assert_eq!(data(&s, &id, t + v).await.unwrap()["v"], json!(v));
+    }
+    let new_id = SessionId::generate();
+    let op = SaveOp {
+        change: Change::default(),
+        cycle_to: Some((new_id, "n".into())),
+        now_ms: t + 10,
+    };
+    assert!(matches!(
+        s.save(&id, &op).await.unwrap(),
+        SaveOutcome::Saved { .. }
+    ));
+    assert_eq!(
+        data(&s, &id, t + 11).await,
+        None,
+        "the cycled-away id is not served from a cache"
+    );
+    assert_eq!(data(&s, &new_id, t + 11).await.unwrap()["v"], json!(3));
+    assert!(s.delete(&new_id).await.unwrap());
+    assert_eq!(
+        data(&s, &new_id, t + 12).await,
+        None,
+        "a deleted session is not served from a cache"
+    );
+}
+
 pub async fn deletes(s: impl SessionStore) {
     let id = SessionId::generate();
     s.create(&id, &new_record(json!({"a": 1}), *T0_CELL, &POLICY))
@@ -324,6 +364,10 @@ macro_rules! conformance {
                 super::deletes(make(POLICY).await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn reads_follow_writes() {
+                super::reads_follow_writes(make(POLICY).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn cycles_to_a_new_id() {
                 super::cycles_to_a_new_id(make(POLICY).await).await
             }
@@ -416,6 +460,7 @@ async fn redis_suite(
     creates_and_loads(store(POLICY).await).await;
     merges_patches(store(POLICY).await).await;
     deletes(store(POLICY).await).await;
+    reads_follow_writes(store(POLICY).await).await;
     cycles_to_a_new_id(store(POLICY).await).await;
     expires_after_ttl(store(POLICY).await).await;
     renewal_keeps_a_session_alive(store(POLICY).await).await;

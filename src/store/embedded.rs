@@ -18,6 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 /// (deadline, id) -> (): lets the sweep find expired sessions without reading them all.
 const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
+/// Sessions kept in memory in front of the file. The running proxy holds the
+/// file's lock, so every write goes through this process and can invalidate.
+const READ_CACHE_ENTRIES: usize = 10_000;
 /// Operations queued for the writer; senders wait when it is full.
 const WRITE_QUEUE: usize = 4096;
 /// Most operations applied in one transaction.
@@ -73,8 +76,40 @@ enum WriteOp {
     },
 }
 
+/// Recently read sessions. A write invalidates the ids it touched and bumps
+/// the generation, under the lock, before it is acknowledged; a read that
+/// raced with a write (the generation moved) does not fill the cache, so a
+/// stale copy is never put back.
+struct ReadCache {
+    inner: std::sync::Mutex<(u64, lru::LruCache<SessionId, Arc<SessionRecord>>)>,
+}
+
+impl ReadCache {
+    fn new() -> Self {
+        let cap = std::num::NonZeroUsize::new(READ_CACHE_ENTRIES).expect("non-zero");
+        ReadCache {
+            inner: std::sync::Mutex::new((0, lru::LruCache::new(cap))),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (u64, lru::LruCache<SessionId, Arc<SessionRecord>>)> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn invalidate(&self, ids: &[SessionId]) {
+        let mut g = self.lock();
+        g.0 += 1;
+        for id in ids {
+            g.1.pop(id);
+        }
+    }
+}
+
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    cache: Arc<ReadCache>,
     writer: Option<mpsc::Sender<WriteOp>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -116,12 +151,15 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer_db = db.clone();
+        let cache = Arc::new(ReadCache::new());
+        let writer_cache = cache.clone();
         let thread = std::thread::Builder::new()
             .name("sessiongate-embedded-writer".into())
-            .spawn(move || writer_loop(writer_db, rx, policy))
+            .spawn(move || writer_loop(writer_db, writer_cache, rx, policy))
             .map_err(|e| OpenError::Io("writer thread".into(), e))?;
         Ok(EmbeddedStore {
             db,
+            cache,
             writer: Some(tx),
             thread: Some(thread),
         })
@@ -149,7 +187,12 @@ impl EmbeddedStore {
     }
 }
 
-fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<WriteOp>, policy: Policy) {
+fn writer_loop(
+    db: Arc<Database>,
+    cache: Arc<ReadCache>,
+    mut rx: mpsc::Receiver<WriteOp>,
+    policy: Policy,
+) {
     let db = &*db;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -159,7 +202,7 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<WriteOp>, policy: Polic
                 Err(_) => break,
             }
         }
-        apply_batch(db, batch, &policy);
+        apply_batch(db, &cache, batch, &policy);
     }
 }
 
@@ -181,7 +224,26 @@ fn pending<T: Send + 'static>(
 
 /// Applies a batch in one transaction. A storage error in any operation
 /// aborts the whole transaction, so no half-applied change is ever committed.
-fn apply_batch(db: &Database, batch: Vec<WriteOp>, policy: &Policy) {
+fn apply_batch(db: &Database, cache: &ReadCache, batch: Vec<WriteOp>, policy: &Policy) {
+    let touched: Vec<SessionId> = batch
+        .iter()
+        .flat_map(|op| match op {
+            WriteOp::Create { id, .. } | WriteOp::Delete { id, .. } => [Some(*id), None],
+            WriteOp::Save { id, cycle_to, .. } => [Some(*id), cycle_to.as_ref().map(|(n, _)| *n)],
+            WriteOp::ClearExpired { .. } => [None, None],
+        })
+        .flatten()
+        .collect();
+    apply_batch_inner(db, batch, policy, || cache.invalidate(&touched));
+}
+
+/// `before_replies` runs after the outcome is settled and before any caller hears of it.
+fn apply_batch_inner(
+    db: &Database,
+    batch: Vec<WriteOp>,
+    policy: &Policy,
+    before_replies: impl FnOnce(),
+) {
     let fail_all = |batch: Vec<WriteOp>, message: &str| {
         for op in batch {
             reply_slot(op)(Err(message));
@@ -216,6 +278,7 @@ fn apply_batch(db: &Database, batch: Vec<WriteOp>, policy: &Policy) {
         }
         None => txn.commit().map_err(|e| format!("commit failed: {e}")),
     };
+    before_replies();
     for reply in replies {
         reply(outcome.as_ref().map(|_| ()).map_err(String::as_str));
     }
@@ -379,18 +442,33 @@ impl SessionStore for EmbeddedStore {
         id: &SessionId,
         now_ms: UnixMillis,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        let id = *id;
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(backend)?;
-            let table = txn.open_table(SESSIONS).map_err(backend)?;
-            match table.get(id.as_bytes().as_slice()).map_err(backend)? {
-                Some(v) => Ok(readable(decode(v.value()))
-                    .filter(|r| r.is_live(now_ms))
-                    .map(Arc::new)),
-                None => Ok(None),
+        let generation = {
+            let mut g = self.cache.lock();
+            match g.1.get(id) {
+                Some(r) if r.is_live(now_ms) => return Ok(Some(r.clone())),
+                _ => g.0,
             }
-        })
-        .await
+        };
+        let key = *id;
+        let found = self
+            .read(move |db| {
+                let txn = db.begin_read().map_err(backend)?;
+                let table = txn.open_table(SESSIONS).map_err(backend)?;
+                match table.get(key.as_bytes().as_slice()).map_err(backend)? {
+                    Some(v) => Ok(readable(decode(v.value()))
+                        .filter(|r| r.is_live(now_ms))
+                        .map(Arc::new)),
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        if let Some(r) = &found {
+            let mut g = self.cache.lock();
+            if g.0 == generation {
+                g.1.put(*id, r.clone());
+            }
+        }
+        Ok(found)
     }
 
     async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {

@@ -357,11 +357,9 @@ impl Proxy {
                     name.clone(),
                     HeaderValue::try_from(to_ascii_json(&view)).expect("ASCII JSON"),
                 );
-                if let Some(sid) = sid {
-                    h.insert(
-                        self.headers.sid.clone(),
-                        HeaderValue::from_str(sid).expect("base64url"),
-                    );
+                // A sid read from a shared store is not trusted to be header-safe.
+                if let Some(sid) = sid.and_then(|s| HeaderValue::from_str(s).ok()) {
+                    h.insert(self.headers.sid.clone(), sid);
                 }
             }
             _ => {}

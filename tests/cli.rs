@@ -321,6 +321,10 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let (listen, admin) = (free_addr(), free_addr());
     let cfg = write_config(&dir, listen, admin, up.addr, "{kind: memory}", "");
     let proc = Running::start(&cfg, admin, &dir, &[]);
+    // A reload signal never kills the proxy, TLS or not.
+    proc.signal("-HUP");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proc.wait_ready();
     let url = format!("http://{listen}/slow");
     let in_flight = tokio::spawn(async move {
         TestClient::new()

@@ -244,3 +244,48 @@ async fn cookie_store_secrets_rotate() {
         json!({})
     );
 }
+
+#[tokio::test]
+async fn five_chunk_sessions_work_over_http2() {
+    const SIZE: usize = 14_000;
+    let up = upstream().await;
+    let gw = gateway(&yaml("  max_bytes: 100000\n", &default_secrets()), up.addr).await;
+    let c = TestClient::http2();
+    let big = json!({"blob": "q".repeat(SIZE)}).to_string();
+    let r = c
+        .get(&gw.url("/"), &hdrs(&[reply("X-Session-Update", &big)]))
+        .await;
+    let set = cookies_set(&r);
+    assert_eq!(set.len(), 5, "{}", set.len());
+    let read = c.get(&gw.url("/"), &[("cookie", &set.join("; "))]).await;
+    assert_eq!(read.status, 200, "HTTP/2 takes the five cookies");
+    assert_eq!(read.session()["blob"].as_str().unwrap().len(), SIZE);
+}
+
+#[tokio::test]
+async fn stale_chunks_from_an_earlier_write_are_ignored() {
+    let up = upstream().await;
+    let gw = gateway(&yaml("  max_bytes: 100000\n", &default_secrets()), up.addr).await;
+    let c = TestClient::new();
+    let big = json!({"blob": "y".repeat(9000)}).to_string();
+    let large = cookies_set(
+        &c.get(&gw.url("/"), &hdrs(&[reply("X-Session-Update", &big)]))
+            .await,
+    );
+    assert_eq!(large.len(), 3);
+    // A concurrent request, sent before the large write, writes a small session last:
+    // the browser ends up with the new main cookie and the old chunks.
+    let small = cookies_set(
+        &c.get(
+            &gw.url("/"),
+            &hdrs(&[reply("X-Session-Update", r#"{"small":1}"#)]),
+        )
+        .await,
+    );
+    assert_eq!(small.len(), 1);
+    let mixed = format!("{}; {}; {}", small[0], large[1], large[2]);
+    assert_eq!(
+        c.get(&gw.url("/"), &[("cookie", &mixed)]).await.session(),
+        json!({"small": 1})
+    );
+}

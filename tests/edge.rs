@@ -506,6 +506,14 @@ async fn slow_clients_are_cut_off_and_oversized_heads_get_431() {
     );
     assert!(!got.contains("200 OK"));
 
+    // A connection that never sends a byte is closed too.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let start = std::time::Instant::now();
+    read_to_close(&mut s, Duration::from_secs(5))
+        .await
+        .expect("a silent connection is closed");
+    assert!(start.elapsed() < Duration::from_secs(3));
+
     // An idle keep-alive connection is closed too.
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -37,6 +37,9 @@ fn section<T: DeserializeOwned>(value: Value, path: &str, issues: &mut Issues) -
     }
 }
 
+/// Five cookies of 4096 bytes, with HTTP/2's 32 bytes of overhead each, and room for the rest.
+const COOKIE_STORE_MIN_HEADER_BYTES: usize = 24 * 1024;
+
 /// serde quotes the offending value in type errors; it may be a secret or a
 /// URL with a password, so the quoted text is replaced.
 fn redact_values(message: &str) -> String {
@@ -149,6 +152,15 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
         )
         .map(|raw| limits(raw, &mut issues));
 
+    if let (Some(session), Some(limits)) = (&session, &limits)
+        && matches!(session.store, StoreConfig::Cookie)
+        && limits.max_header_bytes < COOKIE_STORE_MIN_HEADER_BYTES
+    {
+        issues.push(
+            "limits.max_header_bytes",
+            format!("the cookie store's five cookies need at least {COOKIE_STORE_MIN_HEADER_BYTES} bytes of request head"),
+        );
+    }
     match (session, log, limits) {
         (Some(session), Some(log), Some(limits)) if issues.0.is_empty() => Ok(Config {
             listen,
@@ -348,15 +360,19 @@ fn session(raw: RawSession, issues: &mut Issues) -> SessionConfig {
         Duration::from_secs(DEFAULT_TTL_SECS),
         issues,
     );
-    if ttl < Duration::from_secs(1) {
-        issues.push("session.ttl", "must be at least 1 second");
+    let max_lifetime = Duration::from_secs(crate::session::patch::MAX_LIFETIME_S);
+    if ttl < Duration::from_secs(1) || ttl > max_lifetime {
+        issues.push("session.ttl", "must be between 1 second and 10 years");
     }
     let absolute_ttl = raw
         .absolute_ttl
         .as_ref()
         .map(|_| duration(&raw.absolute_ttl, "session.absolute_ttl", ttl, issues));
-    if absolute_ttl.is_some_and(|a| a < Duration::from_secs(1)) {
-        issues.push("session.absolute_ttl", "must be at least 1 second");
+    if absolute_ttl.is_some_and(|a| a < Duration::from_secs(1) || a > max_lifetime) {
+        issues.push(
+            "session.absolute_ttl",
+            "must be between 1 second and 10 years",
+        );
     }
     let max_bytes = raw.max_bytes.map_or(DEFAULT_MAX_BYTES, |b| b as usize);
     if max_bytes < 2 {

@@ -25,6 +25,8 @@ use tokio::task::JoinSet;
 
 /// How often expired sessions are swept from stores without native expiry.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long shutdown waits for finished connections to release the store.
 const STORE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -78,7 +80,13 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    b.http2().timer(TokioTimer::new());
+    // HTTP/2 counts every cookie as its own header: the cookie store's five
+    // chunks must fit. Pings find dead peers.
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        .keep_alive_interval(Some(H2_KEEP_ALIVE_INTERVAL))
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
     b
 }
 
@@ -88,6 +96,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let hangup = install_sighup();
     let mut cert_stores = Vec::new();
     let mut acceptors = Vec::new();
     for (i, l) in config.listen.iter().enumerate() {
@@ -159,7 +168,7 @@ pub async fn run(
         ));
     }
     let sweeper = tokio::spawn(sweep_loop(proxy.clone()));
-    let reloader = tokio::spawn(reload_on_sighup(cert_stores));
+    let reloader = tokio::spawn(reload_on_sighup(hangup, cert_stores));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
@@ -254,9 +263,18 @@ async fn accept_loop<S, B, F>(
         tokio::spawn(async move {
             let result = match tls {
                 None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    // Before hyper knows the protocol no header timer runs: a
+                    // client must send its first byte within the header timeout.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(handshake_timeout, stream.peek(&mut first)).await {
+                        Ok(Ok(_)) => {
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err("no request within the header timeout".into()),
+                    }
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -278,19 +296,32 @@ async fn accept_loop<S, B, F>(
     }
 }
 
-/// SIGHUP re-reads every TLS certificate; established connections keep theirs.
-async fn reload_on_sighup(stores: Vec<Arc<tls::CertStore>>) {
+/// The SIGHUP handler, installed before anything slow so that a reload
+/// signal never terminates the process (its default action).
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+fn install_sighup() -> Hangup {
     #[cfg(unix)]
     {
-        if stores.is_empty() {
-            return;
-        }
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot install a SIGHUP handler; certificates will not be reloaded");
-            return;
-        };
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| tracing::warn!(error = %e, "cannot install a SIGHUP handler"))
+            .ok()
+    }
+}
+
+/// SIGHUP re-reads every TLS certificate; established connections keep theirs.
+#[cfg_attr(not(unix), allow(unused_variables))]
+async fn reload_on_sighup(hup: Hangup, stores: Vec<Arc<tls::CertStore>>) {
+    #[cfg(unix)]
+    {
+        let Some(mut hup) = hup else { return };
         while hup.recv().await.is_some() {
+            if stores.is_empty() {
+                tracing::info!("SIGHUP: no TLS certificates to reload");
+            }
             for store in &stores {
                 match store.reload() {
                     Ok(()) => tracing::info!("TLS certificates reloaded"),
@@ -301,8 +332,6 @@ async fn reload_on_sighup(stores: Vec<Arc<tls::CertStore>>) {
             }
         }
     }
-    #[cfg(not(unix))]
-    drop(stores);
 }
 
 async fn sweep_loop(proxy: Arc<Proxy>) {

@@ -4,6 +4,10 @@
 use http::HeaderValue;
 use serde_json::{Map, Value};
 
+/// The longest lifetime a session may be given (ten years): far past any
+/// browser's cap on Max-Age, and small enough for every store's clock arithmetic.
+pub const MAX_LIFETIME_S: u64 = 10 * 365 * 86_400;
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
     #[error("session update is not valid JSON: {0}")]
@@ -12,7 +16,7 @@ pub enum UpdateError {
     NotObject,
     #[error("unknown session action {0:?}")]
     UnknownAction(String),
-    #[error("malformed expiry action: expected expiry=<seconds>")]
+    #[error("malformed expiry action: expected expiry=<seconds>, at most ten years")]
     BadExpiry,
     #[error("session would be {size} bytes, over the limit of {max}")]
     TooLarge { size: usize, max: usize },
@@ -60,7 +64,11 @@ impl Writeback {
                 "cycle" => self.cycle = true,
                 other => match other.strip_prefix("expiry=") {
                     Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-                        self.expiry = Some(n.parse().map_err(|_| UpdateError::BadExpiry)?);
+                        let secs: u64 = n.parse().map_err(|_| UpdateError::BadExpiry)?;
+                        if secs > MAX_LIFETIME_S {
+                            return Err(UpdateError::BadExpiry);
+                        }
+                        self.expiry = Some(secs);
                     }
                     Some(_) => return Err(UpdateError::BadExpiry),
                     None if other.starts_with("expiry") => return Err(UpdateError::BadExpiry),

@@ -121,9 +121,10 @@ impl CookieStore {
     }
 
     /// Splits a sealed value into cookie values, each fitting with its name in
-    /// one cookie.
+    /// one cookie. The main cookie starts with the number of cookies (one
+    /// digit), so chunks left behind by an earlier, larger write are ignored.
     pub fn split(&self, sealed: &str) -> Result<Vec<String>, TooLargeForCookies> {
-        let room = |i: usize| MAX_COOKIE_BYTES - self.chunk_name(i).len() - 1;
+        let room = |i: usize| MAX_COOKIE_BYTES - self.chunk_name(i).len() - 1 - usize::from(i == 0);
         let available: usize = (0..MAX_CHUNKS).map(room).sum();
         if sealed.len() > available {
             return Err(TooLargeForCookies {
@@ -139,21 +140,25 @@ impl CookieStore {
             chunks.push(head.to_string());
             rest = tail;
         }
+        let count = chunks.len();
+        chunks[0].insert(0, char::from(b'0' + count as u8));
         Ok(chunks)
     }
 
-    /// Rejoins the main cookie and its numbered chunks, in order; a missing
-    /// chunk makes a value that will not open.
-    pub fn join(main: &str, chunks: &[(usize, &str)]) -> String {
-        let mut sorted: Vec<&(usize, &str)> = chunks.iter().collect();
-        sorted.sort_by_key(|(n, _)| *n);
-        let mut out =
-            String::with_capacity(main.len() + sorted.iter().map(|(_, v)| v.len()).sum::<usize>());
-        out.push_str(main);
-        for (_, v) in sorted {
+    /// Rejoins the main cookie and exactly the chunks it counts; `None` when
+    /// one is missing or the whole is larger than the cookies can hold.
+    pub fn join(main: &str, chunks: &[(usize, &str)]) -> Option<String> {
+        let count = match main.as_bytes().first() {
+            Some(d @ b'1'..=b'5') => usize::from(d - b'0'),
+            _ => return None,
+        };
+        let mut out = String::with_capacity(count * MAX_COOKIE_BYTES);
+        out.push_str(&main[1..]);
+        for n in 1..count {
+            let (_, v) = chunks.iter().find(|(i, _)| *i == n)?;
             out.push_str(v);
         }
-        out
+        (out.len() <= MAX_CHUNKS * MAX_COOKIE_BYTES).then_some(out)
     }
 }
 
@@ -237,13 +242,20 @@ mod tests {
             .rev()
             .collect();
         assert_eq!(
-            s.open(&CookieStore::join(&chunks[0], &numbered), 1),
+            s.open(&CookieStore::join(&chunks[0], &numbered).unwrap(), 1),
             Some(r)
         );
         assert_eq!(
-            s.open(&CookieStore::join(&chunks[0], &numbered[1..]), 1),
+            CookieStore::join(&chunks[0], &numbered[1..]),
             None,
             "a missing chunk"
+        );
+        // A smaller session written later counts one cookie: stale chunks are ignored.
+        let small = s.split(&s.seal(&record(0))).unwrap();
+        assert_eq!(small.len(), 1);
+        assert_eq!(
+            s.open(&CookieStore::join(&small[0], &numbered).unwrap(), 1),
+            Some(record(0))
         );
         let huge = "x".repeat(MAX_CHUNKS * MAX_COOKIE_BYTES);
         assert!(s.split(&huge).is_err());

@@ -293,8 +293,10 @@ impl TestClient {
     /// Every request over HTTP/2 with prior knowledge (h2c).
     pub fn http2() -> Self {
         TestClient {
+            // Like browsers, accept response heads larger than hyper's 16 KiB default.
             client: Client::builder(TokioExecutor::new())
                 .http2_only(true)
+                .http2_max_header_list_size(256 * 1024)
                 .build_http(),
         }
     }

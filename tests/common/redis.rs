@@ -243,7 +243,15 @@ pub struct Sentinel {
 
 impl Sentinel {
     pub fn start() -> Sentinel {
-        let master = RedisServer::start();
+        // No delay before the replica's first sync.
+        let master = RedisServer::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--repl-diskless-sync-delay",
+            "0",
+        ]);
         let master_port = master.port.to_string();
         let replica = RedisServer::start_with(&[
             "--save",

@@ -348,6 +348,23 @@ async fn sentinel_failover_is_followed_without_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The session that reached the replica is served by it once promoted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.get(&gw.url("/"), &[("cookie", &cookie)]).await;
+        if r.status == 200 && r.session() == json!({"user_id": 7}) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the promoted replica never served the session: {} {}\nreplica keys: {}\nreplication: {}",
+            r.status,
+            r.text(),
+            setup.replica.cli(&["keys", "*"]),
+            setup.replica.cli(&["info", "replication"])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let mut last = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {

@@ -29,14 +29,22 @@ pub fn available(test: &str) -> bool {
 }
 
 /// A port that is free, and whose cluster bus port (+10000) is free too.
+/// Never the same port twice in one test process: the kernel may hand a
+/// just-released port to the next bind, and tests run in parallel.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+        let mut given = GIVEN.lock().unwrap();
+        let clashes = given
+            .iter()
+            .any(|&g| g == port || g + 10_000 == port || g == port + 10_000);
+        if port < 55_000 && !clashes && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            given.push(port);
             return port;
         }
     }

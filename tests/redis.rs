@@ -382,3 +382,45 @@ async fn sentinel_failover_is_followed_without_a_restart() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_master_with_a_password() {
+    if !available("sentinel_master_with_a_password") {
+        return;
+    }
+    const PASSWORD: &str = "master-password-0123456789";
+    let setup = tokio::task::spawn_blocking(|| Sentinel::start_with_password(Some(PASSWORD)))
+        .await
+        .unwrap();
+    let store = |password: &str| {
+        format!(
+            "{{kind: redis, sentinel: {{master: mymaster, nodes: [\"{}\"]{password}}}, timeout: 1s}}",
+            setup.sentinel.url()
+        )
+    };
+    let up = upstream().await;
+    let c = TestClient::new();
+    let gw = gateway(
+        &yaml(
+            &store(&format!(", password: \"{PASSWORD}\"")),
+            "fail_closed",
+        ),
+        up.addr,
+    )
+    .await;
+    let cookie = write(&c, &gw, None, r#"{"user_id":1}"#)
+        .await
+        .cookie("sessionid")
+        .unwrap();
+    assert_eq!(
+        c.get(&gw.url("/"), &[("cookie", &cookie)]).await.session(),
+        json!({"user_id": 1})
+    );
+    assert!(setup.master.cli(&["dbsize"]).trim() != "0");
+    gw.stop().await;
+
+    // Without the password the master refuses: the write fails after the upstream answered.
+    let gw = gateway(&yaml(&store(""), "fail_closed"), up.addr).await;
+    assert_eq!(write(&c, &gw, None, r#"{"user_id":2}"#).await.status, 502);
+    gw.stop().await;
+}

@@ -129,9 +129,20 @@ pub struct RedisConfig {
 
 #[derive(Debug, Clone)]
 pub enum RedisTopology {
-    Standalone { url: String },
-    Cluster { nodes: Vec<String> },
-    Sentinel { master: String, nodes: Vec<String> },
+    Standalone {
+        url: String,
+    },
+    Cluster {
+        nodes: Vec<String>,
+    },
+    Sentinel {
+        master: String,
+        nodes: Vec<String>,
+        /// How to log in to the master the sentinels name.
+        username: Option<String>,
+        password: Option<Secret>,
+        db: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

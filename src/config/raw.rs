@@ -114,7 +114,7 @@ pub enum RawStore {
         #[serde(default)]
         cluster: Option<Vec<String>>,
         #[serde(default)]
-        sentinel: Option<RawSentinel>,
+        sentinel: Option<Box<RawSentinel>>,
         #[serde(default)]
         key_prefix: Option<String>,
         #[serde(default)]
@@ -131,6 +131,14 @@ pub enum RawStore {
 pub struct RawSentinel {
     pub master: String,
     pub nodes: Vec<String>,
+    /// Credentials and database of the master (the sentinels' own go in their URLs).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Kept as a raw value so that a wrongly typed secret is never echoed by serde.
+    #[serde(default)]
+    pub password: Option<Value>,
+    #[serde(default)]
+    pub db: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

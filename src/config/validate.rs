@@ -461,9 +461,24 @@ fn store(raw: RawStore, issues: &mut Issues) -> StoreConfig {
                     for (i, n) in s.nodes.iter().enumerate() {
                         redis_url(n, &format!("session.store.sentinel.nodes[{i}]"), issues);
                     }
+                    let password = s.password.as_ref().and_then(|p| {
+                        let Value::String(spec) = p else {
+                            issues.push(
+                                "session.store.sentinel.password",
+                                "must be a string: a literal, env:NAME or file:PATH",
+                            );
+                            return None;
+                        };
+                        secret::resolve(spec)
+                            .map_err(|e| issues.push("session.store.sentinel.password", e))
+                            .ok()
+                    });
                     RedisTopology::Sentinel {
                         master: s.master,
                         nodes: s.nodes,
+                        username: s.username,
+                        password,
+                        db: s.db.unwrap_or(0),
                     }
                 }
                 (None, None, None) => {

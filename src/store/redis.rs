@@ -174,8 +174,28 @@ impl RedisStore {
                     .map_err(open_err("redis cluster"))?;
                 Topology::Cluster(conn)
             }
-            RedisTopology::Sentinel { master, nodes } => {
-                let mut info = ::redis::sentinel::SentinelNodeConnectionInfo::default();
+            RedisTopology::Sentinel {
+                master,
+                nodes,
+                username,
+                password,
+                db,
+            } => {
+                let mut login = ::redis::RedisConnectionInfo::default().set_db(*db);
+                if let Some(u) = username {
+                    login = login.set_username(u);
+                }
+                if let Some(p) = password {
+                    let p = std::str::from_utf8(p.expose()).map_err(|_| {
+                        OpenError::Backend(
+                            "redis sentinel".into(),
+                            "the master's password is not UTF-8".into(),
+                        )
+                    })?;
+                    login = login.set_password(p);
+                }
+                let mut info = ::redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(login);
                 if nodes.iter().any(|n| n.starts_with("rediss://")) {
                     info = info.set_tls_mode(::redis::TlsMode::Secure);
                 }

@@ -61,6 +61,8 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 pub struct RedisServer {
     pub port: u16,
+    /// The password redis-cli logs in with, if the server requires one.
+    pub auth: Option<String>,
     pub dir: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
@@ -112,6 +114,7 @@ impl RedisServer {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut s = RedisServer {
             port,
+            auth: None,
             dir,
             args,
             child: None,
@@ -164,11 +167,12 @@ impl RedisServer {
 
     /// Runs redis-cli against this server.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(pw) = &self.auth {
+            cmd.args(["-a", pw, "--no-auth-warning"]);
+        }
+        let out = cmd.args(args).output().expect("redis-cli runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -251,17 +255,27 @@ pub struct Sentinel {
 
 impl Sentinel {
     pub fn start() -> Sentinel {
+        Self::start_with_password(None)
+    }
+
+    /// With a password, the master and replica require it and the sentinel knows it.
+    pub fn start_with_password(password: Option<&str>) -> Sentinel {
+        let auth: Vec<&str> =
+            password.map_or(vec![], |p| vec!["--requirepass", p, "--masterauth", p]);
         // No delay before the replica's first sync.
-        let master = RedisServer::start_with(&[
+        let mut master_args = vec![
             "--save",
             "",
             "--appendonly",
             "no",
             "--repl-diskless-sync-delay",
             "0",
-        ]);
+        ];
+        master_args.extend(&auth);
+        let mut master = RedisServer::start_with(&master_args);
+        master.auth = password.map(str::to_string);
         let master_port = master.port.to_string();
-        let replica = RedisServer::start_with(&[
+        let mut replica_args = vec![
             "--save",
             "",
             "--appendonly",
@@ -269,7 +283,10 @@ impl Sentinel {
             "--replicaof",
             "127.0.0.1",
             &master_port,
-        ]);
+        ];
+        replica_args.extend(&auth);
+        let mut replica = RedisServer::start_with(&replica_args);
+        replica.auth = password.map(str::to_string);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !replica
             .cli(&["info", "replication"])
@@ -284,8 +301,9 @@ impl Sentinel {
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 3000\n",
-                master.port
+                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 3000\n{}",
+                master.port,
+                password.map_or(String::new(), |p| format!("sentinel auth-pass mymaster {p}\n"))
             ),
         )
         .unwrap();

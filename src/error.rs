@@ -24,6 +24,8 @@ pub enum ProxyError {
     UpdateRefused(#[source] UpdateError),
     #[error("upstream switched protocols without a matching upgrade")]
     BadUpgrade,
+    #[error("too many upgraded connections")]
+    TooManyUpgrades,
     #[error("session header could not be built")]
     Identity(#[source] IdentityError),
 }
@@ -40,6 +42,7 @@ impl ProxyError {
             ProxyError::StoreWrite(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpdateRefused(_) => StatusCode::BAD_GATEWAY,
             ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
+            ProxyError::TooManyUpgrades => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Identity(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -55,6 +58,7 @@ impl ProxyError {
             ProxyError::StoreWrite(_) => "session could not be saved: session store unavailable\n",
             ProxyError::UpdateRefused(_) => "upstream sent an invalid session update\n",
             ProxyError::BadUpgrade => "upstream sent an invalid upgrade\n",
+            ProxyError::TooManyUpgrades => "too many upgraded connections\n",
             ProxyError::Identity(_) => "internal error\n",
         }
     }
@@ -90,6 +94,7 @@ mod tests {
             (ProxyError::StoreWrite(StoreError::Timeout), 502),
             (ProxyError::UpdateRefused(UpdateError::NotObject), 502),
             (ProxyError::BadUpgrade, 502),
+            (ProxyError::TooManyUpgrades, 503),
             (
                 ProxyError::Identity(IdentityError::Sign(
                     jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into(),

@@ -52,6 +52,9 @@ impl std::fmt::Display for RequestIdDisplay<'_> {
 
 pub struct Proxy {
     routes: Vec<Route>,
+    /// Permits of upgraded (tunnelled) connections, `limits.max_connections` of them.
+    tunnels: Arc<tokio::sync::Semaphore>,
+    max_tunnels: usize,
     unrouted: crate::metrics::RouteRecorder,
     /// Every header any route fills from the session outside the internal
     /// prefix: a client may send none of them, whichever route it takes.
@@ -106,6 +109,8 @@ impl Proxy {
             }
         }
         Ok(Proxy {
+            tunnels: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+            max_tunnels: config.limits.max_connections,
             unrouted: metrics.route(NO_ROUTE_LABEL),
             routes,
             session_filled,
@@ -231,6 +236,17 @@ impl Proxy {
         let client_side = upgrade
             .as_ref()
             .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+        // A tunnel outlives its HTTP connection: it holds a permit of its own,
+        // so upgraded connections stay bounded and shutdown can wait for them.
+        let tunnel_permit = match &client_side {
+            Some(_) => Some(
+                self.tunnels
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| ProxyError::TooManyUpgrades)?,
+            ),
+            None => None,
+        };
         let h = &mut parts.headers;
         forward::remove_internal(h, &self.headers);
         for name in &self.session_filled {
@@ -279,7 +295,10 @@ impl Proxy {
             ) {
                 (Some(client), Some(upstream), Some(protocol)) => {
                     forward::set_upgrade(&mut rparts.headers, protocol);
-                    tokio::spawn(tunnel(client, upstream));
+                    tokio::spawn(async move {
+                        tunnel(client, upstream).await;
+                        drop(tunnel_permit);
+                    });
                 }
                 _ => return Err(ProxyError::BadUpgrade),
             }
@@ -382,6 +401,16 @@ impl Proxy {
 
 fn forwards_session(f: &ForwardConfig) -> bool {
     f.header.is_some() || !f.headers.is_empty()
+}
+
+impl Proxy {
+    /// Waits until every tunnel has closed, or `timeout` has passed.
+    pub async fn drain_tunnels(&self, timeout: std::time::Duration) -> bool {
+        let all = u32::try_from(self.max_tunnels).unwrap_or(u32::MAX);
+        tokio::time::timeout(timeout, self.tunnels.acquire_many(all))
+            .await
+            .is_ok()
+    }
 }
 
 /// Copies bytes both ways between an upgraded client and upstream until either closes.

@@ -581,3 +581,35 @@ async fn concurrent_connections_are_bounded() {
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_connections_are_bounded() {
+    let up = upgrade_upstream().await;
+    let gw = gateway(
+        &format!("{}limits: {{max_connections: 2}}\n", config("", JSON_ROUTE)),
+        up,
+    )
+    .await;
+    let (head, first) = raw_upgrade(gw.addr, "/ws", None).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (head, _second) = raw_upgrade(gw.addr, "/ws", None).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (head, _) = raw_upgrade(gw.addr, "/ws", None).await;
+    assert!(
+        head.starts_with("HTTP/1.1 503"),
+        "a third tunnel is refused: {head}"
+    );
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (head, _s) = raw_upgrade(gw.addr, "/ws", None).await;
+        if head.starts_with("HTTP/1.1 101") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed tunnel frees its slot: {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

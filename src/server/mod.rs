@@ -186,6 +186,9 @@ pub async fn run(
             tracing::warn!(timeout = ?config.limits.drain_timeout, "drain timeout passed; closing remaining connections")
         }
     }
+    if !proxy.drain_tunnels(config.limits.drain_timeout).await {
+        tracing::warn!(timeout = ?config.limits.drain_timeout, "upgraded connections still open after the drain timeout; closing them");
+    }
     drop(admin);
     close_store(proxy).await;
     Ok(())

@@ -263,13 +263,19 @@ async fn accept_loop<S, B, F>(
         // shutdown waits for it like for any other.
         let watcher = graceful.watcher();
         let tls = tls.clone();
+        let mut shutting_down = stop.clone();
         tokio::spawn(async move {
             let result = match tls {
                 None => {
                     // Before hyper knows the protocol no header timer runs: a
                     // client must send its first byte within the header timeout.
+                    // A connection still silent at shutdown is simply closed.
                     let mut first = [0u8; 1];
-                    match tokio::time::timeout(handshake_timeout, stream.peek(&mut first)).await {
+                    let first_byte = tokio::select! {
+                        r = tokio::time::timeout(handshake_timeout, stream.peek(&mut first)) => r,
+                        _ = shutting_down.changed() => return,
+                    };
+                    match first_byte {
                         Ok(Ok(_)) => {
                             let conn = builder
                                 .serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -280,7 +286,11 @@ async fn accept_loop<S, B, F>(
                     }
                 }
                 Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    let handshake = tokio::select! {
+                        r = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => r,
+                        _ = shutting_down.changed() => return,
+                    };
+                    match handshake {
                         Ok(Ok(tls_stream)) => {
                             let conn = builder
                                 .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);

@@ -172,7 +172,13 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--smoke", action="store_true", help="a short run that checks the harness, not the figures")
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--targets", default=",".join(TARGETS),
+                    help="comma-separated subset to run (nginx is always run: it is the baseline)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset to run")
     a = ap.parse_args()
+    targets = [t for t in TARGETS if t in a.targets.split(",") or t == "nginx"]
+    workloads = [w for w in WORKLOADS if w in a.workloads.split(",")]
+    partial = targets != TARGETS or workloads != WORKLOADS
 
     work = tempfile.mkdtemp(prefix="sessiongate-bench-")
     procs = Procs()
@@ -223,9 +229,9 @@ def main():
 
         results = {(w, t): [] for w in WORKLOADS for t in TARGETS}
         for r in range(a.rounds):
-            for w in WORKLOADS:
+            for w in workloads:
                 path = "/write" if w == "write" else "/"
-                order = TARGETS if r % 2 == 0 else list(reversed(TARGETS))
+                order = targets if r % 2 == 0 else list(reversed(targets))
                 for t in order:
                     cookie = cookies[t] if w != "anon" else None
                     pid = pids.get(t)
@@ -237,7 +243,10 @@ def main():
                     print(f"round {r + 1} {w:<5} {t:<8} {res['rps']:>9.0f} req/s  p50 {res['p50_ms']:.2f} ms"
                           f"  p99 {res['p99_ms']:.2f} ms  errors {res['errors']}", flush=True)
         rss = {t: peak_rss_mib(pids[t]) for t in pids}
-        report(results, rss, a, work)
+        if partial:
+            report_partial(results, targets, workloads)
+        else:
+            report(results, rss, a, work)
     finally:
         procs.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -245,6 +254,21 @@ def main():
 
 def median(values):
     return statistics.median(values) if values else float("nan")
+
+
+def report_partial(results, targets, workloads):
+    """A focused run (--targets/--workloads): medians and ratios only, nothing written."""
+    for w in workloads:
+        base = results[(w, "nginx")]
+        base_rps = median([r["rps"] for r in base])
+        base_cpu = median([r["cpu_us"] for r in base])
+        for t in targets:
+            rs = results[(w, t)]
+            rps = median([r["rps"] for r in rs])
+            cpu = median([r["cpu_us"] for r in rs if "cpu_us" in r])
+            p99 = median([r["p99_ms"] for r in rs])
+            print(f"{w:<5} {t:<8} {rps:>9.0f} req/s {rps / base_rps:5.2f}x  p99 {p99:.2f} ms"
+                  f"  CPU {cpu:5.1f} us/req {cpu / base_cpu if cpu == cpu else float('nan'):5.2f}x")
 
 
 def report(results, rss, a, work):

@@ -13,7 +13,7 @@ pub enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
     #[error("upstream unreachable")]
-    UpstreamUnreachable(#[source] hyper_util::client::legacy::Error),
+    UpstreamUnreachable(#[source] crate::upstream::pool::UpstreamError),
     #[error("upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
     #[error("session store unavailable")]

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<crate::upstream::pool::UpstreamBody, Full<Bytes>>;
 
 /// What the accept loop knows of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -266,10 +266,12 @@ impl Proxy {
             }
         }
         forward::set_forwarded(h, conn.remote.ip(), conn.proto, host.as_ref());
-        if !h.contains_key(header::HOST)
-            && let Some(host) = &host
-        {
-            h.insert(header::HOST, host.clone());
+        if !h.contains_key(header::HOST) {
+            let host = host.clone().unwrap_or_else(|| {
+                let authority = &self.upstreams.get(cfg.upstream).authority;
+                HeaderValue::from_str(authority.as_str()).expect("an authority is a header value")
+            });
+            h.insert(header::HOST, host);
         }
         h.insert(X_REQUEST_ID.clone(), request_id.clone());
         self.session_headers(route, &loaded, h, now)?;
@@ -280,7 +282,11 @@ impl Proxy {
 
         let resp = self
             .upstreams
-            .send(cfg.upstream, Request::from_parts(parts, body))
+            .send(
+                cfg.upstream,
+                Request::from_parts(parts, body),
+                upgrade.is_some(),
+            )
             .await?;
         let (mut rparts, rbody) = resp.into_parts();
         let outcome = self.take_writeback(&mut rparts.headers, rparts.status);

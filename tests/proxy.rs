@@ -11,6 +11,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
@@ -356,4 +358,130 @@ async fn shutdown_finishes_in_flight_requests() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "listener closed after shutdown"
     );
+}
+
+/// How a raw upstream treats a connection after answering a request.
+#[derive(Clone, Copy)]
+enum AfterReply {
+    KeepOpen,
+    /// Closes without saying so (no `Connection: close`), like a server
+    /// whose keep-alive timeout is shorter than the proxy's.
+    CloseSilently,
+    /// Answers with `Connection: close` and closes.
+    AnnounceClose,
+}
+
+/// An HTTP/1.1 upstream written against the socket, counting connections.
+/// `/empty` answers 204, everything else 200 with a two-byte body.
+async fn raw_upstream(after: AfterReply) -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end + 4);
+                    let head_only = head.starts_with("HEAD ");
+                    let mut reply = if head.starts_with("GET /empty") {
+                        "HTTP/1.1 204 No Content\r\n".to_string()
+                    } else {
+                        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n".to_string()
+                    };
+                    if let AfterReply::AnnounceClose = after {
+                        reply.push_str("connection: close\r\n");
+                    }
+                    reply.push_str("\r\n");
+                    if !head_only && !head.starts_with("GET /empty") {
+                        reply.push_str("ok");
+                    }
+                    if stream.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if !matches!(after, AfterReply::KeepOpen) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let (up, accepted) = raw_upstream(AfterReply::KeepOpen).await;
+    let gw = gateway(&config("", JSON_ROUTE), up).await;
+    let client = TestClient::new();
+    for i in 0..30 {
+        // Bodies, empty 204s and HEADs all leave the connection reusable.
+        let (path, method, status) = match i % 3 {
+            0 => ("/x", http::Method::GET, 200),
+            1 => ("/empty", http::Method::GET, 204),
+            _ => ("/x", http::Method::HEAD, 200),
+        };
+        let r = client
+            .send(
+                Request::builder()
+                    .method(method)
+                    .uri(gw.url(path))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, status, "request {i}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn upstream_closing_connections_loses_no_request() {
+    for after in [AfterReply::CloseSilently, AfterReply::AnnounceClose] {
+        let (up, accepted) = raw_upstream(after).await;
+        let gw = gateway(&config("", JSON_ROUTE), up).await;
+        let client = TestClient::new();
+        for i in 0..10 {
+            let r = client.get(&gw.url("/x"), &[]).await;
+            assert_eq!(r.status, 200, "request {i}");
+            assert_eq!(r.text(), "ok");
+            // Gives a silent close time to arrive before the next request.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 10);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_a_bounded_set_of_upstream_connections() {
+    let (up, accepted) = raw_upstream(AfterReply::KeepOpen).await;
+    let gw = gateway(&config("", JSON_ROUTE), up).await;
+    let client = Arc::new(TestClient::new());
+    for _ in 0..5 {
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (client, url) = (client.clone(), gw.url("/x"));
+            batch.spawn(async move { client.get(&url, &[]).await.status });
+        }
+        while let Some(status) = batch.join_next().await {
+            assert_eq!(status.unwrap(), 200);
+        }
+    }
+    // Never more connections than requests in flight at once: later batches reuse them.
+    let n = accepted.load(Ordering::SeqCst);
+    assert!((1..=16).contains(&n), "{n} upstream connections");
 }

@@ -1,30 +1,23 @@
-//! The upstream side: a pooled keep-alive client, per-upstream timeouts, and
-//! the mapping of client failures onto 502 and 504.
+//! The upstream side: pooled keep-alive connections, per-upstream timeouts,
+//! and the mapping of client failures onto 502 and 504.
 
 pub mod ed25519;
 pub mod forward;
 pub mod identity;
+pub mod pool;
+mod stream;
 
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use pool::{Pool, UpstreamBody};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use std::time::Duration;
-
-/// How long an idle pooled connection to an upstream is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+use std::sync::Arc;
 
 pub struct Upstreams {
-    /// One pooled client per upstream: each may trust its own CA.
-    clients: Vec<UpstreamClient>,
+    /// One pool per upstream: each may trust its own CA.
+    pools: Vec<Arc<Pool>>,
     list: Vec<UpstreamConfig>,
 }
 
@@ -60,41 +53,37 @@ pub fn root_store(ca: Option<&std::path::Path>) -> Result<rustls::RootCertStore,
     Ok(roots)
 }
 
-fn client(u: &UpstreamConfig) -> Result<UpstreamClient, CaError> {
+/// TLS settings for an https upstream: HTTP/1.1 by ALPN, TLS 1.2 or 1.3.
+fn tls_config(u: &UpstreamConfig) -> Result<Option<Arc<rustls::ClientConfig>>, CaError> {
+    if u.scheme != http::uri::Scheme::HTTPS {
+        return Ok(None);
+    }
     crate::install_crypto_provider();
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    http.enforce_http(false);
-    let tls = rustls::ClientConfig::builder_with_protocol_versions(&[
+    let mut tls = rustls::ClientConfig::builder_with_protocol_versions(&[
         &rustls::version::TLS13,
         &rustls::version::TLS12,
     ])
     .with_root_certificates(root_store(u.ca.as_deref())?)
     .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector))
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(tls)))
 }
 
 impl Upstreams {
     pub fn new(list: Vec<UpstreamConfig>) -> Result<Self, CaError> {
-        let clients = list.iter().map(client).collect::<Result<_, _>>()?;
-        Ok(Upstreams { clients, list })
+        let pools = list
+            .iter()
+            .map(|u| Ok(Arc::new(Pool::new(u, tls_config(u)?))))
+            .collect::<Result<_, CaError>>()?;
+        Ok(Upstreams { pools, list })
     }
 
     pub fn get(&self, index: usize) -> &UpstreamConfig {
         &self.list[index]
     }
 
-    /// The URI on the upstream for a request path (already stripped) and query.
+    /// The request target on the upstream (origin form) for a request path
+    /// (already stripped) and query.
     pub fn uri(
         &self,
         index: usize,
@@ -111,11 +100,7 @@ impl Upstreams {
             pq.push('?');
             pq.push_str(q);
         }
-        http::Uri::builder()
-            .scheme(u.scheme.clone())
-            .authority(u.authority.clone())
-            .path_and_query(pq)
-            .build()
+        http::Uri::try_from(pq)
             .map_err(|_| ProxyError::BadRequest("request path cannot be forwarded"))
     }
 
@@ -124,9 +109,10 @@ impl Upstreams {
         &self,
         index: usize,
         req: http::Request<Incoming>,
-    ) -> Result<http::Response<Incoming>, ProxyError> {
+        upgrade: bool,
+    ) -> Result<http::Response<UpstreamBody>, ProxyError> {
         let u = &self.list[index];
-        match tokio::time::timeout(u.timeout, self.clients[index].request(req)).await {
+        match tokio::time::timeout(u.timeout, self.pools[index].send(req, upgrade)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(e)),
             Err(_) => Err(ProxyError::UpstreamTimeout(u.timeout)),

@@ -79,11 +79,7 @@ fn benches(c: &mut Criterion) {
         "upstream-secret-0123456789abcdef-012345",
     )));
     c.bench_function("jwt_sign_hs256", |b| {
-        b.iter(|| {
-            hs256
-                .sign(black_box(&view), Some("sid"), 1_700_000_000)
-                .unwrap()
-        })
+        b.iter(|| hs256.sign(black_box(&view), Some("sid"), 1_700_000_000))
     });
 
     let dir = std::env::temp_dir().join(format!("sg-bench-{}", std::process::id()));
@@ -96,11 +92,7 @@ fn benches(c: &mut Criterion) {
         signing: pair,
     });
     c.bench_function("jwt_sign_eddsa", |b| {
-        b.iter(|| {
-            eddsa
-                .sign(black_box(&view), Some("sid"), 1_700_000_000)
-                .unwrap()
-        })
+        b.iter(|| eddsa.sign(black_box(&view), Some("sid"), 1_700_000_000))
     });
 
     c.bench_function("session_header_json", |b| {

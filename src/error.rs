@@ -2,7 +2,6 @@
 
 use crate::session::patch::UpdateError;
 use crate::store::StoreError;
-use crate::upstream::identity::IdentityError;
 use http::StatusCode;
 use std::time::Duration;
 
@@ -26,8 +25,6 @@ pub enum ProxyError {
     BadUpgrade,
     #[error("too many upgraded connections")]
     TooManyUpgrades,
-    #[error("session header could not be built")]
-    Identity(#[source] IdentityError),
 }
 
 impl ProxyError {
@@ -43,7 +40,6 @@ impl ProxyError {
             ProxyError::UpdateRefused(_) => StatusCode::BAD_GATEWAY,
             ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::TooManyUpgrades => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Identity(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -59,7 +55,6 @@ impl ProxyError {
             ProxyError::UpdateRefused(_) => "upstream sent an invalid session update\n",
             ProxyError::BadUpgrade => "upstream sent an invalid upgrade\n",
             ProxyError::TooManyUpgrades => "too many upgraded connections\n",
-            ProxyError::Identity(_) => "internal error\n",
         }
     }
 }
@@ -95,12 +90,6 @@ mod tests {
             (ProxyError::UpdateRefused(UpdateError::NotObject), 502),
             (ProxyError::BadUpgrade, 502),
             (ProxyError::TooManyUpgrades, 503),
-            (
-                ProxyError::Identity(IdentityError::Sign(
-                    jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into(),
-                )),
-                500,
-            ),
         ];
         for (err, status) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");

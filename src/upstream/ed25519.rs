@@ -43,7 +43,7 @@ impl Jwk {
     }
 }
 
-/// The signing key: PKCS#8 DER (what jsonwebtoken takes) and its JWK.
+/// The signing key: PKCS#8 DER and its JWK.
 #[derive(Clone)]
 pub struct SigningKeyPair {
     pub pkcs8: Vec<u8>,

@@ -2,7 +2,9 @@
 //! ASCII-only JSON, optionally limited to an allow-list of keys.
 
 use crate::config::{ForwardConfig, ForwardMode, SigningConfig, SigningKey};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use aws_lc_rs::{hmac, signature::Ed25519KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::{Map, Value};
@@ -10,14 +12,8 @@ use std::io;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("cannot load signing key {path}: {source}")]
-    Key {
-        path: String,
-        #[source]
-        source: jsonwebtoken::errors::Error,
-    },
-    #[error("cannot sign session token: {0}")]
-    Sign(#[source] jsonwebtoken::errors::Error),
+    #[error("the Ed25519 signing key (kid {kid}) is not usable: {reason}")]
+    Key { kid: String, reason: String },
 }
 
 /// The session data an upstream may see: all of it, or the allowed keys.
@@ -54,9 +50,19 @@ struct Claims<'a> {
     session: &'a SessionView<'a>,
 }
 
+/// The key a token is signed with, prepared once: signing then costs no
+/// key parsing or HMAC key setup per request.
+enum SignatureKey {
+    Hs256(Box<hmac::Key>),
+    EdDsa(Ed25519KeyPair),
+}
+
+/// Signs session tokens as JWS compact serialization (RFC 7515):
+/// base64url(header) "." base64url(claims) "." base64url(signature).
 pub struct TokenSigner {
-    header: Header,
-    key: EncodingKey,
+    /// The encoded protected header, the same for every token.
+    header: String,
+    key: SignatureKey,
     issuer: String,
     audience: String,
     ttl_s: u64,
@@ -66,17 +72,23 @@ impl TokenSigner {
     pub fn new(cfg: &SigningConfig) -> Result<Self, IdentityError> {
         let (header, key) = match &cfg.key {
             SigningKey::Hs256(secret) => (
-                Header::new(Algorithm::HS256),
-                EncodingKey::from_secret(secret.expose()),
+                serde_json::json!({"typ": "JWT", "alg": "HS256"}),
+                SignatureKey::Hs256(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret.expose()))),
             ),
             SigningKey::EdDsa { signing, .. } => {
-                let mut header = Header::new(Algorithm::EdDSA);
-                header.kid = Some(signing.jwk.kid.clone());
-                (header, EncodingKey::from_ed_der(&signing.pkcs8))
+                let pair =
+                    Ed25519KeyPair::from_pkcs8(&signing.pkcs8).map_err(|e| IdentityError::Key {
+                        kid: signing.jwk.kid.clone(),
+                        reason: e.to_string(),
+                    })?;
+                (
+                    serde_json::json!({"typ": "JWT", "alg": "EdDSA", "kid": signing.jwk.kid}),
+                    SignatureKey::EdDsa(pair),
+                )
             }
         };
         Ok(TokenSigner {
-            header,
+            header: URL_SAFE_NO_PAD.encode(header.to_string()),
             key,
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
@@ -84,12 +96,7 @@ impl TokenSigner {
         })
     }
 
-    pub fn sign(
-        &self,
-        view: &SessionView<'_>,
-        sid: Option<&str>,
-        now_s: u64,
-    ) -> Result<String, IdentityError> {
+    pub fn sign(&self, view: &SessionView<'_>, sid: Option<&str>, now_s: u64) -> String {
         let claims = Claims {
             iss: &self.issuer,
             aud: &self.audience,
@@ -98,8 +105,28 @@ impl TokenSigner {
             sid,
             session: view,
         };
-        jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(IdentityError::Sign)
+        let json = serde_json::to_vec(&claims).expect("serializing JSON values cannot fail");
+        // 64 bytes of signature are 86 characters of base64url.
+        let mut token = String::with_capacity(self.header.len() + json.len() * 4 / 3 + 92);
+        token.push_str(&self.header);
+        push_part(&mut token, &json);
+        match &self.key {
+            SignatureKey::Hs256(key) => {
+                let tag = hmac::sign(key, token.as_bytes());
+                push_part(&mut token, tag.as_ref());
+            }
+            SignatureKey::EdDsa(pair) => {
+                let signature = pair.sign(token.as_bytes());
+                push_part(&mut token, signature.as_ref());
+            }
+        }
+        token
     }
+}
+
+fn push_part(token: &mut String, bytes: &[u8]) {
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(bytes, token);
 }
 
 /// How one route forwards the session.
@@ -179,6 +206,90 @@ mod tests {
         );
         assert!(http::HeaderValue::try_from(s.clone()).is_ok());
         assert_eq!(serde_json::from_str::<Value>(&s).unwrap(), v);
+    }
+
+    fn signing_config(key: SigningKey) -> SigningConfig {
+        SigningConfig {
+            key,
+            issuer: "sessiongate".into(),
+            audience: "app".into(),
+            token_ttl: std::time::Duration::from_secs(60),
+        }
+    }
+
+    fn verify(token: &str, key: &jsonwebtoken::DecodingKey, alg: jsonwebtoken::Algorithm) -> Value {
+        let mut v = jsonwebtoken::Validation::new(alg);
+        v.set_audience(&["app"]);
+        v.set_issuer(&["sessiongate"]);
+        // The token is dated 2023: checked against its own clock below.
+        v.validate_exp = false;
+        let data = jsonwebtoken::decode::<Value>(token, key, &v).expect("token verifies");
+        assert_eq!(data.header.typ.as_deref(), Some("JWT"));
+        data.claims
+    }
+
+    #[test]
+    fn hs256_tokens_verify_with_a_jwt_library() {
+        let secret = "upstream-secret-0123456789abcdef-012345";
+        let signer = TokenSigner::new(&signing_config(SigningKey::Hs256(
+            crate::config::Secret::new(secret),
+        )))
+        .unwrap();
+        let data = json!({"user": "Zoë", "n": 1}).as_object().unwrap().clone();
+        let view = SessionView {
+            data: &data,
+            keys: None,
+        };
+        let token = signer.sign(&view, Some("sid-1"), 1_700_000_000);
+        let claims = verify(
+            &token,
+            &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+            jsonwebtoken::Algorithm::HS256,
+        );
+        assert_eq!(
+            claims,
+            json!({"iss": "sessiongate", "aud": "app", "iat": 1_700_000_000u64,
+                   "exp": 1_700_000_060u64, "sid": "sid-1", "session": {"user": "Zoë", "n": 1}})
+        );
+        let tampered = token.replacen('.', ".e", 1);
+        assert!(
+            jsonwebtoken::decode::<Value>(
+                &tampered,
+                &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+                &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn eddsa_tokens_carry_the_kid_and_verify_with_the_public_key() {
+        let dir = std::env::temp_dir().join(format!("sg-identity-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (private, public, kid) = crate::upstream::ed25519::generate();
+        std::fs::write(dir.join("k.pem"), private).unwrap();
+        let pair = crate::upstream::ed25519::load_private(&dir.join("k.pem")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let signer = TokenSigner::new(&signing_config(SigningKey::EdDsa {
+            published: vec![pair.jwk.clone()],
+            signing: pair,
+        }))
+        .unwrap();
+        let data = json!({"user": 7}).as_object().unwrap().clone();
+        let token = signer.sign(
+            &SessionView {
+                data: &data,
+                keys: None,
+            },
+            None,
+            1_700_000_000,
+        );
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
+        let key = jsonwebtoken::DecodingKey::from_ed_pem(public.as_bytes()).unwrap();
+        let claims = verify(&token, &key, jsonwebtoken::Algorithm::EdDSA);
+        assert_eq!(claims["session"], json!({"user": 7}));
+        assert!(claims.get("sid").is_none());
     }
 
     #[test]

@@ -28,11 +28,23 @@ use tracing::Instrument;
 pub type ProxyBody = Either<crate::upstream::pool::UpstreamBody, Full<Bytes>>;
 
 /// What the accept loop knows of a connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
-    pub remote: SocketAddr,
+    /// The client's address as an `X-Forwarded-For` entry, formatted once
+    /// per connection rather than once per request.
+    pub client_ip: HeaderValue,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
+}
+
+impl ConnInfo {
+    pub fn new(remote: SocketAddr, proto: &'static str) -> Self {
+        ConnInfo {
+            client_ip: HeaderValue::try_from(remote.ip().to_string())
+                .expect("an IP address is ASCII"),
+            proto,
+        }
+    }
 }
 
 struct Route {
@@ -265,7 +277,7 @@ impl Proxy {
                 h.insert(header::COOKIE, v);
             }
         }
-        forward::set_forwarded(h, conn.remote.ip(), conn.proto, host.as_ref());
+        forward::set_forwarded(h, &conn.client_ip, conn.proto, host.as_ref());
         if !h.contains_key(header::HOST) {
             let host = host.clone().unwrap_or_else(|| {
                 let authority = &self.upstreams.get(cfg.upstream).authority;

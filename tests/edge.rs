@@ -539,16 +539,37 @@ async fn slow_clients_are_cut_off_and_oversized_heads_get_431() {
                 .collect::<String>()
         ),
     ] {
-        let mut s = TcpStream::connect(gw.addr).await.unwrap();
-        let _ = s.write_all(head.as_bytes()).await;
-        let got = read_to_close(&mut s, Duration::from_secs(5))
-            .await
-            .unwrap_or_default();
-        assert!(
-            got.starts_with("HTTP/1.1 431"),
-            "{}",
-            &got[..got.len().min(80)]
+        let got = raw_exchange(gw.addr, &head).await;
+        assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+    }
+}
+
+/// Writes a raw request head and returns the start of what comes back before the close.
+async fn raw_exchange(addr: std::net::SocketAddr, head: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(head.as_bytes()).await;
+    let got = read_to_close(&mut s, Duration::from_secs(5))
+        .await
+        .unwrap_or_default();
+    got[..got.len().min(80)].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_a_hundred_headers_get_431_by_default() {
+    let up = upstream().await;
+    let gw = gateway(&config("", JSON_ROUTE), up.addr).await;
+    // 95 headers pass (the gateway adds its own five, within the test
+    // upstream's limit of 100); 101 are refused before any upstream sees them.
+    for (total, expected, hits) in [(95, "HTTP/1.1 200", 1), (101, "HTTP/1.1 431", 1)] {
+        let head = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{}\r\n",
+            (0..total - 2)
+                .map(|i| format!("X-H{i}: v\r\n"))
+                .collect::<String>()
         );
+        let got = raw_exchange(gw.addr, &head).await;
+        assert!(got.starts_with(expected), "{total} headers: {got}");
+        assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), hits);
     }
 }
 

@@ -73,13 +73,20 @@ pub enum RunError {
     Tls(usize, #[source] tls::TlsError),
 }
 
+/// The header count hyper enforces when none is configured.
+const HYPER_MAX_HEADERS: usize = 100;
+
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192));
+    // hyper's own limit is the same 100 headers but parses into a stack array;
+    // an explicit limit costs a heap-sized index initialised on every request.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        b.http1().max_headers(limits.max_headers);
+    }
     // HTTP/2 counts every cookie as its own header: the cookie store's five
     // chunks must fit. Pings find dead peers.
     b.http2()
@@ -139,9 +146,10 @@ pub async fn run(
             stop_rx.clone(),
             move |remote| {
                 let proxy = proxy.clone();
-                let conn = ConnInfo { remote, proto };
+                let conn = ConnInfo::new(remote, proto);
                 service_fn(move |req| {
                     let proxy = proxy.clone();
+                    let conn = conn.clone();
                     async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
                 })
             },

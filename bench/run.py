@@ -141,12 +141,20 @@ def login_cookie(port):
     return None
 
 
-def wrk(port, path, cookie, duration, connections):
+def wrk_args(port, path, cookie, duration, connections):
     args = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
             f"http://127.0.0.1:{port}{path}"]
     if cookie:
         args[6:6] = ["-H", f"Cookie: {cookie}"]
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return args
+
+
+def wrk(port, path, cookie, duration, connections):
+    args = wrk_args(port, path, cookie, duration, connections)
+    return parse_wrk(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+
+
+def parse_wrk(out):
     unit = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
     def latency(pct):

@@ -3,6 +3,7 @@
 # proxy, on loopback, interleaved rounds, medians. See bench/README.md.
 #   bench/run.sh                      # full run (about 10 minutes)
 #   bench/run.sh --duration 2 --rounds 1 --smoke
+#   bench/run.sh scale                # session reads at 1,000 and 1,000,000 live sessions
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sessiongate/target}"
@@ -19,4 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo build --release --quiet --bin sessiongate
+if [ "${1:-}" = scale ]; then
+  shift
+  exec python3 bench/scale.py --binary "$CARGO_TARGET_DIR/release/sessiongate" "$@"
+fi
 exec python3 bench/run.py --binary "$CARGO_TARGET_DIR/release/sessiongate" "$@"

@@ -449,19 +449,20 @@ impl SessionStore for EmbeddedStore {
                 _ => g.0,
             }
         };
-        let key = *id;
-        let found = self
-            .read(move |db| {
-                let txn = db.begin_read().map_err(backend)?;
-                let table = txn.open_table(SESSIONS).map_err(backend)?;
-                match table.get(key.as_bytes().as_slice()).map_err(backend)? {
-                    Some(v) => Ok(readable(decode(v.value()))
-                        .filter(|r| r.is_live(now_ms))
-                        .map(Arc::new)),
-                    None => Ok(None),
-                }
-            })
-            .await?;
+        // A point read runs on the request's own task: it is a B-tree lookup
+        // in redb's page cache (a few microseconds, a pread of one page when
+        // cold), where a hop to the blocking pool and back costs tens of
+        // microseconds of thread wake-ups (measured by benches/store_scale.rs).
+        let found = {
+            let txn = self.db.begin_read().map_err(backend)?;
+            let table = txn.open_table(SESSIONS).map_err(backend)?;
+            match table.get(id.as_bytes().as_slice()).map_err(backend)? {
+                Some(v) => readable(decode(v.value()))
+                    .filter(|r| r.is_live(now_ms))
+                    .map(Arc::new),
+                None => None,
+            }
+        };
         if let Some(r) = &found {
             let mut g = self.cache.lock();
             if g.0 == generation {

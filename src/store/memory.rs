@@ -156,16 +156,20 @@ impl SessionStore for MemoryStore {
     async fn clear_expired(&self, now_ms: UnixMillis) -> Result<u64, StoreError> {
         let mut removed = 0;
         for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let dead: Vec<SessionId> = shard
-                .iter()
-                .filter(|(_, e)| !e.record.is_live(now_ms))
-                .map(|(id, _)| *id)
-                .collect();
-            for id in &dead {
-                shard.pop(id);
-            }
-            removed += dead.len() as u64;
+            removed += {
+                let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                let dead: Vec<SessionId> = shard
+                    .iter()
+                    .filter(|(_, e)| !e.record.is_live(now_ms))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &dead {
+                    shard.pop(id);
+                }
+                dead.len() as u64
+            };
+            // A sweep of a large store takes a while: requests run between shards.
+            tokio::task::yield_now().await;
         }
         Ok(removed)
     }

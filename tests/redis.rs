@@ -326,11 +326,16 @@ async fn sentinel_failover_is_followed_without_a_restart() {
         .await
         .cookie("sessionid")
         .unwrap();
-    assert_eq!(
-        setup.master.cli(&["wait", "1", "2000"]).trim(),
-        "1",
-        "the session reached the replica"
-    );
+    // WAIT would only vouch for this redis-cli connection's own writes (none):
+    // the replica itself must hold the session before the master dies.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while setup.replica.cli(&["dbsize"]).trim() == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never reached the replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     setup.master.kill();
     let replica_port = setup.replica.port.to_string();
@@ -357,11 +362,13 @@ async fn sentinel_failover_is_followed_without_a_restart() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the promoted replica never served the session: {} {}\nreplica keys: {}\nreplication: {}",
+            "the promoted replica never served the session: {} {}\nreplica keys: {}\nreplication: {}\nreplica log: {}\nsentinel log: {}",
             r.status,
             r.text(),
             setup.replica.cli(&["keys", "*"]),
-            setup.replica.cli(&["info", "replication"])
+            setup.replica.cli(&["info", "replication"]),
+            setup.replica.log(),
+            setup.sentinel.log()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

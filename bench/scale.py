@@ -22,8 +22,8 @@ import sys
 import tempfile
 import time
 
-from run import (Procs, cpu_seconds, free_port, median, nginx_conf, sessiongate_conf, wait_port,
-                 wrk_args, parse_wrk)
+from run import (Procs, cpu_seconds, free_port, median, nginx_conf, sessiongate_conf, status_mib,
+                 wait_port, wrk_args, parse_wrk)
 
 STORES = ["memory", "embedded"]
 
@@ -55,10 +55,7 @@ end
 
 
 def rss_mib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return status_mib(pid, "VmRSS")
 
 
 def count_lines(path):

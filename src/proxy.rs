@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use serde_json::Map;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -133,11 +134,14 @@ impl Proxy {
         })
     }
 
+    /// Never fails: every error becomes a response. The `Result` is the
+    /// service's, returned here so that hyper holds this future itself
+    /// rather than a wrapper that would copy it once more per request.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: ConnInfo,
-    ) -> Response<ProxyBody> {
+    ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
         let request_id = request_id(req.headers());
         // What the access log needs is copied only when it is on.
@@ -169,7 +173,7 @@ impl Proxy {
                 )
             });
         }
-        resp
+        Ok(resp)
     }
 
     async fn route_and_forward(
@@ -375,11 +379,7 @@ impl Proxy {
         };
         match (&route.forwarding, &cfg.header) {
             (Forwarding::Signed(signer), Some(name)) => {
-                let token = signer.sign(&view, sid, now / 1000);
-                h.insert(
-                    name.clone(),
-                    HeaderValue::try_from(token).expect("a JWT is base64url and dots"),
-                );
+                h.insert(name.clone(), signer.header_value(&view, sid, now / 1000));
             }
             (Forwarding::Json, Some(name)) => {
                 h.insert(

@@ -147,11 +147,7 @@ pub async fn run(
             move |remote| {
                 let proxy = proxy.clone();
                 let conn = ConnInfo::new(remote, proto);
-                service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    let conn = conn.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
-                })
+                service_fn(move |req| proxy.clone().handle(req, conn.clone()))
             },
         ));
     }

@@ -25,8 +25,15 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names (a comparison of standard names is a tag
     // compare) is far cheaper than eight hashed removals, and most requests
-    // and many responses carry no hop-by-hop header at all.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // carry no hop-by-hop header at all. Many responses carry only
+    // `Connection: keep-alive`: that removes one header and parses nothing.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -34,14 +41,28 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !is_connection_option(t))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
+}
+
+/// A `Connection` token that names no end-to-end header: `close`, or a
+/// hop-by-hop header removed anyway.
+fn is_connection_option(token: &str) -> bool {
+    token.is_empty()
+        || token.eq_ignore_ascii_case("close")
+        || HOP_BY_HOP
+            .iter()
+            .any(|h| token.eq_ignore_ascii_case(h.as_str()))
 }
 
 /// Removes every header under the internal prefix, so that neither a client
@@ -143,6 +164,35 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn keep_alive_response_loses_only_its_hop_by_hop_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 3);
+        assert_eq!(h[header::CONTENT_LENGTH], "3");
+        assert_eq!(h.get_all(header::SET_COOKIE).iter().count(), 2);
+    }
+
+    #[test]
+    fn connection_close_and_upgrade_tokens_name_nothing_else() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, upgrade, , TE"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ACCEPT));
     }
 
     #[test]

@@ -5,10 +5,12 @@ use crate::config::{ForwardConfig, ForwardMode, SigningConfig, SigningKey};
 use aws_lc_rs::{hmac, signature::Ed25519KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderValue;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::{Map, Value};
 use std::io;
+use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -66,6 +68,10 @@ pub struct TokenSigner {
     issuer: String,
     audience: String,
     ttl_s: u64,
+    /// A request without a session gets a token that depends only on the
+    /// second it is signed in, so every such request in that second shares
+    /// one: anonymous traffic costs no signing.
+    anonymous: Mutex<Option<(u64, HeaderValue)>>,
 }
 
 impl TokenSigner {
@@ -93,7 +99,31 @@ impl TokenSigner {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             ttl_s: cfg.token_ttl.as_secs(),
+            anonymous: Mutex::new(None),
         })
+    }
+
+    /// The token as a header value; one per second for requests without a session.
+    pub fn header_value(
+        &self,
+        view: &SessionView<'_>,
+        sid: Option<&str>,
+        now_s: u64,
+    ) -> HeaderValue {
+        let anonymous = sid.is_none() && view.data.is_empty();
+        if anonymous
+            && let Some((at, token)) = &*self.anonymous.lock().unwrap_or_else(|e| e.into_inner())
+            && *at == now_s
+        {
+            return token.clone();
+        }
+        let token = HeaderValue::try_from(self.sign(view, sid, now_s))
+            .expect("a JWT is base64url and dots");
+        if anonymous {
+            *self.anonymous.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((now_s, token.clone()));
+        }
+        token
     }
 
     pub fn sign(&self, view: &SessionView<'_>, sid: Option<&str>, now_s: u64) -> String {
@@ -260,6 +290,53 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn requests_without_a_session_share_one_token_per_second() {
+        let secret = "upstream-secret-0123456789abcdef-012345";
+        let signer = TokenSigner::new(&signing_config(SigningKey::Hs256(
+            crate::config::Secret::new(secret),
+        )))
+        .unwrap();
+        let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
+        let empty = Map::new();
+        let anonymous = SessionView {
+            data: &empty,
+            keys: None,
+        };
+        let first = signer.header_value(&anonymous, None, 1_700_000_000);
+        assert_eq!(signer.header_value(&anonymous, None, 1_700_000_000), first);
+        let next = signer.header_value(&anonymous, None, 1_700_000_001);
+        assert_ne!(next, first);
+        let claims = verify(next.to_str().unwrap(), &key, jsonwebtoken::Algorithm::HS256);
+        assert_eq!(claims["iat"], 1_700_000_001u64);
+        assert_eq!(claims["session"], json!({}));
+        assert!(claims.get("sid").is_none());
+
+        // A session, even an empty one, is never served the shared token.
+        let with_sid = signer.header_value(&anonymous, Some("sid-1"), 1_700_000_001);
+        assert_ne!(with_sid, next);
+        let claims = verify(
+            with_sid.to_str().unwrap(),
+            &key,
+            jsonwebtoken::Algorithm::HS256,
+        );
+        assert_eq!(claims["sid"], "sid-1");
+        let data = json!({"user": "ann"}).as_object().unwrap().clone();
+        let view = SessionView {
+            data: &data,
+            keys: None,
+        };
+        let claims = verify(
+            signer
+                .header_value(&view, None, 1_700_000_001)
+                .to_str()
+                .unwrap(),
+            &key,
+            jsonwebtoken::Algorithm::HS256,
+        );
+        assert_eq!(claims["session"], json!({"user": "ann"}));
     }
 
     #[test]

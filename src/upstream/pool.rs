@@ -9,11 +9,16 @@
 //! An idle connection is not watched; one the upstream closed meanwhile is
 //! noticed (and dropped) when it is next taken, and a request that a reused
 //! connection could not send is retried once on a new connection.
+//!
+//! Requests without a body (most of them) take connections of their own,
+//! spoken to by the codec in `h1`; requests with a body, whose upload hyper
+//! streams, and upgrades take hyper's.
 
+use super::h1::{self, ChunkedDecoder, Decoded, Framing, ResponseError};
 use super::stream::UpstreamStream;
 use crate::config::UpstreamConfig;
-use bytes::Bytes;
-use http::{Request, Response};
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -23,6 +28,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long an idle connection to an upstream is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -51,21 +57,153 @@ pub enum UpstreamError {
     },
     #[error("HTTP/1.1 exchange with the upstream failed")]
     Http(#[source] hyper::Error),
+    #[error("HTTP/1.1 exchange with the upstream failed")]
+    Exchange(#[source] ResponseError),
+}
+
+/// What the pool needs of a connection, whichever codec speaks on it.
+trait Pooled {
+    /// Whether an idle connection can take a new request; asked without
+    /// waiting, as the pool hands it out.
+    fn reusable(&mut self) -> bool;
 }
 
 struct Conn {
     sender: http1::SendRequest<Incoming>,
     driver: http1::Connection<Io, Incoming>,
-    idle_since: Instant,
 }
 
-impl Conn {
-    /// Polls the connection once without a task to wake, and says whether it
-    /// can take a new request: a connection the upstream closed, or one
-    /// still busy with an exchange, cannot.
+impl Pooled for Conn {
+    /// Polls the connection once without a task to wake: a connection the
+    /// upstream closed, or one still busy with an exchange, cannot be reused.
     fn reusable(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         Pin::new(&mut self.driver).poll(&mut cx).is_pending() && self.sender.is_ready()
+    }
+}
+
+/// Read buffer growth: one typical response in one read.
+const READ_RESERVE_BYTES: usize = 8 * 1024;
+
+/// A connection spoken to by the `h1` codec.
+struct PlainConn {
+    io: UpstreamStream,
+    /// Bytes read and not yet parsed.
+    buf: BytesMut,
+    /// The request head being written; kept for its allocation.
+    head: Vec<u8>,
+}
+
+impl Pooled for PlainConn {
+    /// An idle connection must be open and silent: a read that does not
+    /// wait finds nothing (tokio answers from its readiness state, without
+    /// a system call, unless the socket became readable).
+    fn reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.buf.is_empty() && self.poll_fill(&mut cx).is_pending()
+    }
+}
+
+impl PlainConn {
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_RESERVE_BYTES / 8 {
+            self.buf.reserve(READ_RESERVE_BYTES);
+        }
+        std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx)
+    }
+
+    /// Writes a request without a body and reads up to its final response
+    /// head. On failure, says whether the upstream can have seen nothing of
+    /// the request but an incomplete head, or answered nothing at all.
+    async fn exchange(
+        &mut self,
+        parts: &http::request::Parts,
+    ) -> Result<h1::ResponseHead, (ResponseError, Silence)> {
+        self.head.clear();
+        h1::encode_request_head(parts, &mut self.head);
+        let written = async {
+            self.io.write_all(&self.head).await?;
+            self.io.flush().await
+        };
+        if let Err(e) = written.await {
+            return Err((e.into(), Silence::NotSent));
+        }
+        let mut interim = false;
+        loop {
+            match h1::parse_response_head(&mut self.buf, &parts.method) {
+                Ok(Some(head)) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
+                    return Err((ResponseError::UnaskedUpgrade, Silence::Answered));
+                }
+                // 100 Continue, 103 Early Hints: the final response follows.
+                Ok(Some(head)) if head.status.is_informational() => interim = true,
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {
+                    let silence = if interim || !self.buf.is_empty() {
+                        Silence::Answered
+                    } else {
+                        Silence::NoAnswer
+                    };
+                    match poll_fn(|cx| self.poll_fill(cx)).await {
+                        Ok(0) => return Err((ResponseError::Incomplete, silence)),
+                        Ok(_) => {}
+                        Err(e) => return Err((e.into(), silence)),
+                    }
+                }
+                Err(e) => return Err((e, Silence::Answered)),
+            }
+        }
+    }
+}
+
+/// How much of a failed exchange reached the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Silence {
+    /// The head was not fully written: the upstream cannot have acted on it.
+    NotSent,
+    /// Sent, and the connection ended without a byte of answer: what an
+    /// idle connection the upstream had just closed looks like.
+    NoAnswer,
+    Answered,
+}
+
+/// An idle connection that can take a request, if one is left.
+/// Idle connections with the time each came back, oldest first: taken from
+/// the back, expired from the front. Boxed because a connection moves
+/// between the pool, the request and its response body on every request: a
+/// pointer, not the whole connection.
+type IdleList<C> = Mutex<Vec<(Instant, Box<C>)>>;
+
+fn take_idle<C: Pooled>(list: &IdleList<C>, now: Instant) -> Option<Box<C>> {
+    let mut stale = Vec::new();
+    let found = {
+        let mut idle = list.lock().unwrap_or_else(|e| e.into_inner());
+        let expired = idle
+            .iter()
+            .take_while(|(since, _)| now.duration_since(*since) > POOL_IDLE_TIMEOUT)
+            .count();
+        stale.extend(idle.drain(..expired));
+        loop {
+            match idle.pop() {
+                None => break None,
+                Some((_, mut conn)) => {
+                    if conn.reusable() {
+                        break Some(conn);
+                    }
+                    stale.push((now, conn));
+                }
+            }
+        }
+    };
+    // Closing sockets happens outside the lock.
+    drop(stale);
+    found
+}
+
+fn put_idle<C: Pooled>(list: &IdleList<C>, conn: Box<C>, max_idle: usize) {
+    let now = Instant::now();
+    let mut idle = list.lock().unwrap_or_else(|e| e.into_inner());
+    if idle.len() < max_idle {
+        idle.push((now, conn));
     }
 }
 
@@ -81,7 +219,7 @@ impl Connector {
         format!("{}:{}", self.host, self.port)
     }
 
-    async fn connect(&self) -> Result<Io, UpstreamError> {
+    async fn connect(&self) -> Result<UpstreamStream, UpstreamError> {
         let connect = tokio::net::TcpStream::connect((self.host.as_str(), self.port));
         let handshake = async {
             let tcp = connect.await.map_err(|source| UpstreamError::Connect {
@@ -103,18 +241,17 @@ impl Connector {
             }
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-            Ok(stream) => Ok(TokioIo::new(stream?)),
+            Ok(stream) => stream,
             Err(_) => Err(UpstreamError::ConnectTimeout(self.addr())),
         }
     }
 }
 
 pub struct Pool {
-    /// Oldest first: taken from the back, expired from the front. Boxed
-    /// because a connection moves between the pool, the request and its
-    /// response body on every request: a pointer, not the whole connection.
-    #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<Conn>>>,
+    /// For requests with a body and upgrades: hyper's.
+    idle: IdleList<Conn>,
+    /// For requests without a body: the `h1` codec's.
+    plain_idle: IdleList<PlainConn>,
     max_idle: usize,
     connector: Connector,
 }
@@ -140,60 +277,25 @@ impl Pool {
         };
         Pool {
             idle: Mutex::new(Vec::new()),
+            plain_idle: Mutex::new(Vec::new()),
             max_idle: DEFAULT_MAX_IDLE_PER_UPSTREAM,
             connector: Connector { host, port, tls },
         }
     }
 
-    /// An idle connection that can take a request, if one is left.
-    fn checkout(&self, now: Instant) -> Option<Box<Conn>> {
-        let mut stale = Vec::new();
-        let found = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let expired = idle
-                .iter()
-                .take_while(|c| now.duration_since(c.idle_since) > POOL_IDLE_TIMEOUT)
-                .count();
-            stale.extend(idle.drain(..expired));
-            loop {
-                match idle.pop() {
-                    None => break None,
-                    Some(mut conn) => {
-                        if conn.reusable() {
-                            break Some(conn);
-                        }
-                        stale.push(conn);
-                    }
-                }
-            }
-        };
-        // Closing sockets happens outside the lock.
-        drop(stale);
-        found
-    }
-
     fn put_back(&self, mut conn: Box<Conn>) {
-        if !conn.reusable() {
-            return;
-        }
-        conn.idle_since = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.max_idle {
-            idle.push(conn);
+        if conn.reusable() {
+            put_idle(&self.idle, conn, self.max_idle);
         }
     }
 
     async fn open(&self) -> Result<Box<Conn>, UpstreamError> {
-        let io = self.connector.connect().await?;
+        let io = TokioIo::new(self.connector.connect().await?);
         let (sender, driver) = http1::Builder::new()
             .handshake(io)
             .await
             .map_err(UpstreamError::Http)?;
-        Ok(Box::new(Conn {
-            sender,
-            driver,
-            idle_since: Instant::now(),
-        }))
+        Ok(Box::new(Conn { sender, driver }))
     }
 
     /// Sends a request (origin-form URI, Host set) and returns the response
@@ -204,9 +306,12 @@ impl Pool {
         mut req: Request<Incoming>,
         upgrade: bool,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        if !upgrade && req.body().is_end_stream() && req.method() != Method::CONNECT {
+            return self.send_plain(req.into_parts().0).await;
+        }
         let mut reused = true;
         loop {
-            let mut conn = match self.checkout(Instant::now()) {
+            let mut conn = match take_idle(&self.idle, Instant::now()) {
                 Some(conn) => conn,
                 None => {
                     reused = false;
@@ -223,11 +328,7 @@ impl Pool {
                     drop(sender);
                 });
                 let resp = response.await.map_err(UpstreamError::Http)?;
-                return Ok(resp.map(|body| UpstreamBody {
-                    body,
-                    conn: None,
-                    pool: self.clone(),
-                }));
+                return Ok(resp.map(|body| UpstreamBody::hyper(body, None, self)));
             }
             let mut response = std::pin::pin!(conn.sender.try_send_request(req));
             let mut closed = false;
@@ -251,11 +352,7 @@ impl Pool {
             match outcome {
                 Ok(resp) => {
                     let conn = (!closed).then_some(conn);
-                    return Ok(resp.map(|body| UpstreamBody {
-                        body,
-                        conn,
-                        pool: self.clone(),
-                    }));
+                    return Ok(resp.map(|body| UpstreamBody::hyper(body, conn, self)));
                 }
                 Err(mut e) => match e.take_message() {
                     // Not written: an idle connection the upstream closed
@@ -270,60 +367,258 @@ impl Pool {
             }
         }
     }
+
+    /// A request without a body, over a connection of the `h1` codec.
+    async fn send_plain(
+        self: &Arc<Self>,
+        parts: http::request::Parts,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let mut reused = true;
+        loop {
+            let mut conn = match take_idle(&self.plain_idle, Instant::now()) {
+                Some(conn) => conn,
+                None => {
+                    reused = false;
+                    Box::new(PlainConn {
+                        io: self.connector.connect().await?,
+                        buf: BytesMut::with_capacity(READ_RESERVE_BYTES),
+                        head: Vec::new(),
+                    })
+                }
+            };
+            let head = match conn.exchange(&parts).await {
+                Ok(head) => head,
+                // A reused connection the upstream closed while it idled: send
+                // once more on a new one, unless the request may have been
+                // acted on and is not safe to repeat.
+                Err((e, silence))
+                    if reused
+                        && (silence == Silence::NotSent
+                            || (silence == Silence::NoAnswer && parts.method.is_idempotent())) =>
+                {
+                    tracing::debug!(error = %e, "reused upstream connection was closed; retrying on a new one");
+                    reused = false;
+                    continue;
+                }
+                Err((e, _)) => return Err(UpstreamError::Exchange(e)),
+            };
+            let body = match head.framing {
+                Framing::Empty => {
+                    self.put_back_plain(conn, head.keep_alive);
+                    Inner::Full(None)
+                }
+                Framing::Length(n) if conn.buf.len() as u64 >= n => {
+                    let data = conn.buf.split_to(n as usize).freeze();
+                    self.put_back_plain(conn, head.keep_alive);
+                    Inner::Full(Some(data))
+                }
+                framing => Inner::Plain(PlainBody {
+                    conn: Some(conn),
+                    rest: match framing {
+                        Framing::Length(n) => Rest::Length(n),
+                        Framing::Chunked => Rest::Chunked(ChunkedDecoder::default()),
+                        Framing::Close | Framing::Empty => Rest::UntilClose,
+                    },
+                    keep_alive: head.keep_alive,
+                    pool: self.clone(),
+                }),
+            };
+            let mut resp = Response::new(UpstreamBody { inner: body });
+            *resp.status_mut() = head.status;
+            *resp.version_mut() = head.version;
+            *resp.headers_mut() = head.headers;
+            return Ok(resp);
+        }
+    }
+
+    /// A connection whose exchange is complete; kept if it can carry another.
+    fn put_back_plain(&self, conn: Box<PlainConn>, keep_alive: bool) {
+        // Bytes beyond the response would be read as the next one's.
+        if keep_alive && conn.buf.is_empty() {
+            put_idle(&self.plain_idle, conn, self.max_idle);
+        }
+    }
 }
 
-/// An upstream response body. While it streams it also drives its
-/// connection, and it returns the connection to the pool when the exchange
-/// is complete (or it is dropped with the exchange complete).
+/// An upstream response body. A hyper body also drives its connection while
+/// it streams; either kind returns its connection to the pool when the
+/// exchange is complete (or is dropped with the exchange complete).
 pub struct UpstreamBody {
+    inner: Inner,
+}
+
+enum Inner {
+    Hyper(HyperBody),
+    Plain(PlainBody),
+    /// A body read together with its head (or none at all): its connection
+    /// is back in the pool before the response is even sent on.
+    Full(Option<Bytes>),
+}
+
+impl UpstreamBody {
+    fn hyper(body: Incoming, conn: Option<Box<Conn>>, pool: &Arc<Pool>) -> Self {
+        UpstreamBody {
+            inner: Inner::Hyper(HyperBody {
+                body,
+                conn,
+                pool: pool.clone(),
+            }),
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().inner {
+            Inner::Hyper(b) => b.poll_frame(cx).map_err(Into::into),
+            Inner::Plain(b) => b.poll_frame(cx).map_err(Into::into),
+            Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Hyper(b) => b.body.is_end_stream(),
+            Inner::Plain(b) => matches!(b.rest, Rest::Length(0)),
+            Inner::Full(data) => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Hyper(b) => b.body.size_hint(),
+            Inner::Plain(b) => match b.rest {
+                Rest::Length(n) => SizeHint::with_exact(n),
+                _ => SizeHint::default(),
+            },
+            Inner::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+struct HyperBody {
     body: Incoming,
     conn: Option<Box<Conn>>,
     pool: Arc<Pool>,
 }
 
-impl UpstreamBody {
+impl HyperBody {
     fn release(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.pool.put_back(conn);
         }
     }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        if let Some(conn) = &mut this.conn
+        if let Some(conn) = &mut self.conn
             && let Poll::Ready(end) = Pin::new(&mut conn.driver).poll(cx)
         {
             if let Err(e) = end {
                 tracing::debug!(error = %e, "upstream connection failed during the body");
             }
-            this.conn = None;
+            self.conn = None;
         }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
         if let Poll::Ready(None) = frame {
-            this.release();
+            self.release();
         }
         frame
     }
+}
 
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+impl Drop for HyperBody {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        self.release();
+/// What is left of a body read by the `h1` codec.
+enum Rest {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+struct PlainBody {
+    /// Gone once the body has ended; a body dropped before its end takes
+    /// the connection with it, since the rest of the body would be unread.
+    conn: Option<Box<PlainConn>>,
+    rest: Rest,
+    keep_alive: bool,
+    pool: Arc<Pool>,
+}
+
+impl PlainBody {
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.put_back_plain(conn, self.keep_alive);
+        }
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let step = match &mut self.rest {
+                Rest::Length(0) => Decoded::End,
+                Rest::Length(_) | Rest::UntilClose if conn.buf.is_empty() => Decoded::NeedMore,
+                Rest::Length(left) => {
+                    let take = (*left).min(conn.buf.len() as u64);
+                    *left -= take;
+                    Decoded::Data(conn.buf.split_to(take as usize).freeze())
+                }
+                Rest::UntilClose => Decoded::Data(conn.buf.split().freeze()),
+                Rest::Chunked(decoder) => match decoder.decode(&mut conn.buf) {
+                    Ok(step) => step,
+                    Err(e) => {
+                        self.conn = None;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                },
+            };
+            match step {
+                Decoded::Data(data) => {
+                    // The connection goes back as soon as the last byte is in.
+                    if matches!(self.rest, Rest::Length(0)) {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Decoded::End => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Decoded::NeedMore => match conn.poll_fill(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(0)) => {
+                        self.conn = None;
+                        return Poll::Ready(match self.rest {
+                            Rest::UntilClose => None,
+                            _ => Some(Err(ResponseError::Incomplete)),
+                        });
+                    }
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(e)) => {
+                        self.conn = None;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                },
+            }
+        }
     }
 }

@@ -1,0 +1,562 @@
+//! The HTTP/1.1 client codec for the exchange most proxied requests are: a
+//! request without a body. Its head is written in one piece and the
+//! response is parsed here, into the same `http` types hyper produces,
+//! without hyper's client machinery (a request channel, a response channel
+//! and a body channel per exchange), which costs more per request than the
+//! parse itself. Requests with a body and upgrades still go through hyper.
+//!
+//! Framing follows RFC 9112 section 6.3: no body for HEAD, 1xx, 204 and
+//! 304; `Transfer-Encoding` ending in chunked; then `Content-Length`; else
+//! the body runs until the upstream closes.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+/// Largest response head accepted from an upstream (nginx's default
+/// `proxy_buffer_size` is 4 KiB; hyper's client allows more).
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+/// Most headers accepted in one response head, as hyper's client.
+pub const MAX_RESPONSE_HEADERS: usize = 100;
+/// Longest chunk-size line (size and extensions) accepted.
+const MAX_CHUNK_LINE_BYTES: usize = 4096;
+/// Most trailer bytes accepted after the last chunk; trailers are dropped.
+const MAX_TRAILER_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    #[error("the upstream sent a malformed response head")]
+    Parse(#[from] httparse::Error),
+    #[error("the upstream's response head is larger than {MAX_RESPONSE_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    #[error("the upstream's response has an invalid {0} header")]
+    BadHeader(&'static str),
+    #[error("the upstream switched protocols without being asked to")]
+    UnaskedUpgrade,
+    #[error("the upstream's chunked body is malformed")]
+    BadChunk,
+    #[error("the upstream closed the connection before the response was complete")]
+    Incomplete,
+    #[error("reading from the upstream failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes the head of a request without a body.
+pub fn encode_request_head(parts: &http::request::Parts, out: &mut Vec<u8>) {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.reserve(target.len() + 64 + parts.headers.len() * 32);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the body after a response head ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// Whether the connection can carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Parses a response head at the front of `buf` and removes it from there;
+/// `None` while the head is incomplete. Header values share the buffer's
+/// memory rather than being copied.
+pub fn parse_response_head(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<ResponseHead>, ResponseError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(buf)? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial if buf.len() > MAX_RESPONSE_HEAD_BYTES => {
+            return Err(ResponseError::HeadTooLarge);
+        }
+        httparse::Status::Partial => return Ok(None),
+    };
+    if len > MAX_RESPONSE_HEAD_BYTES {
+        return Err(ResponseError::HeadTooLarge);
+    }
+    let status = StatusCode::from_u16(response.code.unwrap_or(0))
+        .map_err(|_| ResponseError::BadHeader("status"))?;
+    let version = match response.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    // Where each name and value sits, so that the head can be frozen and
+    // the values sliced from it once `response` no longer borrows it.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_RESPONSE_HEADERS];
+    let count = response.headers.len();
+    for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        *span = (
+            name as u32,
+            (name + h.name.len()) as u32,
+            value as u32,
+            (value + h.value.len()) as u32,
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let mut map = HeaderMap::with_capacity(count);
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+            .map_err(|_| ResponseError::BadHeader("name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            .map_err(|_| ResponseError::BadHeader("value"))?;
+        map.append(name, value);
+    }
+    let (framing, closes) = framing(&mut map, status, method)?;
+    let keep_alive = version == Version::HTTP_11
+        && !closes
+        && framing != Framing::Close
+        && !has_token(&map, header::CONNECTION, "close");
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        headers: map,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The body's framing, and whether it leaves the connection unusable.
+fn framing(
+    headers: &mut HeaderMap,
+    status: StatusCode,
+    method: &Method,
+) -> Result<(Framing, bool), ResponseError> {
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, false));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Transfer-Encoding overrides Content-Length, which must then go:
+        // passing both on would let the next hop frame the body its own way.
+        headers.remove(header::CONTENT_LENGTH);
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        return Ok(match last {
+            Some(coding) if coding.eq_ignore_ascii_case("chunked") => (Framing::Chunked, false),
+            _ => (Framing::Close, true),
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value
+            .to_str()
+            .map_err(|_| ResponseError::BadHeader("Content-Length"))?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ResponseError::BadHeader("Content-Length"));
+            }
+            let n: u64 = part
+                .parse()
+                .map_err(|_| ResponseError::BadHeader("Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ResponseError::BadHeader("Content-Length"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => (Framing::Empty, false),
+        Some(n) => (Framing::Length(n), false),
+        None => (Framing::Close, true),
+    })
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// One step of body decoding.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Data(Bytes),
+    /// The buffer holds no complete next piece: read more.
+    NeedMore,
+    End,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailer,
+    Done,
+}
+
+/// Decodes `Transfer-Encoding: chunked` from a buffer that reads append to.
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    trailer_bytes: usize,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder {
+            state: ChunkState::Size,
+            trailer_bytes: 0,
+        }
+    }
+}
+
+impl ChunkedDecoder {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ResponseError> {
+        loop {
+            match self.state {
+                ChunkState::Size => {
+                    let Some(line) = take_line(buf, MAX_CHUNK_LINE_BYTES)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    let size = chunk_size(&line)?;
+                    self.state = if size == 0 {
+                        ChunkState::Trailer
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                ChunkState::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let take = left.min(buf.len() as u64);
+                    let data = buf.split_to(take as usize).freeze();
+                    self.state = if take == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - take)
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(ResponseError::BadChunk);
+                    }
+                    let _ = buf.split_to(2);
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailer => {
+                    let Some(line) = take_line(buf, MAX_CHUNK_LINE_BYTES)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    if line.is_empty() {
+                        self.state = ChunkState::Done;
+                    } else {
+                        self.trailer_bytes += line.len();
+                        if self.trailer_bytes > MAX_TRAILER_BYTES {
+                            return Err(ResponseError::BadChunk);
+                        }
+                    }
+                }
+                ChunkState::Done => return Ok(Decoded::End),
+            }
+        }
+    }
+}
+
+/// Takes one CRLF-terminated line (without the CRLF) off the buffer.
+fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, ResponseError> {
+    let Some(end) = buf.iter().take(max + 2).position(|&b| b == b'\n') else {
+        return if buf.len() > max + 1 {
+            Err(ResponseError::BadChunk)
+        } else {
+            Ok(None)
+        };
+    };
+    if end == 0 || buf[end - 1] != b'\r' {
+        return Err(ResponseError::BadChunk);
+    }
+    let mut line = buf.split_to(end + 1);
+    line.truncate(end - 1);
+    Ok(Some(line))
+}
+
+/// `1*HEXDIG [ BWS ";" chunk-ext ]`, at most 16 digits.
+fn chunk_size(line: &[u8]) -> Result<u64, ResponseError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(ResponseError::BadChunk);
+    }
+    let rest = &line[digits..];
+    let ext = rest.iter().position(|&b| b != b' ' && b != b'\t');
+    if let Some(i) = ext
+        && rest[i] != b';'
+    {
+        return Err(ResponseError::BadChunk);
+    }
+    if rest.iter().any(|&b| b != b'\t' && (b < 0x20 || b == 0x7f)) {
+        return Err(ResponseError::BadChunk);
+    }
+    let text = std::str::from_utf8(&line[..digits]).map_err(|_| ResponseError::BadChunk)?;
+    u64::from_str_radix(text, 16).map_err(|_| ResponseError::BadChunk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8], method: Method) -> Result<Option<ResponseHead>, ResponseError> {
+        parse_response_head(&mut BytesMut::from(raw), &method)
+    }
+
+    /// The decoded body, and what was left after it (buffered and unread).
+    fn decode_all(mut input: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), ResponseError> {
+        let mut decoder = ChunkedDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        loop {
+            match decoder.decode(&mut buf)? {
+                Decoded::Data(d) => out.extend_from_slice(&d),
+                Decoded::End => return Ok((out, [&buf[..], input].concat())),
+                Decoded::NeedMore => {
+                    if input.is_empty() {
+                        return Err(ResponseError::Incomplete);
+                    }
+                    let n = step.min(input.len());
+                    buf.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn request_head_is_origin_form_with_every_header() {
+        let req = http::Request::builder()
+            .method("GET")
+            .uri("/a/b?x=1")
+            .header("host", "app")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("cookie", "a=1")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let mut out = Vec::new();
+        encode_request_head(&parts, &mut out);
+        assert_eq!(
+            out,
+            b"GET /a/b?x=1 HTTP/1.1\r\nhost: app\r\nx-forwarded-for: 10.0.0.1\r\ncookie: a=1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_head_is_parsed_and_removed_from_the_buffer() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nok\nNEXT"[..],
+        );
+        let head = parse_response_head(&mut buf, &Method::GET)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.version, Version::HTTP_11);
+        assert_eq!(head.framing, Framing::Length(3));
+        assert!(head.keep_alive);
+        assert_eq!(head.headers.get_all(header::SET_COOKIE).iter().count(), 2);
+        assert_eq!(&buf[..], b"ok\nNEXT");
+    }
+
+    #[test]
+    fn incomplete_head_asks_for_more_and_leaves_the_buffer() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
+        assert!(
+            parse_response_head(&mut buf, &Method::GET)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(buf.len(), 27);
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let framing = |raw: &[u8], method: Method| parse(raw, method).unwrap().unwrap().framing;
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(framing(head, Method::HEAD), Framing::Empty);
+        assert_eq!(framing(head, Method::GET), Framing::Length(5));
+        assert_eq!(
+            framing(b"HTTP/1.1 204 No Content\r\n\r\n", Method::GET),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                Method::GET
+            ),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", Method::GET),
+            Framing::Empty
+        );
+        let chunked = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(chunked.framing, Framing::Chunked);
+        assert!(!chunked.headers.contains_key(header::CONTENT_LENGTH));
+        let until_close = parse(b"HTTP/1.1 200 OK\r\n\r\n", Method::GET)
+            .unwrap()
+            .unwrap();
+        assert_eq!(until_close.framing, Framing::Close);
+        assert!(!until_close.keep_alive);
+        let gzip_only = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(gzip_only.framing, Framing::Close);
+    }
+
+    #[test]
+    fn connection_close_and_http_1_0_end_keep_alive() {
+        let close = parse(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!close.keep_alive);
+        let old = parse(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", Method::GET)
+            .unwrap()
+            .unwrap();
+        assert_eq!(old.version, Version::HTTP_10);
+        assert!(!old.keep_alive);
+    }
+
+    #[test]
+    fn conflicting_or_invalid_content_lengths_are_refused() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(raw, Method::GET), Err(ResponseError::BadHeader(_))),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let same = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3, 3\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(same.framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn malformed_and_oversized_heads_are_errors() {
+        assert!(matches!(
+            parse(b"HTTP/1.1 2000 OK\r\n\r\n", Method::GET),
+            Err(ResponseError::Parse(_))
+        ));
+        assert!(matches!(
+            parse(b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", Method::GET),
+            Err(ResponseError::Parse(_))
+        ));
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_RESPONSE_HEADERS {
+            many.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(matches!(
+            parse(&many, Method::GET),
+            Err(ResponseError::Parse(httparse::Error::TooManyHeaders))
+        ));
+        let mut huge = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+        huge.resize(MAX_RESPONSE_HEAD_BYTES + 10, b'a');
+        assert!(matches!(
+            parse(&huge, Method::GET),
+            Err(ResponseError::HeadTooLarge)
+        ));
+    }
+
+    #[test]
+    fn chunked_body_decodes_whatever_the_read_sizes() {
+        let wire = b"4\r\nWiki\r\n5;name=value\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nExpires: never\r\n\r\nNEXT";
+        for step in [1, 2, 3, 7, 64] {
+            let (body, rest) = decode_all(wire, step).unwrap();
+            assert_eq!(body, b"Wikipedia in\r\n\r\nchunks.", "step {step}");
+            // What follows the body belongs to the next response.
+            assert_eq!(rest, b"NEXT", "step {step}");
+        }
+    }
+
+    #[test]
+    fn malformed_chunks_are_errors() {
+        for wire in [
+            &b"x\r\n"[..],
+            b"4\r\nWikiXX0\r\n\r\n",
+            b"4\nWiki\r\n0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"4 x\r\nWiki\r\n",
+            b"4;\x01\r\nWiki\r\n",
+        ] {
+            assert!(
+                matches!(decode_all(wire, 64), Err(ResponseError::BadChunk)),
+                "{}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let long_line = vec![b'1'; MAX_CHUNK_LINE_BYTES + 10];
+        assert!(matches!(
+            decode_all(&long_line, 64),
+            Err(ResponseError::BadChunk)
+        ));
+    }
+
+    #[test]
+    fn a_truncated_chunked_body_is_incomplete() {
+        assert!(matches!(
+            decode_all(b"4\r\nWi", 64),
+            Err(ResponseError::Incomplete)
+        ));
+    }
+}

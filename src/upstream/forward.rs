@@ -118,14 +118,15 @@ pub fn set_forwarded(
 /// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade`
 /// plus `Upgrade: <protocol>`), or a 101 response agrees to.
 pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    // Almost no request or response has an Upgrade header: one lookup.
+    let protocol = headers.get(header::UPGRADE)?;
     let asks = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
+    asks.then(|| protocol.clone())
 }
 
 pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {

@@ -120,9 +120,22 @@ pub fn parse_response_head(
     }
     let head = buf.split_to(len).freeze();
     let mut map = HeaderMap::with_capacity(count);
+    let mut close = false;
     for &(ns, ne, vs, ve) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| ResponseError::BadHeader("name"))?;
+        let value = &head[vs as usize..ve as usize];
+        // What concerns only this connection is consumed here: the proxy
+        // would strip it anyway, at the cost of a search and removals.
+        if name == KEEP_ALIVE {
+            continue;
+        }
+        if name == header::CONNECTION
+            && let Some(closes) = connection_options(value)
+        {
+            close |= closes;
+            continue;
+        }
         let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
             .map_err(|_| ResponseError::BadHeader("value"))?;
         map.append(name, value);
@@ -130,6 +143,7 @@ pub fn parse_response_head(
     let (framing, closes) = framing(&mut map, status, method)?;
     let keep_alive = version == Version::HTTP_11
         && !closes
+        && !close
         && framing != Framing::Close
         && !has_token(&map, header::CONNECTION, "close");
     Ok(Some(ResponseHead {
@@ -194,6 +208,23 @@ fn framing(
         Some(n) => (Framing::Length(n), false),
         None => (Framing::Close, true),
     })
+}
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// For a `Connection` value of nothing but `keep-alive` and `close`
+/// options, whether it says close; `None` when it names other headers.
+fn connection_options(value: &[u8]) -> Option<bool> {
+    let mut close = false;
+    for token in value.split(|&b| b == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+            return None;
+        }
+    }
+    Some(close)
 }
 
 fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
@@ -460,11 +491,34 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(!close.keep_alive);
+        assert!(!close.headers.contains_key(header::CONNECTION));
         let old = parse(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", Method::GET)
             .unwrap()
             .unwrap();
         assert_eq!(old.version, Version::HTTP_10);
         assert!(!old.keep_alive);
+    }
+
+    #[test]
+    fn connection_options_are_consumed_and_named_headers_left_to_strip() {
+        let kept = parse(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(kept.keep_alive);
+        let names: Vec<_> = kept.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-length"]);
+        let named = parse(
+            b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!named.keep_alive);
+        assert_eq!(named.headers[header::CONNECTION], "close, X-Hop");
+        assert_eq!(named.headers["x-hop"], "1");
     }
 
     #[test]

@@ -303,19 +303,29 @@ impl Pool {
     /// own, driven by a task until the upgrade hands its socket over.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         upgrade: bool,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         if !upgrade && req.body().is_end_stream() && req.method() != Method::CONNECT {
             return self.send_plain(req.into_parts().0).await;
         }
+        // Boxed: a request's future is moved several times on its way into
+        // hyper, and this path's state would double the size of every one.
+        Box::pin(self.send_with_hyper(req, upgrade)).await
+    }
+
+    async fn send_with_hyper(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        upgrade: bool,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut reused = true;
         loop {
             let mut conn = match take_idle(&self.idle, Instant::now()) {
                 Some(conn) => conn,
                 None => {
                     reused = false;
-                    self.open().await?
+                    Box::pin(self.open()).await?
                 }
             };
             if upgrade {
@@ -379,8 +389,9 @@ impl Pool {
                 Some(conn) => conn,
                 None => {
                     reused = false;
+                    // Connecting is rare, and its state (a TLS handshake) large.
                     Box::new(PlainConn {
-                        io: self.connector.connect().await?,
+                        io: Box::pin(self.connector.connect()).await?,
                         buf: BytesMut::with_capacity(READ_RESERVE_BYTES),
                         head: Vec::new(),
                     })

@@ -123,11 +123,20 @@ fn with_config(path: &std::path::Path, f: impl FnOnce(Config) -> ExitCode) -> Ex
     }
 }
 
+/// The environment variable tokio's multi-threaded runtime sizes itself by.
+const WORKER_THREADS_VAR: &str = "TOKIO_WORKER_THREADS";
+
 fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One worker thread asked for: tokio's single-threaded scheduler does the
+    // same work with less bookkeeping per wake-up (no work stealing, no
+    // hand-off between the main thread and a worker), as one nginx worker.
+    let single = std::env::var(WORKER_THREADS_VAR).is_ok_and(|v| v.trim() == "1");
+    let mut builder = if single {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    match builder.enable_all().build() {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("sessiongate: cannot start the runtime: {e}");

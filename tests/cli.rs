@@ -320,7 +320,8 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let dir = temp_dir("sigterm");
     let (listen, admin) = (free_addr(), free_addr());
     let cfg = write_config(&dir, listen, admin, up.addr, "{kind: memory}", "");
-    let proc = Running::start(&cfg, admin, &dir, &[]);
+    // One worker thread: the single-threaded scheduler drains like the other.
+    let proc = Running::start(&cfg, admin, &dir, &[("TOKIO_WORKER_THREADS", "1")]);
     // A reload signal never kills the proxy, TLS or not.
     proc.signal("-HUP");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -363,7 +364,8 @@ async fn embedded_sessions_survive_restart_and_sigkill() {
         .await
         .unwrap();
 
-    let proc = Running::start(&cfg, admin, &dir, &[]);
+    // Restarted on one worker thread (tokio's single-threaded scheduler).
+    let proc = Running::start(&cfg, admin, &dir, &[("TOKIO_WORKER_THREADS", "1")]);
     assert_eq!(
         c.get(&url, &[("cookie", &first)]).await.session(),
         json!({"n": 0}),

@@ -85,10 +85,12 @@ def main():
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--stores", default=",".join(STORES), help="comma-separated subset of " + ", ".join(STORES))
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--smoke", action="store_true", help="checks the harness; writes nothing")
     a = ap.parse_args()
     sizes = sorted(int(s) for s in a.sizes.split(","))
+    stores = [s for s in STORES if s in a.stores.split(",")]
 
     work = tempfile.mkdtemp(prefix="sessiongate-scale-")
     procs = Procs()
@@ -108,7 +110,7 @@ def main():
         wait_port(upstream)
         env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG="warn")
         instances = {}
-        for store in STORES:
+        for store in stores:
             for n in sizes:
                 port = free_port()
                 kind = ("{kind: memory, max_sessions: %d}" % (2 * n) if store == "memory"
@@ -138,13 +140,13 @@ def main():
                 print(f"round {r + 1} {key[0]:<8} {inst['live']:>9} {res['rps']:>9.0f} req/s"
                       f"  CPU {res['cpu_us']:.1f} us/req  p99 {res['p99_ms']:.2f} ms  errors {res['errors']}",
                       flush=True)
-        report(instances, results, sizes, a)
+        report(instances, results, sizes, stores, a)
     finally:
         procs.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(instances, results, sizes, a):
+def report(instances, results, sizes, stores, a):
     lines = [f"wrk -t1 -c{a.connections}, a random session's cookie on every request, {a.duration} s per run, "
              f"median of {a.rounds} interleaved rounds (ratios: median of each round's ratio); "
              "sessiongate on CPU 0, wrk and the upstream on CPU 1.", "",
@@ -157,7 +159,7 @@ def report(instances, results, sizes, a):
         small = results[(store, sizes[0])]
         return median([r[key] / s[key] for r, s in zip(results[(store, n)], small)])
 
-    for store in STORES:
+    for store in stores:
         small = instances[(store, sizes[0])]
         for n in sizes:
             rs = results[(store, n)]

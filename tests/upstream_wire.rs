@@ -74,6 +74,10 @@ async fn serve(mut stream: TcpStream, conn: usize, seen: Arc<Mutex<Seen>>) {
         let Some(bytes) = answer(&path) else {
             return;
         };
+        if path == "/once" {
+            // Slow enough that concurrent requests need connections of their own.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         previous = path.clone();
         if stream.write_all(&bytes).await.is_err() {
             return;
@@ -237,6 +241,28 @@ async fn a_get_on_a_connection_closed_unanswered_is_sent_again() {
         .body(Full::new(Bytes::new()))
         .unwrap();
     assert_eq!(c.send(post).await.status, 502);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_takes_a_new_connection_not_another_idle_one() {
+    let (up, seen) = wire_upstream().await;
+    let gw = gateway(&config("", ROUTE), up).await;
+    let c = TestClient::new();
+    // Two idle connections, each of which will close its next request unanswered.
+    let once = gw.url("/once");
+    let (a, b) = tokio::join!(c.get(&once, &[]), c.get(&once, &[]));
+    assert_eq!((a.status, b.status), (200, 200));
+    let first_two = connections(&seen);
+    assert_ne!(first_two[0], first_two[1], "{first_two:?}");
+    let r = c.get(&gw.url("/length"), &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+    let conns = connections(&seen);
+    assert_eq!(conns.len(), 4, "{conns:?}");
+    assert!(
+        !first_two.contains(&conns[3]),
+        "the retry went to a new connection: {conns:?}"
+    );
     gw.stop().await;
 }
 

@@ -77,13 +77,26 @@ impl Pooled for Conn {
     /// Polls the connection once without a task to wake: a connection the
     /// upstream closed, or one still busy with an exchange, cannot be reused.
     fn reusable(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        Pin::new(&mut self.driver).poll(&mut cx).is_pending() && self.sender.is_ready()
+        let driven = poll_fn(|cx| Pin::new(&mut self.driver).poll(cx));
+        poll_once_pending(driven) && self.sender.is_ready()
     }
+}
+
+/// Polls once, without a task to wake, whether `f` would wait. Unconstrained:
+/// with the task's cooperative budget spent, tokio answers "pending" without
+/// looking at the socket, and a closed connection would pass for an idle one.
+fn poll_once_pending(f: impl Future) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    std::pin::pin!(tokio::task::unconstrained(f))
+        .poll(&mut cx)
+        .is_pending()
 }
 
 /// Read buffer growth: one typical response in one read.
 const READ_RESERVE_BYTES: usize = 8 * 1024;
+/// A pooled connection keeps buffers up to this size; one a large head grew
+/// is replaced, so that idle connections do not pin a large head's memory.
+const MAX_POOLED_BUFFER_BYTES: usize = 16 * 1024;
 
 /// A connection spoken to by the `h1` codec.
 struct PlainConn {
@@ -99,8 +112,7 @@ impl Pooled for PlainConn {
     /// wait finds nothing (tokio answers from its readiness state, without
     /// a system call, unless the socket became readable).
     fn reusable(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        self.buf.is_empty() && self.poll_fill(&mut cx).is_pending()
+        self.buf.is_empty() && poll_once_pending(poll_fn(|cx| self.poll_fill(cx)))
     }
 }
 
@@ -321,7 +333,13 @@ impl Pool {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut reused = true;
         loop {
-            let mut conn = match take_idle(&self.idle, Instant::now()) {
+            // A retry goes to a new connection, never to another idle one.
+            let idle = if reused {
+                take_idle(&self.idle, Instant::now())
+            } else {
+                None
+            };
+            let mut conn = match idle {
                 Some(conn) => conn,
                 None => {
                     reused = false;
@@ -385,7 +403,13 @@ impl Pool {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut reused = true;
         loop {
-            let mut conn = match take_idle(&self.plain_idle, Instant::now()) {
+            // A retry goes to a new connection, never to another idle one.
+            let idle = if reused {
+                take_idle(&self.plain_idle, Instant::now())
+            } else {
+                None
+            };
+            let mut conn = match idle {
                 Some(conn) => conn,
                 None => {
                     reused = false;
@@ -443,11 +467,18 @@ impl Pool {
     }
 
     /// A connection whose exchange is complete; kept if it can carry another.
-    fn put_back_plain(&self, conn: Box<PlainConn>, keep_alive: bool) {
+    fn put_back_plain(&self, mut conn: Box<PlainConn>, keep_alive: bool) {
         // Bytes beyond the response would be read as the next one's.
-        if keep_alive && conn.buf.is_empty() {
-            put_idle(&self.plain_idle, conn, self.max_idle);
+        if !keep_alive || !conn.buf.is_empty() {
+            return;
         }
+        if conn.buf.capacity() > MAX_POOLED_BUFFER_BYTES {
+            conn.buf = BytesMut::with_capacity(READ_RESERVE_BYTES);
+        }
+        if conn.head.capacity() > MAX_POOLED_BUFFER_BYTES {
+            conn.head = Vec::new();
+        }
+        put_idle(&self.plain_idle, conn, self.max_idle);
     }
 }
 

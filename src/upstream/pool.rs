@@ -178,37 +178,31 @@ enum Silence {
     Answered,
 }
 
-/// An idle connection that can take a request, if one is left.
 /// Idle connections with the time each came back, oldest first: taken from
 /// the back, expired from the front. Boxed because a connection moves
 /// between the pool, the request and its response body on every request: a
 /// pointer, not the whole connection.
 type IdleList<C> = Mutex<Vec<(Instant, Box<C>)>>;
 
+/// An idle connection that can take a request, if one is left.
 fn take_idle<C: Pooled>(list: &IdleList<C>, now: Instant) -> Option<Box<C>> {
-    let mut stale = Vec::new();
-    let found = {
+    let expired: Vec<_> = {
         let mut idle = list.lock().unwrap_or_else(|e| e.into_inner());
-        let expired = idle
+        let n = idle
             .iter()
             .take_while(|(since, _)| now.duration_since(*since) > POOL_IDLE_TIMEOUT)
             .count();
-        stale.extend(idle.drain(..expired));
-        loop {
-            match idle.pop() {
-                None => break None,
-                Some((_, mut conn)) => {
-                    if conn.reusable() {
-                        break Some(conn);
-                    }
-                    stale.push((now, conn));
-                }
-            }
-        }
+        idle.drain(..n).collect()
     };
-    // Closing sockets happens outside the lock.
-    drop(stale);
-    found
+    // Closing sockets, and checking the one taken (which may read it, and
+    // decrypt TLS), happen outside the lock.
+    drop(expired);
+    loop {
+        let (_, mut conn) = list.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        if conn.reusable() {
+            return Some(conn);
+        }
+    }
 }
 
 fn put_idle<C: Pooled>(list: &IdleList<C>, conn: Box<C>, max_idle: usize) {

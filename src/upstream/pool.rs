@@ -186,22 +186,23 @@ type IdleList<C> = Mutex<Vec<(Instant, Box<C>)>>;
 
 /// An idle connection that can take a request, if one is left.
 fn take_idle<C: Pooled>(list: &IdleList<C>, now: Instant) -> Option<Box<C>> {
-    let expired: Vec<_> = {
+    let (expired, mut candidate): (Vec<_>, _) = {
         let mut idle = list.lock().unwrap_or_else(|e| e.into_inner());
         let n = idle
             .iter()
             .take_while(|(since, _)| now.duration_since(*since) > POOL_IDLE_TIMEOUT)
             .count();
-        idle.drain(..n).collect()
+        (idle.drain(..n).collect(), idle.pop())
     };
     // Closing sockets, and checking the one taken (which may read it, and
     // decrypt TLS), happen outside the lock.
     drop(expired);
     loop {
-        let (_, mut conn) = list.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        let (_, mut conn) = candidate?;
         if conn.reusable() {
             return Some(conn);
         }
+        candidate = list.lock().unwrap_or_else(|e| e.into_inner()).pop();
     }
 }
 

@@ -5,9 +5,11 @@ use crate::config::InternalHeaders;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Headers that describe one connection, never forwarded.
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
+    KEEP_ALIVE,
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
@@ -57,7 +59,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// A `Connection` token that names no end-to-end header: `close`, or a
 /// hop-by-hop header removed anyway.
-fn is_connection_option(token: &str) -> bool {
+pub(super) fn is_connection_option(token: &str) -> bool {
     token.is_empty()
         || token.eq_ignore_ascii_case("close")
         || HOP_BY_HOP

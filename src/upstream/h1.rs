@@ -13,6 +13,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use super::forward;
+
 /// Largest response head accepted from an upstream (nginx's default
 /// `proxy_buffer_size` is 4 KiB; hyper's client allows more).
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
@@ -127,7 +129,7 @@ pub fn parse_response_head(
         let value = &head[vs as usize..ve as usize];
         // What concerns only this connection is consumed here: the proxy
         // would strip it anyway, at the cost of a search and removals.
-        if name == KEEP_ALIVE {
+        if name == forward::KEEP_ALIVE {
             continue;
         }
         if name == header::CONNECTION
@@ -210,19 +212,17 @@ fn framing(
     })
 }
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-
-/// For a `Connection` value of nothing but `keep-alive` and `close`
-/// options, whether it says close; `None` when it names other headers.
+/// For a `Connection` value that names no end-to-end header (only `close`,
+/// `keep-alive` and headers the proxy strips anyway), whether it says
+/// close; `None` when it names headers the proxy must find and remove.
 fn connection_options(value: &[u8]) -> Option<bool> {
     let mut close = false;
-    for token in value.split(|&b| b == b',') {
-        let token = token.trim_ascii();
-        if token.eq_ignore_ascii_case(b"close") {
-            close = true;
-        } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+    for token in std::str::from_utf8(value).ok()?.split(',') {
+        let token = token.trim();
+        if !forward::is_connection_option(token) {
             return None;
         }
+        close |= token.eq_ignore_ascii_case("close");
     }
     Some(close)
 }
@@ -510,6 +510,15 @@ mod tests {
         assert!(kept.keep_alive);
         let names: Vec<_> = kept.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["content-length"]);
+        // Naming only headers the proxy strips anyway is consumed too.
+        let hop_only = parse(
+            b"HTTP/1.1 200 OK\r\nConnection: TE, Close\r\nContent-Length: 0\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!hop_only.keep_alive);
+        assert!(!hop_only.headers.contains_key(header::CONNECTION));
         let named = parse(
             b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n",
             Method::GET,

@@ -329,12 +329,8 @@ impl Pool {
         let mut reused = true;
         loop {
             // A retry goes to a new connection, never to another idle one.
-            let idle = if reused {
-                take_idle(&self.idle, Instant::now())
-            } else {
-                None
-            };
-            let mut conn = match idle {
+            let idle = reused.then(|| take_idle(&self.idle, Instant::now()));
+            let mut conn = match idle.flatten() {
                 Some(conn) => conn,
                 None => {
                     reused = false;
@@ -399,12 +395,8 @@ impl Pool {
         let mut reused = true;
         loop {
             // A retry goes to a new connection, never to another idle one.
-            let idle = if reused {
-                take_idle(&self.plain_idle, Instant::now())
-            } else {
-                None
-            };
-            let mut conn = match idle {
+            let idle = reused.then(|| take_idle(&self.plain_idle, Instant::now()));
+            let mut conn = match idle.flatten() {
                 Some(conn) => conn,
                 None => {
                     reused = false;

@@ -7,6 +7,7 @@ use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Map, Value, json};
 use sessiongate::config::{CookieConfig, SameSite, Secret, SigningConfig, SigningKey};
 use sessiongate::session::cookie::{CookieCodec, split_request_cookies};
+use sessiongate::session::data::SessionData;
 use sessiongate::session::id::SessionId;
 use sessiongate::session::patch::merge;
 use sessiongate::upstream::identity::{SessionView, TokenSigner, to_ascii_json};
@@ -70,7 +71,7 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let data = session();
+    let data = SessionData::from_map(&session());
     let view = SessionView {
         data: &data,
         keys: None,
@@ -113,6 +114,15 @@ fn benches(c: &mut Criterion) {
             },
             criterion::BatchSize::SmallInput,
         )
+    });
+    // What a write costs around the merge: the stored text parsed, patched
+    // and written back.
+    c.bench_function("stored_data_patch", |b| {
+        b.iter(|| {
+            let mut m = black_box(&data).to_map();
+            merge(&mut m, black_box(&patch));
+            SessionData::from_map(&m)
+        })
     });
 }
 

@@ -3,6 +3,7 @@
 //! `cargo bench --bench store_scale` (SESSIONS=1000,100000 to choose sizes).
 
 use serde_json::json;
+use sessiongate::session::data::SessionData;
 use sessiongate::session::id::SessionId;
 use sessiongate::session::record::{Policy, SessionRecord, now_ms};
 use sessiongate::store::SessionStore;
@@ -20,10 +21,11 @@ const READS: usize = 200_000;
 
 fn record(i: usize, now: u64) -> SessionRecord {
     let mut r = SessionRecord::new(format!("sid-{i}"), now);
-    r.data = json!({"user_id": i, "email": format!("user{i}@example.com"), "roles": ["user"], "theme": "dark"})
-        .as_object()
-        .unwrap()
-        .clone();
+    r.data = SessionData::from_map(
+        json!({"user_id": i, "email": format!("user{i}@example.com"), "roles": ["user"], "theme": "dark"})
+            .as_object()
+            .unwrap(),
+    );
     r.expires_ms = now + 3_600_000;
     r
 }

@@ -19,7 +19,6 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use serde_json::Map;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -239,10 +238,11 @@ impl Proxy {
         let loaded = self.sessions.load(&cookies, now).await?;
         let forwarded_cookie = cookies.forwarded.clone();
 
-        let empty = Map::new();
-        let data = loaded.data().unwrap_or(&empty);
-        if cfg.require.iter().any(|k| !data.contains_key(k)) {
-            return Ok(deny(cfg, &parts));
+        if !cfg.require.is_empty() {
+            let fields = loaded.data().fields();
+            if cfg.require.iter().any(|k| !fields.contains(k)) {
+                return Ok(deny(cfg, &parts));
+            }
         }
 
         // An HTTP/1.1 Upgrade (WebSocket and others) keeps its Upgrade and
@@ -368,11 +368,8 @@ impl Proxy {
 
     fn session_headers(&self, route: &Route, loaded: &Loaded, h: &mut HeaderMap, now: u64) {
         let cfg = &route.cfg.forward;
-        let empty = Map::new();
-        let (data, sid) = match &loaded.record {
-            Some(r) => (&r.data, Some(r.sid.as_str())),
-            None => (&empty, None),
-        };
+        let data = loaded.data();
+        let sid = loaded.record.as_ref().map(|r| r.sid.as_str());
         let view = SessionView {
             data,
             keys: cfg.keys.as_deref(),
@@ -393,8 +390,9 @@ impl Proxy {
             }
             _ => {}
         }
+        let fields = (!cfg.headers.is_empty()).then(|| data.fields());
         for (name, key) in &cfg.headers {
-            if let Some(value) = data.get(key) {
+            if let Some(value) = fields.as_ref().and_then(|f| f.get(key)) {
                 match plain_header_value(value) {
                     Some(v) => {
                         h.insert(name.clone(), v);

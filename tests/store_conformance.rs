@@ -3,6 +3,7 @@
 //! without sleeping.
 
 use serde_json::{Map, Value, json};
+use sessiongate::session::data::SessionData;
 use sessiongate::session::id::SessionId;
 use sessiongate::session::patch::UpdateError;
 use sessiongate::session::record::{Change, Policy, SessionRecord};
@@ -31,7 +32,7 @@ fn obj(v: Value) -> Map<String, Value> {
 
 fn new_record(data: Value, now: u64, policy: &Policy) -> SessionRecord {
     let mut r = SessionRecord::new(format!("sid-{now}"), now);
-    r.data = obj(data);
+    r.data = SessionData::from_map(&obj(data));
     r.expires_ms = now + policy.ttl_s * 1000;
     if let Some(abs) = policy.absolute_ttl_s {
         r.expires_ms = r.expires_ms.min(now + abs * 1000);
@@ -56,7 +57,7 @@ async fn data<S: SessionStore>(s: &S, id: &SessionId, now: u64) -> Option<Value>
     s.load(id, now)
         .await
         .unwrap()
-        .map(|r| Value::Object(r.data.clone()))
+        .map(|r| Value::Object(r.data.to_map()))
 }
 
 pub async fn creates_and_loads<S: SessionStore>(s: S) {

@@ -3,6 +3,7 @@
 //! and the cookie.
 
 pub mod cookie;
+pub mod data;
 pub mod id;
 pub mod patch;
 pub mod record;
@@ -34,8 +35,12 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    pub fn data(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
-        self.record.as_ref().map(|r| &r.data)
+    /// The session's data; empty without a session.
+    pub fn data(&self) -> &data::SessionData {
+        match &self.record {
+            Some(r) => &r.data,
+            None => data::SessionData::empty(),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! A stored session and the one function that changes it. Every store applies
 //! changes through `apply`, so expiry and size rules are the same everywhere.
 
-use super::patch::{UpdateError, json_len, merge};
+use super::data::SessionData;
+use super::patch::{UpdateError, merge};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -18,7 +19,7 @@ pub fn now_ms() -> UnixMillis {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
-    pub data: Map<String, Value>,
+    pub data: SessionData,
     /// Stable, non-secret handle of the session, derived by HMAC from its id at creation.
     pub sid: String,
     pub created_ms: UnixMillis,
@@ -67,7 +68,7 @@ impl SessionRecord {
     /// An empty, not yet saved session.
     pub fn new(sid: String, now: UnixMillis) -> Self {
         SessionRecord {
-            data: Map::new(),
+            data: SessionData::empty().clone(),
             sid,
             created_ms: now,
             expires_ms: now,
@@ -116,8 +117,12 @@ pub fn apply(
     policy: &Policy,
     now: UnixMillis,
 ) -> Result<Applied, UpdateError> {
-    for patch in change.patches {
-        merge(&mut record.data, patch);
+    if !change.patches.is_empty() {
+        let mut data = record.data.to_map();
+        for patch in change.patches {
+            merge(&mut data, patch);
+        }
+        record.data = SessionData::from_map(&data);
     }
     if let Some(e) = change.expiry_s {
         record.expiry_s = Some(e);
@@ -125,7 +130,7 @@ pub fn apply(
     if record.data.is_empty() {
         return Ok(Applied::Emptied);
     }
-    let size = json_len(&record.data);
+    let size = record.data.len();
     if size > policy.max_bytes {
         return Err(UpdateError::TooLarge {
             size,

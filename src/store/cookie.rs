@@ -165,10 +165,11 @@ impl CookieStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::data::SessionData;
 
     fn record(now: UnixMillis) -> SessionRecord {
         let mut r = SessionRecord::new("sid".into(), now);
-        r.data.insert("user_id".into(), 7.into());
+        r.data = SessionData::from_map(serde_json::json!({"user_id": 7}).as_object().unwrap());
         r.expires_ms = now + 60_000;
         r
     }
@@ -228,7 +229,11 @@ mod tests {
     fn large_values_split_into_numbered_chunks_and_rejoin() {
         let s = CookieStore::new(&[secret('a')], "sessionid");
         let mut r = record(0);
-        r.data.insert("blob".into(), "x".repeat(9000).into());
+        r.data = SessionData::from_map(
+            serde_json::json!({"blob": "x".repeat(9000)})
+                .as_object()
+                .unwrap(),
+        );
         let sealed = s.seal(&r);
         let chunks = s.split(&sealed).unwrap();
         assert_eq!(chunks.len(), 3, "{} bytes sealed", sealed.len());

@@ -182,6 +182,7 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::data::SessionData;
 
     const POLICY: Policy = Policy {
         ttl_s: 60,
@@ -192,7 +193,7 @@ mod tests {
 
     fn record(now: UnixMillis) -> SessionRecord {
         let mut r = SessionRecord::new("sid".into(), now);
-        r.data.insert("k".into(), 1.into());
+        r.data = SessionData::from_map(serde_json::json!({"k": 1}).as_object().unwrap());
         r.expires_ms = now + 600_000;
         r
     }

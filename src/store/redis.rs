@@ -9,6 +9,7 @@
 
 use super::{OpenError, SaveOp, SaveOutcome, SessionStore, StoreError};
 use crate::config::{RedisConfig, RedisTopology};
+use crate::session::data::SessionData;
 use crate::session::id::SessionId;
 use crate::session::patch::UpdateError;
 use crate::session::record::{Policy, SessionRecord, UnixMillis};
@@ -262,7 +263,11 @@ fn field(fields: &[Option<String>], i: usize) -> Result<&str, StoreError> {
     fields
         .get(i)
         .and_then(|f| f.as_deref())
-        .ok_or_else(|| StoreError::Backend("stored session lacks a field".into()))
+        .ok_or_else(lacks_field)
+}
+
+fn lacks_field() -> StoreError {
+    StoreError::Backend("stored session lacks a field".into())
 }
 
 fn number(text: &str) -> Result<u64, StoreError> {
@@ -272,17 +277,21 @@ fn number(text: &str) -> Result<u64, StoreError> {
 }
 
 /// A record from the fields `d, sid, c, e, x`.
-fn record(fields: &[Option<String>]) -> Result<SessionRecord, StoreError> {
-    let data = serde_json::from_str(field(fields, 0)?).map_err(StoreError::Corrupt)?;
+fn record(mut fields: Vec<Option<String>>) -> Result<SessionRecord, StoreError> {
+    let text = fields
+        .get_mut(0)
+        .and_then(Option::take)
+        .ok_or_else(lacks_field)?;
+    let data = SessionData::from_text(text).map_err(StoreError::Corrupt)?;
     let expiry_s = match fields.get(4).and_then(|f| f.as_deref()) {
         None | Some("") => None,
         Some(x) => Some(number(x)?),
     };
     Ok(SessionRecord {
         data,
-        sid: field(fields, 1)?.to_string(),
-        created_ms: number(field(fields, 2)?)?,
-        expires_ms: number(field(fields, 3)?)?,
+        sid: field(&fields, 1)?.to_string(),
+        created_ms: number(field(&fields, 2)?)?,
+        expires_ms: number(field(&fields, 3)?)?,
         expiry_s,
     })
 }
@@ -306,13 +315,13 @@ impl SessionStore for RedisStore {
         if fields.first().is_none_or(Option::is_none) {
             return Ok(None);
         }
-        let r = record(&fields)?;
+        let r = record(fields)?;
         Ok(r.is_live(now_ms).then(|| Arc::new(r)))
     }
 
     async fn create(&self, id: &SessionId, r: &SessionRecord) -> Result<(), StoreError> {
         let key = self.key(id);
-        let data = serde_json::to_string(&r.data).expect("a JSON map always serializes");
+        let data = r.data.as_str();
         let expiry = r.expiry_s.map(|x| x.to_string()).unwrap_or_default();
         let script = &self.create_script;
         self.run(|mut c| async move {
@@ -364,7 +373,7 @@ impl SessionStore for RedisStore {
             })),
             Some("saved") => {
                 let fields: Vec<Option<String>> = reply[1..].iter().cloned().map(Some).collect();
-                let mut record = record(&fields)?;
+                let mut record = record(fields)?;
                 match &op.cycle_to {
                     None => Ok(SaveOutcome::Saved {
                         id: *id,

@@ -2,13 +2,14 @@
 //! ASCII-only JSON, optionally limited to an allow-list of keys.
 
 use crate::config::{ForwardConfig, ForwardMode, SigningConfig, SigningKey};
+use crate::session::data::SessionData;
 use aws_lc_rs::{hmac, signature::Ed25519KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderValue;
 use serde::Serialize;
 use serde::ser::SerializeMap;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 use std::io;
 use std::sync::Mutex;
 
@@ -20,18 +21,20 @@ pub enum IdentityError {
 
 /// The session data an upstream may see: all of it, or the allowed keys.
 pub struct SessionView<'a> {
-    pub data: &'a Map<String, Value>,
+    pub data: &'a SessionData,
     pub keys: Option<&'a [String]>,
 }
 
 impl Serialize for SessionView<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.keys {
+            // The stored text goes out as it is: no map is built or walked.
             None => self.data.serialize(s),
             Some(keys) => {
+                let fields = self.data.fields();
                 let mut m = s.serialize_map(None)?;
                 for k in keys {
-                    if let Some(v) = self.data.get(k) {
+                    if let Some(v) = fields.get(k) {
                         m.serialize_entry(k, v)?;
                     }
                 }
@@ -186,21 +189,36 @@ impl serde_json::ser::Formatter for AsciiFormatter {
         w: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        let mut start = 0;
-        for (i, ch) in fragment.char_indices() {
-            // DEL is ASCII but not allowed in a header value; serde_json leaves it raw.
-            if ch.is_ascii() && ch != '\x7f' {
-                continue;
-            }
-            w.write_all(&fragment.as_bytes()[start..i])?;
-            let mut units = [0u16; 2];
-            for unit in ch.encode_utf16(&mut units) {
-                write!(w, "\\u{unit:04x}")?;
-            }
-            start = i + ch.len_utf8();
-        }
-        w.write_all(&fragment.as_bytes()[start..])
+        write_ascii(w, fragment)
     }
+
+    /// Stored session data is written as it is; in valid JSON a non-ASCII
+    /// character or DEL can only stand inside a string, where an escape means
+    /// the same character.
+    fn write_raw_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        write_ascii(w, fragment)
+    }
+}
+
+fn write_ascii<W: ?Sized + io::Write>(w: &mut W, text: &str) -> io::Result<()> {
+    let mut start = 0;
+    for (i, ch) in text.char_indices() {
+        // DEL is ASCII but not allowed in a header value; serde_json leaves it raw.
+        if ch.is_ascii() && ch != '\x7f' {
+            continue;
+        }
+        w.write_all(&text.as_bytes()[start..i])?;
+        let mut units = [0u16; 2];
+        for unit in ch.encode_utf16(&mut units) {
+            write!(w, "\\u{unit:04x}")?;
+        }
+        start = i + ch.len_utf8();
+    }
+    w.write_all(&text.as_bytes()[start..])
 }
 
 pub fn to_ascii_json<T: Serialize + ?Sized>(value: &T) -> String {
@@ -212,18 +230,20 @@ pub fn to_ascii_json<T: Serialize + ?Sized>(value: &T) -> String {
     String::from_utf8(out).expect("ASCII output")
 }
 
-/// A session value as a plain header: strings as they are, anything else as compact JSON.
-pub fn plain_header_value(v: &Value) -> Option<http::HeaderValue> {
-    match v {
-        Value::String(s) => http::HeaderValue::from_str(s).ok(),
-        other => http::HeaderValue::try_from(to_ascii_json(other)).ok(),
+/// A session value as a plain header: strings as they are, anything else as its JSON.
+pub fn plain_header_value(v: &RawValue) -> Option<http::HeaderValue> {
+    if v.get().starts_with('"') {
+        let s: String = serde_json::from_str(v.get()).ok()?;
+        http::HeaderValue::from_str(&s).ok()
+    } else {
+        http::HeaderValue::try_from(to_ascii_json(v)).ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     #[test]
     fn json_is_ascii_and_round_trips() {
@@ -265,7 +285,7 @@ mod tests {
             crate::config::Secret::new(secret),
         )))
         .unwrap();
-        let data = json!({"user": "Zoë", "n": 1}).as_object().unwrap().clone();
+        let data = SessionData::from_map(json!({"user": "Zoë", "n": 1}).as_object().unwrap());
         let view = SessionView {
             data: &data,
             keys: None,
@@ -300,9 +320,8 @@ mod tests {
         )))
         .unwrap();
         let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
-        let empty = Map::new();
         let anonymous = SessionView {
-            data: &empty,
+            data: SessionData::empty(),
             keys: None,
         };
         let first = signer.header_value(&anonymous, None, 1_700_000_000);
@@ -323,7 +342,7 @@ mod tests {
             jsonwebtoken::Algorithm::HS256,
         );
         assert_eq!(claims["sid"], "sid-1");
-        let data = json!({"user": "ann"}).as_object().unwrap().clone();
+        let data = SessionData::from_map(json!({"user": "ann"}).as_object().unwrap());
         let view = SessionView {
             data: &data,
             keys: None,
@@ -352,7 +371,7 @@ mod tests {
             signing: pair,
         }))
         .unwrap();
-        let data = json!({"user": 7}).as_object().unwrap().clone();
+        let data = SessionData::from_map(json!({"user": 7}).as_object().unwrap());
         let token = signer.sign(
             &SessionView {
                 data: &data,
@@ -370,8 +389,39 @@ mod tests {
     }
 
     #[test]
+    fn stored_data_goes_out_as_ascii_json() {
+        let data = SessionData::from_text(
+            "{\"name\":\"Zoë 🦀\",\"del\":\"a\x7fb\",\"raw\":\"\\u00e9\"}".into(),
+        )
+        .unwrap();
+        let s = to_ascii_json(&SessionView {
+            data: &data,
+            keys: None,
+        });
+        assert!(s.is_ascii() && !s.contains('\x7f'), "{s}");
+        assert!(http::HeaderValue::try_from(s.clone()).is_ok());
+        assert_eq!(
+            serde_json::from_str::<Value>(&s).unwrap(),
+            json!({"name": "Zoë 🦀", "del": "a\u{7f}b", "raw": "é"})
+        );
+    }
+
+    #[test]
+    fn plain_header_values_are_strings_unquoted_and_json_otherwise() {
+        let data =
+            SessionData::from_text(r#"{"s":"ann","n":[1,"é"],"ctl":"a\nb"}"#.into()).unwrap();
+        let f = data.fields();
+        assert_eq!(plain_header_value(f.get("s").unwrap()).unwrap(), "ann");
+        assert_eq!(
+            plain_header_value(f.get("n").unwrap()).unwrap(),
+            r#"[1,"\u00e9"]"#
+        );
+        assert!(plain_header_value(f.get("ctl").unwrap()).is_none());
+    }
+
+    #[test]
     fn view_filters_keys() {
-        let data = json!({"a": 1, "b": 2}).as_object().unwrap().clone();
+        let data = SessionData::from_map(json!({"a": 1, "b": 2}).as_object().unwrap());
         let keys = vec!["b".to_string(), "missing".to_string()];
         let view = SessionView {
             data: &data,

@@ -1,0 +1,227 @@
+//! A session's data, kept as the JSON text of an object. A read, the hot path,
+//! forwards that text as it is, into a token or a header, and never builds a
+//! map; only a write parses it, merges and writes it back. One allocation per
+//! session instead of one per key and value also keeps a read in a large store
+//! to a few cache misses, and a session to a fraction of the memory.
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::LazyLock;
+
+#[derive(Clone)]
+pub struct SessionData(Box<RawValue>);
+
+static EMPTY: LazyLock<SessionData> = LazyLock::new(|| SessionData::from_map(&Map::new()));
+
+impl SessionData {
+    /// No data: what a request without a session forwards.
+    pub fn empty() -> &'static SessionData {
+        &EMPTY
+    }
+
+    pub fn from_map(map: &Map<String, Value>) -> Self {
+        SessionData(serde_json::value::to_raw_value(map).expect("a JSON map always serializes"))
+    }
+
+    /// Text read from a store: it must be one JSON object.
+    pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
+        object(RawValue::from_string(text)?)
+    }
+
+    /// The data as a map, for a write to change.
+    pub fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_str(self.0.get()).expect("session data is a JSON object")
+    }
+
+    /// The JSON text, compact when this process wrote it.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Bytes of JSON text: what `max_bytes` limits.
+    pub fn len(&self) -> usize {
+        self.0.get().len()
+    }
+
+    /// Whether the object has no keys.
+    pub fn is_empty(&self) -> bool {
+        let text = self.0.get();
+        text[1..text.len() - 1].trim_ascii().is_empty()
+    }
+
+    /// The top-level keys and their values' text, for the routes that look
+    /// into the data (`require`, `keys`, `headers`). Parsed on demand: a
+    /// route that only forwards the session never pays for it.
+    pub fn fields(&self) -> Fields<'_> {
+        Fields(serde_json::from_str(self.0.get()).expect("session data is a JSON object"))
+    }
+}
+
+fn object<E: de::Error>(raw: Box<RawValue>) -> Result<SessionData, E> {
+    if raw.get().starts_with('{') {
+        Ok(SessionData(raw))
+    } else {
+        Err(E::custom("session data is not a JSON object"))
+    }
+}
+
+impl fmt::Debug for SessionData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.get())
+    }
+}
+
+/// Equal text: records this process wrote are compact with sorted keys, so
+/// equal data has equal text.
+impl PartialEq for SessionData {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Serialize for SessionData {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        object(Box::<RawValue>::deserialize(d)?)
+    }
+}
+
+/// The top-level fields of a session's data, borrowed from its text.
+pub struct Fields<'a>(BTreeMap<Key<'a>, &'a RawValue>);
+
+impl<'a> Fields<'a> {
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.get(key).copied()
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Fields<'a>, M::Error> {
+                let mut fields = BTreeMap::new();
+                // A repeated key keeps its last value, as a parsed map would.
+                while let Some((k, v)) = m.next_entry::<Key<'de>, &'de RawValue>()? {
+                    fields.insert(k, v);
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A key borrowed from the text, or unescaped when it had escapes.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Key<'a>(Cow<'a, str>);
+
+impl std::borrow::Borrow<str> for Key<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn data(v: Value) -> SessionData {
+        SessionData::from_map(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn data_is_compact_json_with_sorted_keys() {
+        let d = data(json!({"b": [1, 2], "a": "x"}));
+        assert_eq!(d.as_str(), r#"{"a":"x","b":[1,2]}"#);
+        assert_eq!(d.len(), d.as_str().len());
+        assert_eq!(
+            d.to_map(),
+            *json!({"a": "x", "b": [1, 2]}).as_object().unwrap()
+        );
+    }
+
+    #[test]
+    fn emptiness_ignores_whitespace_inside_the_braces() {
+        assert!(SessionData::empty().is_empty());
+        assert!(
+            SessionData::from_text(" { \n } ".into())
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!data(json!({"a": null})).is_empty());
+    }
+
+    #[test]
+    fn text_from_a_store_must_be_one_object() {
+        for bad in ["[]", "1", "\"x\"", "null", "{", "{} {}", ""] {
+            assert!(SessionData::from_text(bad.into()).is_err(), "{bad}");
+        }
+        let d = SessionData::from_text(r#"{"a":1}"#.into()).unwrap();
+        assert_eq!(d.to_map()["a"], 1);
+    }
+
+    #[test]
+    fn a_record_field_round_trips_as_raw_json() {
+        #[derive(Serialize, Deserialize)]
+        struct R {
+            data: SessionData,
+        }
+        let r = R {
+            data: data(json!({"k": "Zoë"})),
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(text, r#"{"data":{"k":"Zoë"}}"#);
+        let back: R = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.data, r.data);
+        assert!(serde_json::from_str::<R>(r#"{"data":[1]}"#).is_err());
+    }
+
+    #[test]
+    fn fields_borrow_keys_and_unescape_when_needed() {
+        let d = SessionData::from_text(r#"{"plain":1,"esc\"aped":{"x":[1]},"plain":2}"#.into())
+            .unwrap();
+        let f = d.fields();
+        assert_eq!(f.get("plain").unwrap().get(), "2");
+        assert_eq!(f.get("esc\"aped").unwrap().get(), r#"{"x":[1]}"#);
+        assert!(f.contains("plain") && !f.contains("missing"));
+    }
+}

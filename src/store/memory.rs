@@ -36,6 +36,15 @@ impl Entry {
 
 type Shard = LruCache<SessionId, Entry>;
 
+/// A shard that grows with its sessions: `LruCache::new` would allocate
+/// the hash table for the whole bound up front, tens of megabytes for the
+/// default bound of an empty store.
+fn empty_shard(cap: std::num::NonZeroUsize) -> Shard {
+    let mut shard = LruCache::unbounded();
+    shard.resize(cap);
+    shard
+}
+
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     policy: Policy,
@@ -49,9 +58,7 @@ impl MemoryStore {
         let per_shard = (max_sessions / shards).max(1);
         let cap = std::num::NonZeroUsize::new(per_shard).expect("at least one");
         MemoryStore {
-            shards: (0..shards)
-                .map(|_| Mutex::new(LruCache::new(cap)))
-                .collect(),
+            shards: (0..shards).map(|_| Mutex::new(empty_shard(cap))).collect(),
             policy,
         }
     }

@@ -18,9 +18,15 @@ use tokio::sync::{mpsc, oneshot};
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 /// (deadline, id) -> (): lets the sweep find expired sessions without reading them all.
 const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
-/// Sessions kept in memory in front of the file. The running proxy holds the
-/// file's lock, so every write goes through this process and can invalidate.
-const READ_CACHE_ENTRIES: usize = 10_000;
+/// Sessions kept in memory in front of the file (about 250 bytes each for a
+/// few short keys). The running proxy holds the file's lock, so every write
+/// goes through this process and updates the cache: reads of up to this many
+/// sessions never reach the file.
+const READ_CACHE_ENTRIES: usize = 1_000_000;
+/// A cached read moves its session to the front of the eviction order at
+/// most once per this interval, as in the memory store: relinking on every
+/// read costs cache misses on neighbouring entries in a large cache.
+const REORDER_AFTER_MS: UnixMillis = 60_000;
 /// Operations queued for the writer; senders wait when it is full.
 const WRITE_QUEUE: usize = 4096;
 /// Most operations applied in one transaction.
@@ -76,33 +82,83 @@ enum WriteOp {
     },
 }
 
-/// Recently read sessions. A write invalidates the ids it touched and bumps
-/// the generation, under the lock, before it is acknowledged; a read that
-/// raced with a write (the generation moved) does not fill the cache, so a
-/// stale copy is never put back.
+/// Recently read and written sessions, each with when a read last moved it
+/// to the front. A write invalidates the ids it touched, bumps the
+/// generation and, once committed, puts what it wrote, all under the lock
+/// and before it is acknowledged; a read that raced with a write (the
+/// generation moved) does not fill the cache, so a stale copy is never put
+/// back.
 struct ReadCache {
-    inner: std::sync::Mutex<(u64, lru::LruCache<SessionId, Arc<SessionRecord>>)>,
+    inner: std::sync::Mutex<(u64, CacheMap)>,
 }
+
+type CacheMap = lru::LruCache<SessionId, (Arc<SessionRecord>, UnixMillis)>;
+
+/// What a committed write left under an id: the record, or nothing.
+type Written = (SessionId, Option<Arc<SessionRecord>>);
 
 impl ReadCache {
     fn new() -> Self {
         let cap = std::num::NonZeroUsize::new(READ_CACHE_ENTRIES).expect("non-zero");
+        // Grown with its entries rather than allocated for the bound up front.
+        let mut map = lru::LruCache::unbounded();
+        map.resize(cap);
         ReadCache {
-            inner: std::sync::Mutex::new((0, lru::LruCache::new(cap))),
+            inner: std::sync::Mutex::new((0, map)),
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (u64, lru::LruCache<SessionId, Arc<SessionRecord>>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, CacheMap)> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn invalidate(&self, ids: &[SessionId]) {
+    fn get(&self, id: &SessionId, now_ms: UnixMillis) -> Result<Arc<SessionRecord>, u64> {
+        let mut g = self.lock();
+        let (record, reorder) = match g.1.peek_mut(id) {
+            Some((r, reordered)) if r.is_live(now_ms) => {
+                let reorder = now_ms.saturating_sub(*reordered) >= REORDER_AFTER_MS;
+                if reorder {
+                    *reordered = now_ms;
+                }
+                (r.clone(), reorder)
+            }
+            _ => return Err(g.0),
+        };
+        if reorder {
+            g.1.promote(id);
+        }
+        Ok(record)
+    }
+
+    /// Fills the cache from a read, unless a write moved the generation since.
+    fn fill(
+        &self,
+        id: &SessionId,
+        record: &Arc<SessionRecord>,
+        generation: u64,
+        now_ms: UnixMillis,
+    ) {
+        let mut g = self.lock();
+        if g.0 == generation {
+            g.1.put(*id, (record.clone(), now_ms));
+        }
+    }
+
+    fn update(&self, touched: &[SessionId], written: Vec<Written>, now_ms: UnixMillis) {
         let mut g = self.lock();
         g.0 += 1;
-        for id in ids {
+        for id in touched {
             g.1.pop(id);
+        }
+        for (id, record) in written {
+            match record {
+                Some(r) => {
+                    g.1.put(id, (r, now_ms));
+                }
+                None => {
+                    g.1.pop(&id);
+                }
+            }
         }
     }
 }
@@ -234,15 +290,19 @@ fn apply_batch(db: &Database, cache: &ReadCache, batch: Vec<WriteOp>, policy: &P
         })
         .flatten()
         .collect();
-    apply_batch_inner(db, batch, policy, || cache.invalidate(&touched));
+    let now = crate::session::record::now_ms();
+    apply_batch_inner(db, batch, policy, |written| {
+        cache.update(&touched, written, now)
+    });
 }
 
-/// `before_replies` runs after the outcome is settled and before any caller hears of it.
+/// `before_replies` runs after the outcome is settled and before any caller
+/// hears of it, with what the batch wrote if it committed.
 fn apply_batch_inner(
     db: &Database,
     batch: Vec<WriteOp>,
     policy: &Policy,
-    before_replies: impl FnOnce(),
+    before_replies: impl FnOnce(Vec<Written>),
 ) {
     let fail_all = |batch: Vec<WriteOp>, message: &str| {
         for op in batch {
@@ -254,6 +314,7 @@ fn apply_batch_inner(
         Err(e) => return fail_all(batch, &format!("cannot begin a write transaction: {e}")),
     };
     let mut replies = Vec::with_capacity(batch.len());
+    let mut written = Vec::with_capacity(batch.len());
     let mut storage_error = None;
     {
         let tables = txn
@@ -264,7 +325,7 @@ fn apply_batch_inner(
             Err(e) => return fail_all(batch, &format!("cannot open tables: {e}")),
         };
         for op in batch {
-            let (reply, error) = apply_one(&mut sessions, &mut expiry, op, policy);
+            let (reply, error) = apply_one(&mut sessions, &mut expiry, op, policy, &mut written);
             replies.push(reply);
             if let Some(e) = error {
                 storage_error.get_or_insert(e);
@@ -278,7 +339,10 @@ fn apply_batch_inner(
         }
         None => txn.commit().map_err(|e| format!("commit failed: {e}")),
     };
-    before_replies();
+    if outcome.is_err() {
+        written.clear();
+    }
+    before_replies(written);
     for reply in replies {
         reply(outcome.as_ref().map(|_| ()).map_err(String::as_str));
     }
@@ -333,12 +397,13 @@ fn remove(
 }
 
 /// Applies one operation; returns its reply and the storage error, if any,
-/// that must abort the transaction.
+/// that must abort the transaction, and notes what it left in `written`.
 fn apply_one(
     sessions: &mut Sessions<'_>,
     expiry: &mut Expiry<'_>,
     op: WriteOp,
     policy: &Policy,
+    written: &mut Vec<Written>,
 ) -> (Pending, Option<String>) {
     fn done<T: Send + 'static>(
         reply: oneshot::Sender<Result<T, StoreError>>,
@@ -348,12 +413,17 @@ fn apply_one(
         (pending(reply, result), error)
     }
     match op {
-        WriteOp::Create { id, record, reply } => done(reply, put(sessions, expiry, &id, &record)),
+        WriteOp::Create { id, record, reply } => {
+            let result = put(sessions, expiry, &id, &record);
+            written.push((id, Some(Arc::new(record))));
+            done(reply, result)
+        }
         WriteOp::Delete { id, reply } => {
+            written.push((id, None));
             done(reply, remove(sessions, expiry, &id).map(|r| r.is_some()))
         }
         WriteOp::ClearExpired { now_ms, reply } => {
-            done(reply, clear_expired(sessions, expiry, now_ms))
+            done(reply, clear_expired(sessions, expiry, now_ms, written))
         }
         WriteOp::Save {
             id,
@@ -367,10 +437,12 @@ fn apply_one(
                 patches: &patches,
                 expiry_s,
             };
-            done(
-                reply,
-                save(sessions, expiry, &id, &change, cycle_to, now_ms, policy),
-            )
+            let result = save(sessions, expiry, &id, &change, cycle_to, now_ms, policy);
+            written.push((id, None));
+            if let Ok(SaveOutcome::Saved { id, record }) = &result {
+                written.push((*id, Some(record.clone())));
+            }
+            done(reply, result)
         }
     }
 }
@@ -418,6 +490,7 @@ fn clear_expired(
     sessions: &mut Sessions<'_>,
     expiry: &mut Expiry<'_>,
     now_ms: UnixMillis,
+    written: &mut Vec<Written>,
 ) -> Result<u64, StoreError> {
     // Deadlines are stored big-endian, so every key below this one is past.
     let upper = expiry_key(
@@ -432,6 +505,9 @@ fn clear_expired(
     for k in &dead {
         expiry.remove(k.as_slice()).map_err(backend)?;
         sessions.remove(&k[8..]).map_err(backend)?;
+        if let Ok(id) = <[u8; ID_BYTES]>::try_from(&k[8..]) {
+            written.push((SessionId::from_bytes(id), None));
+        }
     }
     Ok(dead.len() as u64)
 }
@@ -442,12 +518,9 @@ impl SessionStore for EmbeddedStore {
         id: &SessionId,
         now_ms: UnixMillis,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        let generation = {
-            let mut g = self.cache.lock();
-            match g.1.get(id) {
-                Some(r) if r.is_live(now_ms) => return Ok(Some(r.clone())),
-                _ => g.0,
-            }
+        let generation = match self.cache.get(id, now_ms) {
+            Ok(r) => return Ok(Some(r)),
+            Err(generation) => generation,
         };
         // A point read runs on the request's own task: it is a B-tree lookup
         // in redb's page cache (a few microseconds, a pread of one page when
@@ -464,10 +537,7 @@ impl SessionStore for EmbeddedStore {
             }
         };
         if let Some(r) = &found {
-            let mut g = self.cache.lock();
-            if g.0 == generation {
-                g.1.put(*id, r.clone());
-            }
+            self.cache.fill(id, r, generation, now_ms);
         }
         Ok(found)
     }
@@ -520,5 +590,84 @@ impl SessionStore for EmbeddedStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::data::SessionData;
+    use crate::store::SaveOp;
+
+    const POLICY: Policy = Policy {
+        ttl_s: 600,
+        absolute_ttl_s: None,
+        expire_at_browser_close: false,
+        max_bytes: 4096,
+    };
+
+    fn cached(store: &EmbeddedStore, id: &SessionId) -> Option<SessionData> {
+        store.cache.lock().1.peek(id).map(|(r, _)| r.data.clone())
+    }
+
+    fn object(v: serde_json::Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn committed_writes_fill_the_cache_and_agree_with_the_file() {
+        let dir = std::env::temp_dir().join(format!(
+            "sessiongate-embedded-{}",
+            SessionId::generate().encode()
+        ));
+        let path = dir.join("sessions.db");
+        let now = crate::session::record::now_ms();
+        let (old, new, gone) = (
+            SessionId::generate(),
+            SessionId::generate(),
+            SessionId::generate(),
+        );
+        {
+            let store = EmbeddedStore::open(&path, POLICY).unwrap();
+            let mut record = SessionRecord::new("sid-a".into(), now);
+            record.data = SessionData::from_map(&object(serde_json::json!({"a": 1})));
+            record.expires_ms = now + 600_000;
+            store.create(&old, &record).await.unwrap();
+            store.create(&gone, &record).await.unwrap();
+            assert_eq!(cached(&store, &old), Some(record.data.clone()));
+
+            let patches = [object(serde_json::json!({"b": 2}))];
+            let op = SaveOp {
+                change: Change {
+                    patches: &patches,
+                    expiry_s: None,
+                },
+                cycle_to: Some((new, "sid-b".into())),
+                now_ms: now,
+            };
+            assert!(matches!(
+                store.save(&old, &op).await.unwrap(),
+                SaveOutcome::Saved { .. }
+            ));
+            assert_eq!(cached(&store, &old), None);
+            let merged = SessionData::from_map(&object(serde_json::json!({"a": 1, "b": 2})));
+            assert_eq!(cached(&store, &new), Some(merged.clone()));
+
+            assert!(store.delete(&gone).await.unwrap());
+            assert_eq!(cached(&store, &gone), None);
+        }
+        // What the cache served is what the file holds.
+        let store = EmbeddedStore::open(&path, POLICY).unwrap();
+        assert_eq!(cached(&store, &new), None);
+        let loaded = store.load(&new, now).await.unwrap().unwrap();
+        assert_eq!(
+            loaded.data,
+            SessionData::from_map(&object(serde_json::json!({"a": 1, "b": 2})))
+        );
+        assert_eq!(loaded.sid, "sid-b");
+        assert!(store.load(&old, now).await.unwrap().is_none());
+        assert!(store.load(&gone, now).await.unwrap().is_none());
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

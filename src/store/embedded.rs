@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 /// (deadline, id) -> (): lets the sweep find expired sessions without reading them all.
 const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
-/// Sessions kept in memory in front of the file (about 250 bytes each for a
+/// Sessions kept in memory in front of the file (about 270 bytes each for a
 /// few short keys). The running proxy holds the file's lock, so every write
 /// goes through this process and updates the cache: reads of up to this many
 /// sessions never reach the file.

@@ -74,12 +74,12 @@ async fn main() {
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000, 10_000, 100_000, 1_000_000]);
     let now = now_ms();
-    println!("store     sessions   reads/s    ratio_to_smallest  rss_per_session");
+    println!("store     sessions   reads/s    ratio_to_smallest  rss_per_session  sweep_ms");
     for kind in ["memory", "embedded"] {
         let mut first = None;
         for &n in &sizes {
             let ids: Vec<SessionId> = (0..n).map(|_| SessionId::generate()).collect();
-            let (rate, per_session) = match kind {
+            let (rate, per_session, sweep) = match kind {
                 "memory" => {
                     let before = rss_kib();
                     // Shards bound their share each: room to spare keeps every session live.
@@ -88,7 +88,11 @@ async fn main() {
                         store.create(id, &record(i, now)).await.unwrap();
                     }
                     let per = (rss_kib().saturating_sub(before)) as f64 * 1024.0 / n as f64;
-                    (reads_per_second(&store, &ids).await, Some(per))
+                    let rate = reads_per_second(&store, &ids).await;
+                    // The minutely sweep's walk over every session (none expired).
+                    let start = Instant::now();
+                    assert_eq!(store.clear_expired(now).await.unwrap(), 0);
+                    (rate, Some(per), Some(start.elapsed()))
                 }
                 _ => {
                     let dir =
@@ -107,14 +111,15 @@ async fn main() {
                     let rate = reads_per_second(&store, &ids).await;
                     drop(store);
                     let _ = std::fs::remove_dir_all(&dir);
-                    (rate, None)
+                    (rate, None, None)
                 }
             };
             let base = *first.get_or_insert(rate);
             println!(
-                "{kind:<9} {n:>9}  {rate:>9.0}  {:>8.2}  {}",
+                "{kind:<9} {n:>9}  {rate:>9.0}  {:>8.2}  {:>15}  {}",
                 rate / base,
                 per_session.map_or("-".to_string(), |b| format!("{b:.0} bytes")),
+                sweep.map_or("-".to_string(), |d| format!("{:.1}", d.as_secs_f64() * 1e3)),
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

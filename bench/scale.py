@@ -44,12 +44,25 @@ response = function(status, headers, body)
 end
 """
 
+# The cookies stay one string of fixed-width lines: a Lua table of a million
+# strings makes every garbage collection of wrk's heap walk them all, pauses
+# of tens of milliseconds that wrk counts as latency and that cost it
+# requests (p99 20-90 ms against 2 ms with a thousand cookies, against the
+# same sessiongate instance).
 READ_LUA = """
-local cookies = {}
-for line in io.lines(os.getenv("COOKIE_FILE")) do cookies[#cookies + 1] = line end
+local f = io.open(os.getenv("COOKIE_FILE"), "rb")
+local all = f:read("*a")
+f:close()
+local width = all:find("\\n")
+local count = #all / width
+assert(count == math.floor(count), "cookie lines differ in length")
+for i = 0, count - 1 do
+  assert(all:byte(i * width + width) == 10, "cookie lines differ in length")
+end
 math.randomseed(os.time())
 request = function()
-  return wrk.format("GET", "/", {["Cookie"] = cookies[math.random(1, #cookies)]})
+  local i = math.random(0, count - 1) * width
+  return wrk.format("GET", "/", {["Cookie"] = all:sub(i + 1, i + width - 1)})
 end
 """
 

@@ -113,23 +113,6 @@ pub fn merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
     }
 }
 
-/// Bytes of the compact JSON of `data`, counted without building the string.
-pub fn json_len(data: &Map<String, Value>) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Counter(0);
-    serde_json::to_writer(&mut c, data).expect("serializing a JSON map cannot fail");
-    c.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,11 +195,5 @@ mod tests {
         }
         let ok = HeaderValue::from_static(r#"{"a":1}"#);
         assert_eq!(Writeback::parse([&ok], []).unwrap().patches.len(), 1);
-    }
-
-    #[test]
-    fn json_len_is_compact_length() {
-        let m = obj(json!({"a": "é", "b": [1, 2]}));
-        assert_eq!(json_len(&m), serde_json::to_string(&m).unwrap().len());
     }
 }

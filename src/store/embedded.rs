@@ -6,6 +6,7 @@
 //! merges are atomic, and a write is acknowledged only after its commit is
 //! durable on disk. Reads run on the blocking pool, off the async runtime.
 
+use super::lru;
 use super::{OpenError, SaveOp, SaveOutcome, SessionStore, StoreError};
 use crate::session::id::{ID_BYTES, SessionId};
 use crate::session::record::{Applied, Change, Policy, SessionRecord, UnixMillis, apply};
@@ -23,10 +24,6 @@ const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
 /// goes through this process and updates the cache: reads of up to this many
 /// sessions never reach the file.
 const READ_CACHE_ENTRIES: usize = 1_000_000;
-/// A cached read moves its session to the front of the eviction order at
-/// most once per this interval, as in the memory store: relinking on every
-/// read costs cache misses on neighbouring entries in a large cache.
-const REORDER_AFTER_MS: UnixMillis = 60_000;
 /// Operations queued for the writer; senders wait when it is full.
 const WRITE_QUEUE: usize = 4096;
 /// Most operations applied in one transaction.
@@ -82,17 +79,14 @@ enum WriteOp {
     },
 }
 
-/// Recently read and written sessions, each with when a read last moved it
-/// to the front. A write invalidates the ids it touched, bumps the
+/// Recently read and written sessions. A write invalidates the ids it touched, bumps the
 /// generation and, once committed, puts what it wrote, all under the lock
 /// and before it is acknowledged; a read that raced with a write (the
 /// generation moved) does not fill the cache, so a stale copy is never put
 /// back.
 struct ReadCache {
-    inner: std::sync::Mutex<(u64, CacheMap)>,
+    inner: std::sync::Mutex<(u64, lru::Sessions)>,
 }
-
-type CacheMap = lru::LruCache<SessionId, (Arc<SessionRecord>, UnixMillis)>;
 
 /// What a committed write left under an id: the record, or nothing.
 type Written = (SessionId, Option<Arc<SessionRecord>>);
@@ -100,34 +94,21 @@ type Written = (SessionId, Option<Arc<SessionRecord>>);
 impl ReadCache {
     fn new() -> Self {
         let cap = std::num::NonZeroUsize::new(READ_CACHE_ENTRIES).expect("non-zero");
-        // Grown with its entries rather than allocated for the bound up front.
-        let mut map = lru::LruCache::unbounded();
-        map.resize(cap);
         ReadCache {
-            inner: std::sync::Mutex::new((0, map)),
+            inner: std::sync::Mutex::new((0, lru::growing(cap))),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, CacheMap)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, lru::Sessions)> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get(&self, id: &SessionId, now_ms: UnixMillis) -> Result<Arc<SessionRecord>, u64> {
         let mut g = self.lock();
-        let (record, reorder) = match g.1.peek_mut(id) {
-            Some((r, reordered)) if r.is_live(now_ms) => {
-                let reorder = now_ms.saturating_sub(*reordered) >= REORDER_AFTER_MS;
-                if reorder {
-                    *reordered = now_ms;
-                }
-                (r.clone(), reorder)
-            }
-            _ => return Err(g.0),
-        };
-        if reorder {
-            g.1.promote(id);
+        match lru::read(&mut g.1, id, now_ms) {
+            lru::Lookup::Live(record) => Ok(record),
+            lru::Lookup::Expired | lru::Lookup::Missing => Err(g.0),
         }
-        Ok(record)
     }
 
     /// Fills the cache from a read, unless a write moved the generation since.
@@ -140,7 +121,7 @@ impl ReadCache {
     ) {
         let mut g = self.lock();
         if g.0 == generation {
-            g.1.put(*id, (record.clone(), now_ms));
+            g.1.put(*id, lru::Entry::new(record.clone(), now_ms));
         }
     }
 
@@ -153,7 +134,7 @@ impl ReadCache {
         for (id, record) in written {
             match record {
                 Some(r) => {
-                    g.1.put(id, (r, now_ms));
+                    g.1.put(id, lru::Entry::new(r, now_ms));
                 }
                 None => {
                     g.1.pop(&id);
@@ -607,7 +588,7 @@ mod tests {
     };
 
     fn cached(store: &EmbeddedStore, id: &SessionId) -> Option<SessionData> {
-        store.cache.lock().1.peek(id).map(|(r, _)| r.data.clone())
+        store.cache.lock().1.peek(id).map(|e| e.record.data.clone())
     }
 
     fn object(v: serde_json::Value) -> Map<String, Value> {

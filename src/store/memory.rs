@@ -3,47 +3,17 @@
 //! contend; a change is applied under its shard's lock, which makes merges
 //! atomic per session.
 
+use super::lru::{self, Entry, Lookup};
 use super::{SaveOp, SaveOutcome, SessionStore, StoreError};
 use crate::session::id::SessionId;
 use crate::session::record::{Applied, Policy, SessionRecord, UnixMillis, apply};
-use lru::LruCache;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const MAX_SHARDS: usize = 64;
 /// Below this many sessions a single shard keeps the bound exact.
 const MIN_SESSIONS_PER_SHARD: usize = 1024;
 
-/// A read moves its session to the front of the eviction order at most once
-/// per this interval: relinking the list on every read costs cache misses on
-/// neighbouring entries, which dominate a read in a large store. Eviction is
-/// then least recently used to the minute.
-const REORDER_AFTER_MS: UnixMillis = 60_000;
-
-struct Entry {
-    record: Arc<SessionRecord>,
-    /// When a read last moved the entry to the front.
-    reordered_ms: UnixMillis,
-}
-
-impl Entry {
-    fn new(record: Arc<SessionRecord>, now_ms: UnixMillis) -> Self {
-        Entry {
-            record,
-            reordered_ms: now_ms,
-        }
-    }
-}
-
-type Shard = LruCache<SessionId, Entry>;
-
-/// A shard that grows with its sessions: `LruCache::new` would allocate
-/// the hash table for the whole bound up front, tens of megabytes for the
-/// default bound of an empty store.
-fn empty_shard(cap: std::num::NonZeroUsize) -> Shard {
-    let mut shard = LruCache::unbounded();
-    shard.resize(cap);
-    shard
-}
+type Shard = lru::Sessions;
 
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
@@ -58,7 +28,7 @@ impl MemoryStore {
         let per_shard = (max_sessions / shards).max(1);
         let cap = std::num::NonZeroUsize::new(per_shard).expect("at least one");
         MemoryStore {
-            shards: (0..shards).map(|_| Mutex::new(empty_shard(cap))).collect(),
+            shards: (0..shards).map(|_| Mutex::new(lru::growing(cap))).collect(),
             policy,
         }
     }
@@ -91,24 +61,14 @@ impl SessionStore for MemoryStore {
         now_ms: UnixMillis,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let mut shard = self.shard(id);
-        let (record, reorder) = match shard.peek_mut(id) {
-            Some(e) if e.record.is_live(now_ms) => {
-                let reorder = now_ms.saturating_sub(e.reordered_ms) >= REORDER_AFTER_MS;
-                if reorder {
-                    e.reordered_ms = now_ms;
-                }
-                (e.record.clone(), reorder)
-            }
-            Some(_) => {
+        match lru::read(&mut shard, id, now_ms) {
+            Lookup::Live(record) => Ok(Some(record)),
+            Lookup::Expired => {
                 shard.pop(id);
-                return Ok(None);
+                Ok(None)
             }
-            None => return Ok(None),
-        };
-        if reorder {
-            shard.promote(id);
+            Lookup::Missing => Ok(None),
         }
-        Ok(Some(record))
     }
 
     async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
@@ -214,7 +174,7 @@ mod tests {
         }
         // A read within the minute leaves the order alone; a later one
         // makes the oldest the most recently used.
-        let later = REORDER_AFTER_MS;
+        let later = lru::REORDER_AFTER_MS;
         assert!(store.load(&ids[1], 1).await.unwrap().is_some());
         assert!(store.load(&ids[0], later).await.unwrap().is_some());
         store

@@ -8,6 +8,7 @@
 
 pub mod cookie;
 pub mod embedded;
+pub mod lru;
 pub mod memory;
 pub mod redis;
 

@@ -147,10 +147,14 @@ impl Proxy {
         let access = tracing::enabled!(target: "sessiongate::access", tracing::Level::INFO)
             .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let span = tracing::info_span!("request", request_id = %RequestIdDisplay(&request_id));
-        let (route, mut resp) = self
-            .route_and_forward(req, conn, &request_id)
-            .instrument(span.clone())
-            .await;
+        // Boxed: the request's state is then built once, in place, instead of
+        // being copied through every layer that awaits it.
+        let forwarding = Box::pin(self.route_and_forward(req, conn, &request_id));
+        let (route, mut resp) = if span.is_disabled() {
+            forwarding.await
+        } else {
+            forwarding.instrument(span.clone()).await
+        };
         if !resp.headers().contains_key(&X_REQUEST_ID) {
             resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         }

@@ -148,7 +148,8 @@ def main():
                 before = cpu_seconds(inst["pid"])
                 args = wrk_args(inst["port"], "/", None, a.duration, a.connections) + ["-s", read_lua]
                 res = parse_wrk(subprocess.run(args, capture_output=True, text=True, check=True, env=env).stdout)
-                res["cpu_us"] = (cpu_seconds(inst["pid"]) - before) / max(res["requests"], 1) * 1e6
+                res["cpu_us"] = sum(cpu_seconds(inst["pid"])) - sum(before)
+                res["cpu_us"] *= 1e6 / max(res["requests"], 1)
                 results[key].append(res)
                 print(f"round {r + 1} {key[0]:<8} {inst['live']:>9} {res['rps']:>9.0f} req/s"
                       f"  CPU {res['cpu_us']:.1f} us/req  p99 {res['p99_ms']:.2f} ms  errors {res['errors']}",

@@ -2,10 +2,12 @@
 //! ASCII-only JSON, optionally limited to an allow-list of keys.
 
 use crate::config::{ForwardConfig, ForwardMode, SigningConfig, SigningKey};
+use crate::session::cookie::{HmacKey, hmac_key};
 use crate::session::data::SessionData;
-use aws_lc_rs::{hmac, signature::Ed25519KeyPair};
+use aws_lc_rs::signature::Ed25519KeyPair;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::Mac;
 use http::HeaderValue;
 use serde::Serialize;
 use serde::ser::SerializeMap;
@@ -58,7 +60,7 @@ struct Claims<'a> {
 /// The key a token is signed with, prepared once: signing then costs no
 /// key parsing or HMAC key setup per request.
 enum SignatureKey {
-    Hs256(Box<hmac::Key>),
+    Hs256(Box<HmacKey>),
     EdDsa(Ed25519KeyPair),
 }
 
@@ -82,7 +84,7 @@ impl TokenSigner {
         let (header, key) = match &cfg.key {
             SigningKey::Hs256(secret) => (
                 serde_json::json!({"typ": "JWT", "alg": "HS256"}),
-                SignatureKey::Hs256(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret.expose()))),
+                SignatureKey::Hs256(Box::new(hmac_key(secret.expose()))),
             ),
             SigningKey::EdDsa { signing, .. } => {
                 let pair =
@@ -145,8 +147,8 @@ impl TokenSigner {
         push_part(&mut token, &json);
         match &self.key {
             SignatureKey::Hs256(key) => {
-                let tag = hmac::sign(key, token.as_bytes());
-                push_part(&mut token, tag.as_ref());
+                let tag = key.clone().chain_update(token.as_bytes()).finalize();
+                push_part(&mut token, &tag.into_bytes());
             }
             SignatureKey::EdDsa(pair) => {
                 let signature = pair.sign(token.as_bytes());

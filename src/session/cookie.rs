@@ -293,6 +293,21 @@ mod tests {
         Secret::new(c.to_string().repeat(32))
     }
 
+    /// Cookies issued before an upgrade must still verify: the MAC and the
+    /// sid are pinned to values computed independently (Python's `hmac`).
+    #[test]
+    fn cookie_mac_and_sid_are_stable_hmac_sha256() {
+        let codec = CookieCodec::new(
+            cfg(),
+            &[Secret::new("test-secret-0123456789abcdef-0123456789")],
+        );
+        let id = SessionId::from_bytes(std::array::from_fn(|i| i as u8));
+        let value = "AAECAwQFBgcICQoLDA0ODw.UW7YNcxUD0bFFdwECRrAlA";
+        assert_eq!(codec.encode(&id), value);
+        assert_eq!(codec.decode(value), Some(id));
+        assert_eq!(codec.sid(&id), "t2jNaNn6KzLaIeiLtDPNSA");
+    }
+
     #[test]
     fn cookie_round_trips() {
         let codec = CookieCodec::new(cfg(), &[secret('a')]);

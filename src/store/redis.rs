@@ -145,9 +145,12 @@ impl RedisStore {
                     None => ::redis::Client::open(url.as_str()),
                 }
                 .map_err(open_err("redis"))?;
+                // No response timeout of the client's own: `run` bounds every
+                // operation with the same timeout, armed first and so always
+                // first to fire; a second timer per command only cost time.
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(cfg.timeout))
-                    .set_response_timeout(Some(cfg.timeout))
+                    .set_response_timeout(None)
                     .set_number_of_retries(RECONNECT_RETRIES)
                     .set_max_delay(Duration::from_secs(1));
                 let manager = ConnectionManager::new_lazy_with_config(client, config)

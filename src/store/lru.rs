@@ -49,6 +49,7 @@ pub enum Lookup {
 pub fn read(sessions: &mut Sessions, id: &SessionId, now_ms: UnixMillis) -> Lookup {
     let (record, reorder) = match sessions.peek_mut(id) {
         Some(e) if e.record.is_live(now_ms) => {
+            e.record.prefetch();
             let reorder = now_ms.saturating_sub(e.reordered_ms) >= REORDER_AFTER_MS;
             if reorder {
                 e.reordered_ms = now_ms;

@@ -88,7 +88,9 @@ struct ReadCache {
     inner: std::sync::Mutex<(u64, lru::Sessions)>,
 }
 
-/// What a committed write left under an id: the record, or nothing.
+/// What a committed write left under an id: the record, or nothing. Listed
+/// in the batch's order, so that an id the batch saves and then deletes ends
+/// up out of the cache, not with the record of its earlier save.
 type Written = (SessionId, Option<Arc<SessionRecord>>);
 
 impl ReadCache {
@@ -593,6 +595,41 @@ mod tests {
 
     fn object(v: serde_json::Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_saves_then_deletes_leaves_nothing_cached() {
+        let dir = std::env::temp_dir().join(format!(
+            "sessiongate-embedded-{}",
+            SessionId::generate().encode()
+        ));
+        let store = EmbeddedStore::open(&dir.join("sessions.db"), POLICY).unwrap();
+        let now = crate::session::record::now_ms();
+        let id = SessionId::generate();
+        let mut record = SessionRecord::new("sid-a".into(), now);
+        record.data = SessionData::from_map(&object(serde_json::json!({"a": 1})));
+        record.expires_ms = now + 600_000;
+        store.create(&id, &record).await.unwrap();
+        // One transaction, as the writer makes of operations queued together.
+        let batch = vec![
+            WriteOp::Save {
+                id,
+                patches: vec![object(serde_json::json!({"b": 2}))],
+                expiry_s: None,
+                cycle_to: None,
+                now_ms: now,
+                reply: oneshot::channel().0,
+            },
+            WriteOp::Delete {
+                id,
+                reply: oneshot::channel().0,
+            },
+        ];
+        apply_batch(&store.db, &store.cache, batch, &POLICY);
+        assert_eq!(cached(&store, &id), None);
+        assert!(store.load(&id, now).await.unwrap().is_none());
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

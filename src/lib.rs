@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod logging;
+pub mod mac;
 pub mod metrics;
 pub mod proxy;
 pub mod router;

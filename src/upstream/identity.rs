@@ -2,7 +2,7 @@
 //! ASCII-only JSON, optionally limited to an allow-list of keys.
 
 use crate::config::{ForwardConfig, ForwardMode, SigningConfig, SigningKey};
-use crate::session::cookie::{HmacKey, hmac_key};
+use crate::mac::{HmacKey, hmac_key};
 use crate::session::data::SessionData;
 use aws_lc_rs::signature::Ed25519KeyPair;
 use base64::Engine;

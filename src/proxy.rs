@@ -10,11 +10,11 @@ use crate::session::patch::Writeback;
 use crate::session::record::{Policy, now_ms};
 use crate::session::{Loaded, Sessions};
 use crate::store::Backend;
-use crate::upstream::Upstreams;
 use crate::upstream::forward::{self, X_REQUEST_ID};
 use crate::upstream::identity::{
     Forwarding, IdentityError, SessionView, plain_header_value, to_ascii_json,
 };
+use crate::upstream::{Upstreams, pool};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
@@ -300,14 +300,14 @@ impl Proxy {
         parts.uri = self.upstreams.uri(cfg.upstream, &path, parts.uri.query())?;
         parts.version = http::Version::HTTP_11;
 
-        let resp = self
-            .upstreams
-            .send(
-                cfg.upstream,
-                Request::from_parts(parts, body),
-                upgrade.is_some(),
-            )
-            .await?;
+        let resp = if pool::is_plain(&parts.method, &body, upgrade.is_some()) {
+            self.upstreams.send_plain(cfg.upstream, &parts).await?
+        } else {
+            // Boxed: streaming a body or switching protocols takes hyper's
+            // client, whose state would otherwise enlarge every request's future.
+            let req = Request::from_parts(parts, body);
+            Box::pin(self.upstreams.send(cfg.upstream, req, upgrade.is_some())).await?
+        };
         let (mut rparts, rbody) = resp.into_parts();
         let outcome = self.take_writeback(&mut rparts.headers, rparts.status);
         let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
@@ -334,7 +334,10 @@ impl Proxy {
             forward::add_vary_cookie(&mut rparts.headers);
         }
         if let Some(wb) = outcome? {
-            for set_cookie in self.sessions.write_back(&loaded, &wb, now_ms()).await? {
+            // Boxed: a write's store futures are large, and most responses
+            // write nothing; unboxed, every request would carry their space.
+            let written = Box::pin(self.sessions.write_back(&loaded, &wb, now_ms())).await?;
+            for set_cookie in written {
                 rparts.headers.append(header::SET_COOKIE, set_cookie);
             }
         }

@@ -11,7 +11,7 @@ mod stream;
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use hyper::body::Incoming;
-use pool::{Pool, UpstreamBody};
+use pool::{Pool, UpstreamBody, UpstreamError};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use std::sync::Arc;
@@ -112,11 +112,29 @@ impl Upstreams {
         req: http::Request<Incoming>,
         upgrade: bool,
     ) -> Result<http::Response<UpstreamBody>, ProxyError> {
-        let u = &self.list[index];
-        match tokio::time::timeout(u.timeout, self.pools[index].send(req, upgrade)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(e)),
-            Err(_) => Err(ProxyError::UpstreamTimeout(u.timeout)),
-        }
+        let timeout = self.list[index].timeout;
+        timed(timeout, self.pools[index].send(req, upgrade)).await
+    }
+
+    /// [`Upstreams::send`] for a request [`pool::is_plain`] accepts. The
+    /// head is borrowed, so the request is not copied into this future.
+    pub async fn send_plain(
+        &self,
+        index: usize,
+        parts: &http::request::Parts,
+    ) -> Result<http::Response<UpstreamBody>, ProxyError> {
+        let timeout = self.list[index].timeout;
+        timed(timeout, self.pools[index].send_plain(parts)).await
+    }
+}
+
+async fn timed(
+    timeout: std::time::Duration,
+    send: impl Future<Output = Result<http::Response<UpstreamBody>, UpstreamError>>,
+) -> Result<http::Response<UpstreamBody>, ProxyError> {
+    match tokio::time::timeout(timeout, send).await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(e)),
+        Err(_) => Err(ProxyError::UpstreamTimeout(timeout)),
     }
 }

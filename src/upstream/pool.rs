@@ -184,6 +184,12 @@ enum Silence {
 /// pointer, not the whole connection.
 type IdleList<C> = Mutex<Vec<(Instant, Box<C>)>>;
 
+/// Whether a request can go over the `h1` codec's connections: no body to
+/// stream and no protocol switch. Everything else goes through hyper's client.
+pub fn is_plain(method: &Method, body: &Incoming, upgrade: bool) -> bool {
+    !upgrade && body.is_end_stream() && method != Method::CONNECT
+}
+
 /// An idle connection that can take a request, if one is left.
 fn take_idle<C: Pooled>(list: &IdleList<C>, now: Instant) -> Option<Box<C>> {
     let (expired, mut candidate): (Vec<_>, _) = {
@@ -313,8 +319,8 @@ impl Pool {
         req: Request<Incoming>,
         upgrade: bool,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        if !upgrade && req.body().is_end_stream() && req.method() != Method::CONNECT {
-            return self.send_plain(req.into_parts().0).await;
+        if is_plain(req.method(), req.body(), upgrade) {
+            return self.send_plain(&req.into_parts().0).await;
         }
         // Boxed: a request's future is moved several times on its way into
         // hyper, and this path's state would double the size of every one.
@@ -387,10 +393,11 @@ impl Pool {
         }
     }
 
-    /// A request without a body, over a connection of the `h1` codec.
-    async fn send_plain(
+    /// A request without a body, over a connection of the `h1` codec. The
+    /// head is borrowed: the caller's copy is the only one.
+    pub async fn send_plain(
         self: &Arc<Self>,
-        parts: http::request::Parts,
+        parts: &http::request::Parts,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut reused = true;
         loop {
@@ -408,7 +415,7 @@ impl Pool {
                     })
                 }
             };
-            let head = match conn.exchange(&parts).await {
+            let head = match conn.exchange(parts).await {
                 Ok(head) => head,
                 // A reused connection the upstream closed while it idled: send
                 // once more on a new one, unless the request may have been

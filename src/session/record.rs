@@ -76,25 +76,6 @@ impl SessionRecord {
         }
     }
 
-    /// Starts bringing the parts of the record that a read forwards (its data
-    /// and sid, each an allocation of its own) into the CPU's cache. In a
-    /// store of a million sessions they are cache misses that would otherwise
-    /// be taken one after the other when the token is built; issued as soon
-    /// as the record is found, they overlap with the work in between.
-    pub fn prefetch(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            // SAFETY: a prefetch is a hint to the cache: it never faults, even
-            // on an invalid address, and neither reads nor writes memory as far
-            // as the program can observe. Both pointers are valid here anyway.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(self.data.as_str().as_ptr().cast());
-                _mm_prefetch::<_MM_HINT_T0>(self.sid.as_ptr().cast());
-            }
-        }
-    }
-
     pub fn is_live(&self, now: UnixMillis) -> bool {
         now < self.expires_ms
     }

@@ -6,7 +6,7 @@
 //! merges are atomic, and a write is acknowledged only after its commit is
 //! durable on disk. Reads run on the blocking pool, off the async runtime.
 
-use super::lru;
+use super::table::{Lookup, SessionTable};
 use super::{OpenError, SaveOp, SaveOutcome, SessionStore, StoreError};
 use crate::session::id::{ID_BYTES, SessionId};
 use crate::session::record::{Applied, Change, Policy, SessionRecord, UnixMillis, apply};
@@ -85,7 +85,7 @@ enum WriteOp {
 /// generation moved) does not fill the cache, so a stale copy is never put
 /// back.
 struct ReadCache {
-    inner: std::sync::Mutex<(u64, lru::Sessions)>,
+    inner: std::sync::Mutex<(u64, SessionTable)>,
 }
 
 /// What a committed write left under an id: the record, or nothing. Listed
@@ -95,39 +95,32 @@ type Written = (SessionId, Option<Arc<SessionRecord>>);
 
 impl ReadCache {
     fn new() -> Self {
-        let cap = std::num::NonZeroUsize::new(READ_CACHE_ENTRIES).expect("non-zero");
         ReadCache {
-            inner: std::sync::Mutex::new((0, lru::growing(cap))),
+            inner: std::sync::Mutex::new((0, SessionTable::new(READ_CACHE_ENTRIES))),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, lru::Sessions)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, SessionTable)> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get(&self, id: &SessionId, now_ms: UnixMillis) -> Result<Arc<SessionRecord>, u64> {
         let mut g = self.lock();
-        match lru::read(&mut g.1, id, now_ms) {
-            lru::Lookup::Live(record) => Ok(record),
-            lru::Lookup::Expired | lru::Lookup::Missing => Err(g.0),
+        match g.1.read(id, now_ms) {
+            Lookup::Live(record) => Ok(record),
+            Lookup::Expired | Lookup::Missing => Err(g.0),
         }
     }
 
     /// Fills the cache from a read, unless a write moved the generation since.
-    fn fill(
-        &self,
-        id: &SessionId,
-        record: &Arc<SessionRecord>,
-        generation: u64,
-        now_ms: UnixMillis,
-    ) {
+    fn fill(&self, id: &SessionId, record: &Arc<SessionRecord>, generation: u64) {
         let mut g = self.lock();
         if g.0 == generation {
-            g.1.put(*id, lru::Entry::new(record.clone(), now_ms));
+            g.1.put(*id, record.clone());
         }
     }
 
-    fn update(&self, touched: &[SessionId], written: Vec<Written>, now_ms: UnixMillis) {
+    fn update(&self, touched: &[SessionId], written: Vec<Written>) {
         let mut g = self.lock();
         g.0 += 1;
         for id in touched {
@@ -136,7 +129,7 @@ impl ReadCache {
         for (id, record) in written {
             match record {
                 Some(r) => {
-                    g.1.put(id, lru::Entry::new(r, now_ms));
+                    g.1.put(id, r);
                 }
                 None => {
                     g.1.pop(&id);
@@ -273,10 +266,7 @@ fn apply_batch(db: &Database, cache: &ReadCache, batch: Vec<WriteOp>, policy: &P
         })
         .flatten()
         .collect();
-    let now = crate::session::record::now_ms();
-    apply_batch_inner(db, batch, policy, |written| {
-        cache.update(&touched, written, now)
-    });
+    apply_batch_inner(db, batch, policy, |written| cache.update(&touched, written));
 }
 
 /// `before_replies` runs after the outcome is settled and before any caller
@@ -520,7 +510,7 @@ impl SessionStore for EmbeddedStore {
             }
         };
         if let Some(r) = &found {
-            self.cache.fill(id, r, generation, now_ms);
+            self.cache.fill(id, r, generation);
         }
         Ok(found)
     }
@@ -590,7 +580,7 @@ mod tests {
     };
 
     fn cached(store: &EmbeddedStore, id: &SessionId) -> Option<SessionData> {
-        store.cache.lock().1.peek(id).map(|e| e.record.data.clone())
+        store.cache.lock().1.peek(id).map(|r| r.data.clone())
     }
 
     fn object(v: serde_json::Value) -> Map<String, Value> {

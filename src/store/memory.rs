@@ -3,7 +3,7 @@
 //! contend; a change is applied under its shard's lock, which makes merges
 //! atomic per session.
 
-use super::lru::{self, Entry, Lookup};
+use super::table::{Lookup, SessionTable};
 use super::{SaveOp, SaveOutcome, SessionStore, StoreError};
 use crate::session::id::SessionId;
 use crate::session::record::{Applied, Policy, SessionRecord, UnixMillis, apply};
@@ -13,7 +13,7 @@ const MAX_SHARDS: usize = 64;
 /// Below this many sessions a single shard keeps the bound exact.
 const MIN_SESSIONS_PER_SHARD: usize = 1024;
 
-type Shard = lru::Sessions;
+type Shard = SessionTable;
 
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
@@ -26,9 +26,10 @@ impl MemoryStore {
         let shards = (max_sessions / MIN_SESSIONS_PER_SHARD).clamp(1, MAX_SHARDS);
         // Rounding down keeps the total at or under the configured bound.
         let per_shard = (max_sessions / shards).max(1);
-        let cap = std::num::NonZeroUsize::new(per_shard).expect("at least one");
         MemoryStore {
-            shards: (0..shards).map(|_| Mutex::new(lru::growing(cap))).collect(),
+            shards: (0..shards)
+                .map(|_| Mutex::new(SessionTable::new(per_shard)))
+                .collect(),
             policy,
         }
     }
@@ -61,7 +62,7 @@ impl SessionStore for MemoryStore {
         now_ms: UnixMillis,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let mut shard = self.shard(id);
-        match lru::read(&mut shard, id, now_ms) {
+        match shard.read(id, now_ms) {
             Lookup::Live(record) => Ok(Some(record)),
             Lookup::Expired => {
                 shard.pop(id);
@@ -72,15 +73,14 @@ impl SessionStore for MemoryStore {
     }
 
     async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
-        self.shard(id)
-            .put(*id, Entry::new(Arc::new(record.clone()), record.created_ms));
+        self.shard(id).put(*id, Arc::new(record.clone()));
         Ok(())
     }
 
     async fn save(&self, id: &SessionId, op: &SaveOp<'_>) -> Result<SaveOutcome, StoreError> {
         let mut shard = self.shard(id);
-        let current = match shard.get(id) {
-            Some(e) if e.record.is_live(op.now_ms) => SessionRecord::clone(&e.record),
+        let current = match shard.peek(id) {
+            Some(r) if r.is_live(op.now_ms) => SessionRecord::clone(r),
             Some(_) => {
                 shard.pop(id);
                 return Ok(SaveOutcome::Gone);
@@ -98,7 +98,7 @@ impl SessionStore for MemoryStore {
         match &op.cycle_to {
             None => {
                 let record = Arc::new(record);
-                shard.put(*id, Entry::new(record.clone(), op.now_ms));
+                shard.put(*id, record.clone());
                 Ok(SaveOutcome::Saved { id: *id, record })
             }
             Some((new_id, new_sid)) => {
@@ -106,8 +106,7 @@ impl SessionStore for MemoryStore {
                 drop(shard);
                 record.sid = new_sid.clone();
                 let record = Arc::new(record);
-                self.shard(new_id)
-                    .put(*new_id, Entry::new(record.clone(), op.now_ms));
+                self.shard(new_id).put(*new_id, record.clone());
                 Ok(SaveOutcome::Saved {
                     id: *new_id,
                     record,
@@ -125,15 +124,7 @@ impl SessionStore for MemoryStore {
         for shard in self.shards.iter() {
             removed += {
                 let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-                let dead: Vec<SessionId> = shard
-                    .iter()
-                    .filter(|(_, e)| !e.record.is_live(now_ms))
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in &dead {
-                    shard.pop(id);
-                }
-                dead.len() as u64
+                shard.remove_expired(now_ms)
             };
             // A sweep of a large store takes a while: requests run between shards.
             tokio::task::yield_now().await;
@@ -166,24 +157,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn least_recently_used_is_evicted_past_the_bound() {
+    async fn an_unread_session_is_evicted_before_read_ones_past_the_bound() {
         let store = MemoryStore::new(3, POLICY);
-        let ids: Vec<SessionId> = (0..3).map(|_| SessionId::generate()).collect();
+        let ids: Vec<SessionId> = (0..4).map(|_| SessionId::generate()).collect();
         for id in &ids {
             store.create(id, &record(0)).await.unwrap();
         }
-        // A read within the minute leaves the order alone; a later one
-        // makes the oldest the most recently used.
-        let later = lru::REORDER_AFTER_MS;
-        assert!(store.load(&ids[1], 1).await.unwrap().is_some());
-        assert!(store.load(&ids[0], later).await.unwrap().is_some());
+        // The fourth took the place of one of the first three. Of the two
+        // left, one is read; the fourth is new, which counts as used: a fifth
+        // can only take the other.
+        assert_eq!(store.len(), 3);
+        let kept: Vec<&SessionId> = ids[..3]
+            .iter()
+            .filter(|id| store.shard(id).peek(id).is_some())
+            .collect();
+        assert_eq!(kept.len(), 2);
+        assert!(store.load(kept[0], 1).await.unwrap().is_some());
         store
-            .create(&SessionId::generate(), &record(later))
+            .create(&SessionId::generate(), &record(1))
             .await
             .unwrap();
         assert_eq!(store.len(), 3);
-        assert!(store.load(&ids[0], later).await.unwrap().is_some());
-        assert!(store.load(&ids[1], later).await.unwrap().is_none());
+        assert!(store.load(kept[0], 1).await.unwrap().is_some());
+        assert!(store.load(&ids[3], 1).await.unwrap().is_some());
+        assert!(store.load(kept[1], 1).await.unwrap().is_none());
     }
 
     #[tokio::test]

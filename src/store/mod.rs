@@ -8,9 +8,9 @@
 
 pub mod cookie;
 pub mod embedded;
-pub mod lru;
 pub mod memory;
 pub mod redis;
+pub mod table;
 
 use crate::session::id::SessionId;
 use crate::session::patch::UpdateError;

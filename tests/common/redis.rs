@@ -141,6 +141,21 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The port opens before the data is loaded (an AOF, or the empty one
+        // a durable server creates and syncs at start): until then commands
+        // fail with LOADING, which a slow disk can stretch past a test's
+        // store timeout. A TLS port cannot be asked in plain text.
+        if !self.args.iter().any(|a| a == "--tls-port") {
+            while !answers_ping(self.port) {
+                assert!(
+                    Instant::now() < deadline,
+                    "redis-server on {} did not finish loading: {}",
+                    self.port,
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     pub fn url(&self) -> String {
@@ -325,5 +340,23 @@ impl Sentinel {
             replica,
             sentinel,
         }
+    }
+}
+
+/// Whether the server on `port` takes commands: PING answers PONG, or NOAUTH
+/// where a password is set, but not LOADING.
+fn answers_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    if conn.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 64];
+    match conn.read(&mut reply) {
+        Ok(n) => reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH"),
+        Err(_) => false,
     }
 }

@@ -132,29 +132,28 @@ impl RedisServer {
             .expect("redis-server starts");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {} did not start: {}",
-                self.port,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let port = self.port;
+        self.wait_until(deadline, "start", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         // The port opens before the data is loaded (an AOF, or the empty one
         // a durable server creates and syncs at start): until then commands
         // fail with LOADING, which a slow disk can stretch past a test's
         // store timeout. A TLS port cannot be asked in plain text.
         if !self.args.iter().any(|a| a == "--tls-port") {
-            while !answers_ping(self.port) {
-                assert!(
-                    Instant::now() < deadline,
-                    "redis-server on {} did not finish loading: {}",
-                    self.port,
-                    self.log()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            self.wait_until(deadline, "finish loading", || answers_ping(port));
+        }
+    }
+
+    fn wait_until(&self, deadline: Instant, what: &str, ready: impl Fn() -> bool) {
+        while !ready() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {} did not {what}: {}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

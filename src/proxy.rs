@@ -155,9 +155,9 @@ impl Proxy {
         } else {
             forwarding.instrument(span.clone()).await
         };
-        if !resp.headers().contains_key(&X_REQUEST_ID) {
-            resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-        }
+        resp.headers_mut()
+            .entry(&X_REQUEST_ID)
+            .or_insert(request_id);
         let elapsed = start.elapsed();
         let status = resp.status().as_u16();
         let recorder = route.map_or(&self.unrouted, |i| &self.routes[i].metrics);

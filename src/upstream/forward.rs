@@ -2,6 +2,7 @@
 //! (RFC 9110 section 7.6.1), `X-Forwarded-*`, and the internal-prefix filter.
 
 use crate::config::InternalHeaders;
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Headers that describe one connection, never forwarded.
@@ -90,22 +91,25 @@ pub fn set_forwarded(
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    let xff = if headers.contains_key(&X_FORWARDED_FOR) {
-        // Several X-Forwarded-For headers are one list (RFC 9110 section 5.3).
-        let mut hops: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect();
-        let ip = client_ip.to_str().expect("an IP address is ASCII");
-        hops.push(ip);
-        HeaderValue::try_from(hops.join(", ")).expect("ASCII")
-    } else {
-        client_ip.clone()
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    // One search of the map whether or not the client sent the header.
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Occupied(mut e) => {
+            // Several X-Forwarded-For headers are one list (RFC 9110 section 5.3).
+            let mut hops: Vec<&str> = e
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect();
+            let ip = client_ip.to_str().expect("an IP address is ASCII");
+            hops.push(ip);
+            let joined = HeaderValue::try_from(hops.join(", ")).expect("ASCII");
+            e.insert(joined);
+        }
+        Entry::Vacant(e) => {
+            e.insert(client_ip.clone());
+        }
+    }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     match host {
         Some(h) => {
@@ -138,14 +142,21 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 
 /// Appends `Cookie` to `Vary` unless it is already there.
 pub fn add_vary_cookie(headers: &mut HeaderMap) {
-    let present = headers
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("cookie") || t.trim() == "*");
-    if !present {
-        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+    let cookie = HeaderValue::from_static("Cookie");
+    match headers.entry(header::VARY) {
+        Entry::Occupied(mut e) => {
+            let present = e
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("cookie") || t.trim() == "*");
+            if !present {
+                e.append(cookie);
+            }
+        }
+        Entry::Vacant(e) => {
+            e.insert(cookie);
+        }
     }
 }
 

@@ -306,7 +306,11 @@ impl Proxy {
             // Boxed: streaming a body or switching protocols takes hyper's
             // client, whose state would otherwise enlarge every request's future.
             let req = Request::from_parts(parts, body);
-            Box::pin(self.upstreams.send(cfg.upstream, req, upgrade.is_some())).await?
+            Box::pin(
+                self.upstreams
+                    .send_with_hyper(cfg.upstream, req, upgrade.is_some()),
+            )
+            .await?
         };
         let (mut rparts, rbody) = resp.into_parts();
         let outcome = self.take_writeback(&mut rparts.headers, rparts.status);

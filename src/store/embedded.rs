@@ -4,7 +4,8 @@
 //! thread, which applies every pending operation in one transaction and
 //! commits once (group commit): each session's changes apply in order, so
 //! merges are atomic, and a write is acknowledged only after its commit is
-//! durable on disk. Reads run on the blocking pool, off the async runtime.
+//! durable on disk. Reads are served from a write-through cache of recent
+//! sessions, or else by a point lookup on the request's own task.
 
 use super::table::{Lookup, SessionTable};
 use super::{OpenError, SaveOp, SaveOutcome, SessionStore, StoreError};

@@ -105,19 +105,21 @@ impl Upstreams {
             .map_err(|_| ProxyError::BadRequest("request path cannot be forwarded"))
     }
 
-    /// Sends a request; the timeout covers connecting and receiving the response head.
-    pub async fn send(
+    /// Sends a request [`pool::is_plain`] refuses, through hyper's client;
+    /// the timeout covers connecting and receiving the response head.
+    pub async fn send_with_hyper(
         &self,
         index: usize,
         req: http::Request<Incoming>,
         upgrade: bool,
     ) -> Result<http::Response<UpstreamBody>, ProxyError> {
         let timeout = self.list[index].timeout;
-        timed(timeout, self.pools[index].send(req, upgrade)).await
+        timed(timeout, self.pools[index].send_with_hyper(req, upgrade)).await
     }
 
-    /// [`Upstreams::send`] for a request [`pool::is_plain`] accepts. The
-    /// head is borrowed, so the request is not copied into this future.
+    /// Sends a request [`pool::is_plain`] accepts over sessiongate's own
+    /// HTTP/1.1 codec, with the same timeout. The head is borrowed, so the
+    /// request is not copied into this future.
     pub async fn send_plain(
         &self,
         index: usize,

@@ -311,23 +311,12 @@ impl Pool {
         Ok(Box::new(Conn { sender, driver }))
     }
 
-    /// Sends a request (origin-form URI, Host set) and returns the response
-    /// once its head has arrived. An upgrade request gets a connection of its
-    /// own, driven by a task until the upgrade hands its socket over.
-    pub async fn send(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-        upgrade: bool,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        if is_plain(req.method(), req.body(), upgrade) {
-            return self.send_plain(&req.into_parts().0).await;
-        }
-        // Boxed: a request's future is moved several times on its way into
-        // hyper, and this path's state would double the size of every one.
-        Box::pin(self.send_with_hyper(req, upgrade)).await
-    }
-
-    async fn send_with_hyper(
+    /// Sends a request [`is_plain`] refuses (a body to stream, or an
+    /// upgrade) through hyper's client, and returns the response once its
+    /// head has arrived (origin-form URI, Host set). An upgrade request gets a
+    /// connection of its own, driven by a task until the upgrade hands its
+    /// socket over.
+    pub async fn send_with_hyper(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
         upgrade: bool,

@@ -15,7 +15,8 @@ redis-server on CPU 1. Each proxy gets the same single core.
 
 Reported per workload and target: requests/s, p50 and p99 latency, the
 proxy's CPU time per request (process CPU seconds / requests served) and its
-peak RSS, as medians over the rounds, and ratios to nginx from the same run.
+peak RSS, as medians over the rounds, and ratios to nginx as medians over the
+rounds of each round's ratio.
 """
 
 import argparse
@@ -295,6 +296,12 @@ def report(results, rss, a, work):
     def m(w, t, key):
         return median([r[key] for r in results[(w, t)] if key in r])
 
+    def paired(w, t, key, base_w):
+        """Median over rounds of the ratio to nginx's run in the same round:
+        a drift of the machine between rounds cancels out of each pair."""
+        pairs = zip(results[(w, t)], results[(base_w, "nginx")])
+        return median([r[key] / b[key] for r, b in pairs if key in r and key in b])
+
     lines = []
     machine = f"{os.cpu_count()} cores, {subprocess.run(['uname', '-srm'], capture_output=True, text=True).stdout.strip()}"
     cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -305,24 +312,25 @@ def report(results, rss, a, work):
     lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     summary = {}
     for w in WORKLOADS:
-        base_rps, base_p99 = m(w, "nginx", "rps"), m(w, "nginx", "p99_ms")
-        base_cpu = m("anon", "nginx", "cpu_us")
         for t in TARGETS:
             rps, p50, p99 = m(w, t, "rps"), m(w, t, "p50_ms"), m(w, t, "p99_ms")
             cpu = m(w, t, "cpu_us")
             errors = sum(r["errors"] for r in results[(w, t)])
-            summary[(w, t)] = {"rps": rps, "rps_x": rps / base_rps, "p99_x": p99 / base_p99,
-                               "cpu_us": cpu, "cpu_x": cpu / base_cpu if cpu == cpu else None}
+            rps_x, p99_x = paired(w, t, "rps", w), paired(w, t, "p99_ms", w)
+            cpu_x = paired(w, t, "cpu_us", "anon") if cpu == cpu else None
+            summary[(w, t)] = {"rps": rps, "rps_x": rps_x, "p99_x": p99_x, "cpu_us": cpu, "cpu_x": cpu_x}
             cpu_cell = f"{cpu:.1f}" if cpu == cpu else "-"
             user, system = m(w, t, "user_us"), m(w, t, "sys_us")
             split = f"{user:.1f} | {system:.1f}" if cpu == cpu else "- | -"
-            cpu_x = f"{cpu / base_cpu:.2f}" if cpu == cpu else "-"
+            cpu_x_cell = f"{cpu_x:.2f}" if cpu == cpu else "-"
             rss_cell = f"{rss[t]:.1f}" if t in rss else "-"
-            lines.append(f"| {w} | {t} | {rps:.0f} | {rps / base_rps:.2f} | {p50:.2f} | {p99:.2f} | "
-                         f"{p99 / base_p99:.2f} | {cpu_cell} | {split} | {cpu_x} | {rss_cell} | {errors} |")
+            lines.append(f"| {w} | {t} | {rps:.0f} | {rps_x:.2f} | {p50:.2f} | {p99:.2f} | "
+                         f"{p99_x:.2f} | {cpu_cell} | {split} | {cpu_x_cell} | {rss_cell} | {errors} |")
     lines.append("")
-    lines.append("CPU x nginx compares with nginx's CPU per plain proxied request (the anon row); "
-                 "user and system split the CPU time between the process and the kernel working for it.")
+    lines.append("The x nginx columns are medians over rounds of each round's ratio to nginx in the same round "
+                 "(the other columns, medians of the values). CPU x nginx compares with nginx's CPU per plain "
+                 "proxied request (the anon row); user and system split the CPU time between the process and the "
+                 "kernel working for it.")
     targets = [
         ("anonymous throughput, memory", summary[("anon", "memory")]["rps_x"], ">=", 1.0),
         ("session reads throughput, memory", summary[("read", "memory")]["rps_x"], ">=", 0.9),

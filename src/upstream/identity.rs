@@ -46,6 +46,10 @@ impl Serialize for SessionView<'_> {
     }
 }
 
+/// The claims' names, punctuation and two timestamps of up to 20 digits:
+/// `{"iss":"","aud":"","iat":,"exp":,"sid":"","session":}`.
+const CLAIMS_FRAME_BYTES: usize = 96;
+
 #[derive(Serialize)]
 struct Claims<'a> {
     iss: &'a str,
@@ -140,7 +144,16 @@ impl TokenSigner {
             sid,
             session: view,
         };
-        let json = serde_json::to_vec(&claims).expect("serializing JSON values cannot fail");
+        // Sized up front: grown from empty, the buffer was reallocated
+        // several times per token.
+        let mut json = Vec::with_capacity(
+            CLAIMS_FRAME_BYTES
+                + self.issuer.len()
+                + self.audience.len()
+                + sid.map_or(0, str::len)
+                + view.data.as_str().len(),
+        );
+        serde_json::to_writer(&mut json, &claims).expect("serializing JSON values cannot fail");
         // 64 bytes of signature are 86 characters of base64url.
         let mut token = String::with_capacity(self.header.len() + json.len() * 4 / 3 + 92);
         token.push_str(&self.header);

@@ -275,6 +275,14 @@ def median(values):
     return statistics.median(values) if values else float("nan")
 
 
+def paired_ratio(runs, baseline, key):
+    """Median over rounds of each run's ratio to the baseline's run in the
+    same round: a drift of the machine between rounds cancels out of each
+    pair, where a ratio of medians can put a slow phase on one side only."""
+    pairs = zip(runs, baseline)
+    return median([r[key] / b[key] for r, b in pairs if key in r and key in b])
+
+
 def report_partial(results, targets, workloads):
     """A focused run (--targets/--workloads): medians and ratios only, nothing written."""
     for w in workloads:
@@ -297,10 +305,7 @@ def report(results, rss, a, work):
         return median([r[key] for r in results[(w, t)] if key in r])
 
     def paired(w, t, key, base_w):
-        """Median over rounds of the ratio to nginx's run in the same round:
-        a drift of the machine between rounds cancels out of each pair."""
-        pairs = zip(results[(w, t)], results[(base_w, "nginx")])
-        return median([r[key] / b[key] for r, b in pairs if key in r and key in b])
+        return paired_ratio(results[(w, t)], results[(base_w, "nginx")], key)
 
     lines = []
     machine = f"{os.cpu_count()} cores, {subprocess.run(['uname', '-srm'], capture_output=True, text=True).stdout.strip()}"

@@ -22,8 +22,8 @@ import sys
 import tempfile
 import time
 
-from run import (Procs, cpu_seconds, free_port, median, nginx_conf, sessiongate_conf, status_mib,
-                 wait_port, wrk_args, parse_wrk)
+from run import (Procs, cpu_seconds, free_port, median, nginx_conf, paired_ratio, sessiongate_conf,
+                 status_mib, wait_port, wrk_args, parse_wrk)
 
 STORES = ["memory", "embedded"]
 
@@ -177,9 +177,7 @@ def report(instances, results, sizes, stores, a):
     verdicts = []
 
     def paired(store, n, key):
-        """Median over rounds of the ratio to the smallest size in the same round."""
-        small = results[(store, sizes[0])]
-        return median([r[key] / s[key] for r, s in zip(results[(store, n)], small)])
+        return paired_ratio(results[(store, n)], results[(store, sizes[0])], key)
 
     for store in stores:
         small = instances[(store, sizes[0])]

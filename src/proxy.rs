@@ -18,7 +18,7 @@ use crate::upstream::{Upstreams, pool};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +26,42 @@ use std::time::Instant;
 use tracing::Instrument;
 
 pub type ProxyBody = Either<crate::upstream::pool::UpstreamBody, Full<Bytes>>;
+
+/// A request's body: hyper's, or none for a request read by the server's
+/// own HTTP/1.1 loop (which serves only requests without one).
+pub enum RequestBody {
+    Hyper(Incoming),
+    Empty,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(body) => std::pin::Pin::new(body).poll_frame(cx),
+            RequestBody::Empty => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Hyper(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// What the accept loop knows of a connection.
 #[derive(Debug, Clone)]
@@ -138,7 +174,7 @@ impl Proxy {
     /// rather than a wrapper that would copy it once more per request.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         conn: ConnInfo,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
@@ -181,7 +217,7 @@ impl Proxy {
 
     async fn route_and_forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         conn: ConnInfo,
         request_id: &HeaderValue,
     ) -> (Option<usize>, Response<ProxyBody>) {
@@ -228,7 +264,7 @@ impl Proxy {
     async fn forward(
         &self,
         route: &Route,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         conn: ConnInfo,
         host: Option<HeaderValue>,
         rewritten_path: Option<String>,
@@ -451,7 +487,7 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 }
 
 /// The Host header as received (HTTP/1.1), or the authority (HTTP/2).
-fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn request_host(req: &Request<RequestBody>) -> Option<HeaderValue> {
     req.headers().get(header::HOST).cloned().or_else(|| {
         req.uri()
             .authority()

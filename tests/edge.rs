@@ -471,19 +471,6 @@ async fn eddsa_tokens_verify_with_the_published_jwks() {
     }
 }
 
-async fn read_to_close(s: &mut TcpStream, within: Duration) -> Option<String> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&out).into_owned()),
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => return None,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_and_oversized_heads_get_431() {
     let up = upstream().await;

@@ -2,12 +2,13 @@
 //! loops stop accepting, in-flight requests finish (up to the drain timeout),
 //! then `run` returns.
 
+mod h1;
 pub mod tls;
 
 use crate::admin::Admin;
 use crate::config::{Config, Limits};
 use crate::metrics::Metrics;
-use crate::proxy::{ConnInfo, Proxy};
+use crate::proxy::{ConnInfo, Proxy, RequestBody};
 use crate::session::record::now_ms;
 use crate::store;
 use hyper::service::service_fn;
@@ -130,12 +131,18 @@ pub async fn run(
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = JoinSet::new();
+    let head_limits = h1::HeadLimits {
+        read_timeout: config.limits.header_read_timeout,
+        max_bytes: config.limits.max_header_bytes,
+        max_headers: config.limits.max_headers,
+    };
 
     for (listener, acceptor) in listeners.proxy.into_iter().zip(acceptors) {
         let addr = listener.local_addr().ok();
         tracing::info!(addr = ?addr, tls = acceptor.is_some(), "proxy listening");
         let proxy = proxy.clone();
         let proto = if acceptor.is_some() { "https" } else { "http" };
+        let own_http1 = acceptor.is_none().then(|| (proxy.clone(), head_limits));
         loops.spawn(accept_loop(
             listener,
             acceptor,
@@ -144,10 +151,15 @@ pub async fn run(
             graceful.clone(),
             connections.clone(),
             stop_rx.clone(),
+            own_http1,
             move |remote| {
                 let proxy = proxy.clone();
                 let conn = ConnInfo::new(remote, proto);
-                service_fn(move |req| proxy.clone().handle(req, conn.clone()))
+                service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    proxy
+                        .clone()
+                        .handle(req.map(RequestBody::Hyper), conn.clone())
+                })
             },
         ));
     }
@@ -162,6 +174,7 @@ pub async fn run(
             graceful.clone(),
             Arc::new(Semaphore::new(64)),
             stop_rx.clone(),
+            None,
             move |_| {
                 let admin = admin.clone();
                 service_fn(move |req| {
@@ -229,6 +242,7 @@ async fn accept_loop<S, B, F>(
     graceful: Arc<GracefulShutdown>,
     connections: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
+    own_http1: Option<(Arc<Proxy>, h1::HeadLimits)>,
     make_service: F,
 ) where
     F: Fn(SocketAddr) -> S,
@@ -268,8 +282,22 @@ async fn accept_loop<S, B, F>(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let mut shutting_down = stop.clone();
+        let own_http1 = own_http1.clone();
         tokio::spawn(async move {
             let result = match tls {
+                // Plain HTTP/1.1 is served by the server's own loop, which
+                // hands anything else (HTTP/2 included) to hyper.
+                None if let Some((proxy, limits)) = own_http1 => {
+                    let info = ConnInfo::new(remote, "http");
+                    match h1::serve(stream, &proxy, &info, limits, &mut shutting_down).await {
+                        h1::Served::Done => Ok(()),
+                        h1::Served::Handoff(io) => {
+                            let conn =
+                                builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                    }
+                }
                 None => {
                     // Before hyper knows the protocol no header timer runs: a
                     // client must send its first byte within the header timeout.

@@ -10,7 +10,7 @@ mod stream;
 
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
-use hyper::body::Incoming;
+use crate::proxy::RequestBody;
 use pool::{Pool, UpstreamBody, UpstreamError};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -110,7 +110,7 @@ impl Upstreams {
     pub async fn send_with_hyper(
         &self,
         index: usize,
-        req: http::Request<Incoming>,
+        req: http::Request<RequestBody>,
         upgrade: bool,
     ) -> Result<http::Response<UpstreamBody>, ProxyError> {
         let timeout = self.list[index].timeout;

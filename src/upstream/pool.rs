@@ -17,6 +17,7 @@
 use super::h1::{self, ChunkedDecoder, Decoded, Framing, ResponseError};
 use super::stream::UpstreamStream;
 use crate::config::UpstreamConfig;
+use crate::proxy::RequestBody;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -69,8 +70,8 @@ trait Pooled {
 }
 
 struct Conn {
-    sender: http1::SendRequest<Incoming>,
-    driver: http1::Connection<Io, Incoming>,
+    sender: http1::SendRequest<RequestBody>,
+    driver: http1::Connection<Io, RequestBody>,
 }
 
 impl Pooled for Conn {
@@ -186,7 +187,7 @@ type IdleList<C> = Mutex<Vec<(Instant, Box<C>)>>;
 
 /// Whether a request can go over the `h1` codec's connections: no body to
 /// stream and no protocol switch. Everything else goes through hyper's client.
-pub fn is_plain(method: &Method, body: &Incoming, upgrade: bool) -> bool {
+pub fn is_plain(method: &Method, body: &RequestBody, upgrade: bool) -> bool {
     !upgrade && body.is_end_stream() && method != Method::CONNECT
 }
 
@@ -318,7 +319,7 @@ impl Pool {
     /// socket over.
     pub async fn send_with_hyper(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         upgrade: bool,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut reused = true;

@@ -1,0 +1,799 @@
+//! sessiongate's own HTTP/1.1 server loop for the requests most traffic is
+//! made of: HTTP/1.1, no body, no upgrade. Such a request is parsed here into
+//! the `http` types the proxy takes and its response written back, without
+//! hyper's connection state machine (its dispatcher, buffers and body
+//! channels cost more per request than the parse itself).
+//!
+//! Anything else hands the connection, with every byte already read, to
+//! hyper for the rest of its life: a request with a body or `Expect`, an
+//! upgrade or CONNECT, HTTP/1.0, HTTP/2's preface, a head too large or one
+//! that does not parse. hyper's rules and error answers (400, 431) then apply
+//! unchanged, so this loop only ever decides the unambiguous cases: a request
+//! it serves has no body by every reading (no `Transfer-Encoding`, no
+//! `Content-Length` but `0`), so no framing disagreement can smuggle a second
+//! request past the proxy.
+
+use crate::proxy::{ConnInfo, Proxy, ProxyBody, RequestBody};
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Body;
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+
+/// The header count up to which the parse needs no heap (hyper's default limit).
+const STACK_HEADERS: usize = 100;
+/// Read buffer growth: one typical request head in one read.
+const READ_RESERVE_BYTES: usize = 8 * 1024;
+/// Body data up to this size is copied behind the head, so that a small
+/// response leaves in one write; larger data is written from where it lies.
+const COALESCE_BYTES: usize = 16 * 1024;
+/// A connection keeps buffers up to this size between requests.
+const MAX_KEPT_BUFFER_BYTES: usize = 64 * 1024;
+/// Longest request target served here (hyper's limit; longer ones go to hyper).
+const MAX_URI_BYTES: usize = u16::MAX as usize - 1;
+
+/// What the loop enforces of a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// For a whole head, counted from when the connection starts waiting for it.
+    pub read_timeout: Duration,
+    pub max_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// How a connection left this loop.
+pub enum Served<T> {
+    /// Closed, or failed: nothing more to do.
+    Done,
+    /// hyper takes over: the stream, with the bytes read but not served.
+    Handoff(Prefixed<T>),
+}
+
+/// One parsed request head.
+// Unboxed: the request is moved once, and a box would cost an allocation
+// per request.
+#[allow(clippy::large_enum_variant)]
+pub enum Parsed {
+    /// More bytes are needed.
+    Partial,
+    /// A request this loop serves, its head taken off the buffer; `close`
+    /// when the client asked to close the connection after it.
+    Plain {
+        request: Request<RequestBody>,
+        close: bool,
+    },
+    /// Anything else: hyper decides.
+    Handoff,
+}
+
+/// Parses the request head at the start of `buf`. Only a complete head of a
+/// request without a body is taken off the buffer; everything else leaves
+/// it untouched for hyper.
+pub fn parse(buf: &mut BytesMut, limits: &HeadLimits) -> Parsed {
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= STACK_HEADERS {
+        &mut stack[..limits.max_headers]
+    } else {
+        heap.resize_with(limits.max_headers, MaybeUninit::uninit);
+        &mut heap
+    };
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, slots)
+    {
+        Ok(httparse::Status::Complete(len)) if len <= limits.max_bytes => len,
+        Ok(httparse::Status::Partial) if buf.len() < limits.max_bytes => return Parsed::Partial,
+        _ => return Parsed::Handoff,
+    };
+    if req.version != Some(1) {
+        return Parsed::Handoff;
+    }
+    let Ok(method) = Method::from_bytes(req.method.unwrap_or_default().as_bytes()) else {
+        return Parsed::Handoff;
+    };
+    let path = req.path.unwrap_or_default();
+    if method == Method::CONNECT || path.len() > MAX_URI_BYTES {
+        return Parsed::Handoff;
+    }
+    // Offsets, so that the head's bytes can be shared by the header values
+    // once the buffer no longer borrows into the parse.
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    let path_range = offset(path.as_bytes())..offset(path.as_bytes()) + path.len();
+    let mut close = false;
+    let mut fields = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            return Parsed::Handoff;
+        };
+        match name {
+            header::TRANSFER_ENCODING | header::EXPECT | header::UPGRADE => {
+                return Parsed::Handoff;
+            }
+            header::CONTENT_LENGTH if h.value != b"0" => return Parsed::Handoff,
+            header::CONNECTION if has_token(h.value, b"close") => close = true,
+            _ => {}
+        }
+        let start = offset(h.value);
+        fields.push((name, start..start + h.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    let uri = match http::Uri::from_maybe_shared(head.slice(path_range)) {
+        Ok(uri) => uri,
+        Err(_) => {
+            // Put the head back for hyper, which answers 400.
+            let mut whole = BytesMut::from(head);
+            whole.unsplit(std::mem::take(buf));
+            *buf = whole;
+            return Parsed::Handoff;
+        }
+    };
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, range) in fields {
+        // SAFETY: httparse accepts in a field value only the bytes a
+        // `HeaderValue` may hold (HTAB, space, visible ASCII, obs-text), as
+        // hyper relies on too; debug builds check it again.
+        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(range)) };
+        headers.append(name, value);
+    }
+    let mut request = Request::new(RequestBody::Empty);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Parsed::Plain { request, close }
+}
+
+/// Whether a comma-separated header value lists `token` (case-insensitive).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Serves requests on `io` until the client closes, a request needs hyper,
+/// or shutdown begins (an idle connection is then closed; a request being
+/// read or served is answered first).
+pub async fn serve<T>(
+    mut io: T,
+    proxy: &Arc<Proxy>,
+    conn: &ConnInfo,
+    limits: HeadLimits,
+    stop: &mut watch::Receiver<bool>,
+) -> Served<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_RESERVE_BYTES);
+    let mut out = Vec::new();
+    // One wait for shutdown per connection, polled by every idle wait.
+    let mut stopping = std::pin::pin!(stop.changed());
+    loop {
+        let (request, close) = match next_request(&mut io, &mut buf, &limits, &mut stopping).await {
+            Next::Request(request, close) => (request, close),
+            Next::Handoff => return Served::Handoff(Prefixed::new(buf.freeze(), io)),
+            Next::Closed => return Served::Done,
+        };
+        let head_only = request.method() == Method::HEAD;
+        let response = match proxy.clone().handle(request, conn.clone()).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        if let Err(e) = write_response(&mut io, &mut out, response, head_only, close).await {
+            tracing::debug!(error = %e, "writing a response failed; connection closed");
+            return Served::Done;
+        }
+        if close {
+            let _ = io.shutdown().await;
+            return Served::Done;
+        }
+        if out.capacity() > MAX_KEPT_BUFFER_BYTES {
+            out = Vec::new();
+        }
+        if buf.is_empty() && buf.capacity() > MAX_KEPT_BUFFER_BYTES {
+            buf = BytesMut::with_capacity(READ_RESERVE_BYTES);
+        }
+    }
+}
+
+#[allow(clippy::large_enum_variant)] // as `Parsed`
+enum Next {
+    Request(Request<RequestBody>, bool),
+    Handoff,
+    Closed,
+}
+
+/// Reads until a whole head is buffered, within the head timeout, which also
+/// bounds how long a kept-alive connection may idle (as hyper's does).
+async fn next_request<T, S>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    limits: &HeadLimits,
+    stopping: &mut Pin<&mut S>,
+) -> Next
+where
+    T: AsyncRead + Unpin,
+    S: Future,
+{
+    // A pipelined request may be whole already.
+    if !buf.is_empty() {
+        match parse(buf, limits) {
+            Parsed::Plain { request, close } => return Next::Request(request, close),
+            Parsed::Handoff => return Next::Handoff,
+            Parsed::Partial => {}
+        }
+    }
+    let idle = buf.is_empty();
+    let read = async {
+        loop {
+            if buf.capacity() - buf.len() < READ_RESERVE_BYTES / 8 {
+                buf.reserve(READ_RESERVE_BYTES);
+            }
+            match io.read_buf(buf).await {
+                Ok(0) | Err(_) => return Next::Closed,
+                Ok(_) => {}
+            }
+            match parse(buf, limits) {
+                Parsed::Partial => {}
+                Parsed::Plain { request, close } => return Next::Request(request, close),
+                Parsed::Handoff => return Next::Handoff,
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        next = tokio::time::timeout(limits.read_timeout, read) => next.unwrap_or(Next::Closed),
+        _ = stopping.as_mut(), if idle => Next::Closed,
+    }
+}
+
+/// How the response body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framing {
+    /// No body may follow (HEAD, 1xx, 204, 304).
+    None,
+    Length(u64),
+    Chunked,
+}
+
+async fn write_response<T>(
+    io: &mut T,
+    out: &mut Vec<u8>,
+    response: Response<ProxyBody>,
+    head_only: bool,
+    close: bool,
+) -> std::io::Result<()>
+where
+    T: AsyncWrite + Unpin,
+{
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    let framing = if head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::None
+    } else {
+        match body.size_hint().exact() {
+            Some(n) => Framing::Length(n),
+            None => Framing::Chunked,
+        }
+    };
+    out.clear();
+    encode_head(status, &parts.headers, framing, head_only, close, out);
+    if framing == Framing::None {
+        return io.write_all(out).await;
+    }
+    let mut body = std::pin::pin!(body);
+    let mut sent = 0u64;
+    while !body.is_end_stream() {
+        // Whatever the body has ready joins the head; before waiting for
+        // more, what is buffered goes out (a slow stream must not hold it).
+        let next = match std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await
+        {
+            Poll::Ready(next) => next,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    io.write_all(out).await?;
+                    out.clear();
+                }
+                std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+            }
+        };
+        let data = match next {
+            None => break,
+            Some(Err(e)) => return Err(std::io::Error::other(e)),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue,
+            },
+        };
+        sent += data.len() as u64;
+        if let Framing::Length(n) = framing
+            && sent > n
+        {
+            return Err(std::io::Error::other(
+                "response body longer than its length",
+            ));
+        }
+        if framing == Framing::Chunked {
+            let mut hex = [0u8; 16];
+            out.extend_from_slice(chunk_size(data.len(), &mut hex));
+            out.extend_from_slice(b"\r\n");
+        }
+        if data.len() <= COALESCE_BYTES {
+            out.extend_from_slice(&data);
+        } else {
+            write_all_vectored(io, out, &data).await?;
+            out.clear();
+        }
+        if framing == Framing::Chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    match framing {
+        Framing::Length(n) if sent != n => {
+            return Err(std::io::Error::other(
+                "response body shorter than its length",
+            ));
+        }
+        Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+        _ => {}
+    }
+    if !out.is_empty() {
+        io.write_all(out).await?;
+    }
+    Ok(())
+}
+
+/// Writes `first` then `second`, in one system call when the stream allows.
+async fn write_all_vectored<T>(io: &mut T, first: &[u8], second: &[u8]) -> std::io::Result<()>
+where
+    T: AsyncWrite + Unpin,
+{
+    let (mut a, mut b) = (first, second);
+    while !a.is_empty() {
+        let n = io
+            .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    io.write_all(b).await
+}
+
+fn chunk_size(n: usize, hex: &mut [u8; 16]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut i = hex.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        hex[i] = DIGITS[n & 15];
+        n >>= 4;
+        if n == 0 {
+            return &hex[i..];
+        }
+    }
+}
+
+/// The status line and headers. The body's framing is this loop's to
+/// write: the response's own `Content-Length` (except answering HEAD, where
+/// it describes what a GET would get), `Transfer-Encoding` and `Connection`
+/// are not copied.
+fn encode_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    head_only: bool,
+    close: bool,
+    out: &mut Vec<u8>,
+) {
+    out.reserve(64 + headers.len() * 48);
+    if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut dated = false;
+    for (name, value) in headers {
+        match *name {
+            header::CONTENT_LENGTH if !head_only => continue,
+            header::TRANSFER_ENCODING | header::CONNECTION => continue,
+            header::DATE => dated = true,
+            _ => {}
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None => {}
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        extend_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+thread_local! {
+    /// The `Date` value, formatted once per second.
+    static DATE: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((u64::MAX, [0; 29])) };
+}
+
+fn extend_date(out: &mut Vec<u8>) {
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            let formatted = httpdate::fmt_http_date(now);
+            if let Ok(bytes) = <[u8; 29]>::try_from(formatted.as_bytes()) {
+                *text = bytes;
+                *at = secs;
+            }
+        }
+        out.extend_from_slice(text);
+    });
+}
+
+/// A stream with bytes already read from it in front: what hyper reads
+/// after a hand-off.
+pub struct Prefixed<T> {
+    prefix: Bytes,
+    io: T,
+}
+
+impl<T> Prefixed<T> {
+    pub fn new(prefix: Bytes, io: T) -> Self {
+        Prefixed { prefix, io }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        read_timeout: Duration::from_secs(30),
+        max_bytes: 8192,
+        max_headers: 100,
+    };
+
+    fn parse_text(text: &str) -> (Parsed, BytesMut) {
+        let mut buf = BytesMut::from(text);
+        let parsed = parse(&mut buf, &LIMITS);
+        (parsed, buf)
+    }
+
+    fn plain(text: &str) -> (Request<RequestBody>, bool, BytesMut) {
+        match parse_text(text) {
+            (Parsed::Plain { request, close }, rest) => (request, close, rest),
+            (Parsed::Partial, _) => panic!("partial: {text:?}"),
+            (Parsed::Handoff, _) => panic!("handed off: {text:?}"),
+        }
+    }
+
+    fn handed_off(text: &str) {
+        let (parsed, rest) = parse_text(text);
+        assert!(
+            matches!(parsed, Parsed::Handoff),
+            "not handed off: {text:?}"
+        );
+        assert_eq!(
+            rest,
+            text.as_bytes(),
+            "a hand-off keeps every byte for hyper"
+        );
+    }
+
+    #[test]
+    fn a_get_is_taken_off_the_buffer_and_a_pipelined_one_stays() {
+        let (req, close, rest) = plain(
+            "GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nCookie: x=1\r\ncookie: y=2\r\n\r\nGET /next HTTP/1.1\r\n",
+        );
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path(), "/a/b");
+        assert_eq!(req.uri().query(), Some("c=d"));
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.headers()["host"], "example.com");
+        let cookies: Vec<_> = req.headers().get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["x=1", "y=2"]);
+        assert!(!close);
+        assert_eq!(rest, "GET /next HTTP/1.1\r\n".as_bytes());
+        assert!(req.body().is_end_stream());
+    }
+
+    #[test]
+    fn an_incomplete_head_waits_for_more() {
+        let (parsed, rest) = parse_text("GET / HTTP/1.1\r\nHost: a\r\n");
+        assert!(matches!(parsed, Parsed::Partial));
+        assert_eq!(rest.len(), 25);
+    }
+
+    #[test]
+    fn connection_close_is_seen_among_other_tokens() {
+        assert!(plain("GET / HTTP/1.1\r\nConnection: TE, Close\r\n\r\n").1);
+        assert!(!plain("GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n").1);
+        assert!(!plain("GET / HTTP/1.1\r\nConnection: closed\r\n\r\n").1);
+    }
+
+    #[test]
+    fn a_zero_content_length_is_no_body() {
+        let (req, _, rest) = plain("POST /form HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(req.method(), Method::POST);
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn anything_with_a_body_an_upgrade_or_another_version_goes_to_hyper() {
+        for text in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            "POST / HTTP/1.1\r\nContent-Length: 00\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "GET / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            "GET / HTTP/1.0\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",
+            "G@T / HTTP/1.1\r\n\r\n",
+            "GET http://[::1 HTTP/1.1\r\n\r\n",
+        ] {
+            handed_off(text);
+        }
+    }
+
+    #[test]
+    fn heads_over_the_limits_go_to_hyper() {
+        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+        handed_off(&format!("GET / HTTP/1.1\r\n{many}\r\n"));
+        let long = "a".repeat(LIMITS.max_bytes);
+        handed_off(&format!("GET / HTTP/1.1\r\nX: {long}\r\n\r\n"));
+        // Incomplete, but already as large as a head may be.
+        handed_off(&format!("GET / HTTP/1.1\r\nX: {long}"));
+        let few = HeadLimits {
+            max_headers: 2,
+            ..LIMITS
+        };
+        let mut buf = BytesMut::from("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
+        assert!(matches!(parse(&mut buf, &few), Parsed::Handoff));
+        let more = HeadLimits {
+            max_headers: 150,
+            ..LIMITS
+        };
+        let mut buf = BytesMut::from(format!("GET / HTTP/1.1\r\n{many}\r\n").as_str());
+        match parse(&mut buf, &more) {
+            Parsed::Plain { request, .. } => assert_eq!(request.headers().len(), 101),
+            _ => panic!("101 headers are within a limit of 150"),
+        }
+    }
+
+    /// xorshift: deterministic bytes for the property tests below.
+    fn noise(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    #[test]
+    fn mangled_heads_never_panic_and_only_whole_heads_are_taken() {
+        let base = b"GET /p?q HTTP/1.1\r\nHost: h\r\nCookie: s=1\r\nContent-Length: 0\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        let alphabet = b"\r\n :\x00\x7f\xffGET/HTTP1.0chunkedTransfer-Encoding";
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut bytes = base.to_vec();
+            for _ in 0..(noise(&mut seed) % 4 + 1) {
+                let at = (noise(&mut seed) as usize) % bytes.len();
+                let b = alphabet[(noise(&mut seed) as usize) % alphabet.len()];
+                match noise(&mut seed) % 3 {
+                    0 => bytes[at] = b,
+                    1 => bytes.insert(at, b),
+                    _ => {
+                        bytes.remove(at);
+                    }
+                }
+            }
+            let cut = (noise(&mut seed) as usize) % (bytes.len() + 1);
+            bytes.truncate(cut);
+            let mut buf = BytesMut::from(&bytes[..]);
+            match parse(&mut buf, &LIMITS) {
+                Parsed::Plain { request, .. } => {
+                    let taken = bytes.len() - buf.len();
+                    assert_eq!(&bytes[taken..], &buf[..]);
+                    assert!(bytes[..taken].ends_with(b"\n"));
+                    assert!(request.headers().get(header::TRANSFER_ENCODING).is_none());
+                    for v in request.headers().get_all(header::CONTENT_LENGTH) {
+                        assert_eq!(v, "0");
+                    }
+                }
+                Parsed::Partial | Parsed::Handoff => assert_eq!(&buf[..], &bytes[..]),
+            }
+        }
+    }
+
+    fn head(
+        status: StatusCode,
+        headers: &[(&str, &str)],
+        framing: Framing,
+        head_only: bool,
+        close: bool,
+    ) -> String {
+        let mut map = HeaderMap::new();
+        for (n, v) in headers {
+            map.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let mut out = Vec::new();
+        encode_head(status, &map, framing, head_only, close, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_response_head_carries_its_own_framing_only() {
+        let h = head(
+            StatusCode::OK,
+            &[
+                ("content-length", "99"),
+                ("transfer-encoding", "chunked"),
+                ("connection", "keep-alive"),
+                ("x-a", "1"),
+            ],
+            Framing::Length(2),
+            false,
+            false,
+        );
+        assert!(
+            h.starts_with("HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 2\r\ndate: "),
+            "{h}"
+        );
+        assert!(h.ends_with(" GMT\r\n\r\n"), "{h}");
+        assert_eq!(h.matches("content-length").count(), 1);
+        let h = head(
+            StatusCode::BAD_GATEWAY,
+            &[("date", "x")],
+            Framing::Chunked,
+            false,
+            true,
+        );
+        assert_eq!(
+            h,
+            "HTTP/1.1 502 Bad Gateway\r\ndate: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn head_and_bodiless_answers_keep_no_framing_of_their_own() {
+        let h = head(
+            StatusCode::OK,
+            &[("content-length", "1234"), ("date", "d")],
+            Framing::None,
+            true,
+            false,
+        );
+        assert_eq!(
+            h,
+            "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\ndate: d\r\n\r\n"
+        );
+        let h = head(
+            StatusCode::NOT_MODIFIED,
+            &[("content-length", "1234"), ("date", "d")],
+            Framing::None,
+            false,
+            false,
+        );
+        assert_eq!(h, "HTTP/1.1 304 Not Modified\r\ndate: d\r\n\r\n");
+        let h = head(
+            StatusCode::from_u16(599).unwrap(),
+            &[("date", "d")],
+            Framing::Length(0),
+            false,
+            false,
+        );
+        assert_eq!(
+            h,
+            "HTTP/1.1 599 <none>\r\ndate: d\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn chunk_sizes_are_lowercase_hex() {
+        let mut hex = [0u8; 16];
+        assert_eq!(chunk_size(0, &mut hex), b"0");
+        assert_eq!(chunk_size(255, &mut hex), b"ff");
+        assert_eq!(chunk_size(16 * 1024 + 1, &mut hex), b"4001");
+        assert_eq!(chunk_size(usize::MAX, &mut hex), b"ffffffffffffffff");
+    }
+
+    #[tokio::test]
+    async fn a_handed_off_stream_reads_its_prefix_first() {
+        let (mut near, far) = tokio::io::duplex(64);
+        let mut io = Prefixed::new(Bytes::from_static(b"abc"), far);
+        near.write_all(b"def").await.unwrap();
+        drop(near);
+        let mut got = Vec::new();
+        io.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"abcdef");
+    }
+}

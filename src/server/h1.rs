@@ -39,6 +39,22 @@ const MAX_KEPT_BUFFER_BYTES: usize = 64 * 1024;
 /// Longest request target served here (hyper's limit; longer ones go to hyper).
 const MAX_URI_BYTES: usize = u16::MAX as usize - 1;
 
+/// Room in a request's header map for what the proxy adds before
+/// forwarding it (`X-Forwarded-*`, `X-Request-Id`, `Host`, the session
+/// header), so that the map never grows while the request is in flight.
+const PROXY_ADDED_HEADERS: usize = 8;
+/// A recycled header map larger than this is dropped instead.
+const MAX_SPARE_HEADERS: usize = 128;
+
+/// Allocations a connection reuses from one request to the next.
+#[derive(Default)]
+pub struct Spare {
+    /// The last response's header map, emptied: the next request's headers
+    /// go into it (hyper recycles its maps the same way).
+    headers: HeaderMap,
+    fields: Vec<(HeaderName, std::ops::Range<usize>)>,
+}
+
 /// What the loop enforces of a request head.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
@@ -76,7 +92,7 @@ pub enum Parsed {
 /// Parses the request head at the start of `buf`. Only a complete head of a
 /// request without a body is taken off the buffer; everything else leaves
 /// it untouched for hyper.
-pub fn parse(buf: &mut BytesMut, limits: &HeadLimits) -> Parsed {
+pub fn parse(buf: &mut BytesMut, limits: &HeadLimits, spare: &mut Spare) -> Parsed {
     let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
     let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= STACK_HEADERS {
@@ -109,7 +125,8 @@ pub fn parse(buf: &mut BytesMut, limits: &HeadLimits) -> Parsed {
     let offset = |s: &[u8]| s.as_ptr() as usize - base;
     let path_range = offset(path.as_bytes())..offset(path.as_bytes()) + path.len();
     let mut close = false;
-    let mut fields = Vec::with_capacity(req.headers.len());
+    let fields = &mut spare.fields;
+    fields.clear();
     for h in req.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
             return Parsed::Handoff;
@@ -136,8 +153,9 @@ pub fn parse(buf: &mut BytesMut, limits: &HeadLimits) -> Parsed {
             return Parsed::Handoff;
         }
     };
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, range) in fields {
+    let mut headers = std::mem::take(&mut spare.headers);
+    headers.reserve(fields.len() + PROXY_ADDED_HEADERS);
+    for (name, range) in fields.drain(..) {
         // SAFETY: httparse accepts in a field value only the bytes a
         // `HeaderValue` may hold (HTAB, space, visible ASCII, obs-text), as
         // hyper relies on too; debug builds check it again.
@@ -174,10 +192,19 @@ where
 {
     let mut buf = BytesMut::with_capacity(READ_RESERVE_BYTES);
     let mut out = Vec::new();
-    // One wait for shutdown per connection, polled by every idle wait.
+    let mut spare = Spare::default();
+    // One wait for shutdown and one timer per connection, polled by every
+    // wait for a head: arming and cancelling a timer per request would cost
+    // more than the rest of the wait.
     let mut stopping = std::pin::pin!(stop.changed());
+    let mut timer = std::pin::pin!(tokio::time::sleep(limits.read_timeout));
     loop {
-        let (request, close) = match next_request(&mut io, &mut buf, &limits, &mut stopping).await {
+        let waiting = Waiting {
+            limits: &limits,
+            stopping: stopping.as_mut(),
+            timer: timer.as_mut(),
+        };
+        let (request, close) = match waiting.next_request(&mut io, &mut buf, &mut spare).await {
             Next::Request(request, close) => (request, close),
             Next::Handoff => return Served::Handoff(Prefixed::new(buf.freeze(), io)),
             Next::Closed => return Served::Done,
@@ -187,7 +214,8 @@ where
             Ok(response) => response,
             Err(never) => match never {},
         };
-        if let Err(e) = write_response(&mut io, &mut out, response, head_only, close).await {
+        let written = write_response(&mut io, &mut out, response, head_only, close, &mut spare);
+        if let Err(e) = written.await {
             tracing::debug!(error = %e, "writing a response failed; connection closed");
             return Served::Done;
         }
@@ -211,47 +239,65 @@ enum Next {
     Closed,
 }
 
-/// Reads until a whole head is buffered, within the head timeout, which also
-/// bounds how long a kept-alive connection may idle (as hyper's does).
-async fn next_request<T, S>(
-    io: &mut T,
-    buf: &mut BytesMut,
-    limits: &HeadLimits,
-    stopping: &mut Pin<&mut S>,
-) -> Next
-where
-    T: AsyncRead + Unpin,
-    S: Future,
-{
-    // A pipelined request may be whole already.
-    if !buf.is_empty() {
-        match parse(buf, limits) {
-            Parsed::Plain { request, close } => return Next::Request(request, close),
-            Parsed::Handoff => return Next::Handoff,
-            Parsed::Partial => {}
-        }
-    }
-    let idle = buf.is_empty();
-    let read = async {
-        loop {
-            if buf.capacity() - buf.len() < READ_RESERVE_BYTES / 8 {
-                buf.reserve(READ_RESERVE_BYTES);
-            }
-            match io.read_buf(buf).await {
-                Ok(0) | Err(_) => return Next::Closed,
-                Ok(_) => {}
-            }
-            match parse(buf, limits) {
-                Parsed::Partial => {}
+/// What a wait for the next request head watches besides the socket.
+struct Waiting<'a, S> {
+    limits: &'a HeadLimits,
+    stopping: Pin<&'a mut S>,
+    timer: Pin<&'a mut tokio::time::Sleep>,
+}
+
+impl<S: Future> Waiting<'_, S> {
+    /// Reads until a whole head is buffered, within the head timeout, which
+    /// also bounds how long a kept-alive connection may idle (as hyper's
+    /// does).
+    async fn next_request<T>(mut self, io: &mut T, buf: &mut BytesMut, spare: &mut Spare) -> Next
+    where
+        T: AsyncRead + Unpin,
+    {
+        let limits = self.limits;
+        // A pipelined request may be whole already.
+        if !buf.is_empty() {
+            match parse(buf, limits, spare) {
                 Parsed::Plain { request, close } => return Next::Request(request, close),
                 Parsed::Handoff => return Next::Handoff,
+                Parsed::Partial => {}
             }
         }
-    };
-    tokio::select! {
-        biased;
-        next = tokio::time::timeout(limits.read_timeout, read) => next.unwrap_or(Next::Closed),
-        _ = stopping.as_mut(), if idle => Next::Closed,
+        // The timer is left where it is: when it fires early it is moved to
+        // this deadline then, so a busy connection re-arms it about once per
+        // timeout rather than once per request.
+        let deadline = tokio::time::Instant::now() + limits.read_timeout;
+        let idle = buf.is_empty();
+        let read = async {
+            loop {
+                if buf.capacity() - buf.len() < READ_RESERVE_BYTES / 8 {
+                    buf.reserve(READ_RESERVE_BYTES);
+                }
+                match io.read_buf(buf).await {
+                    Ok(0) | Err(_) => return Next::Closed,
+                    Ok(_) => {}
+                }
+                match parse(buf, limits, spare) {
+                    Parsed::Partial => {}
+                    Parsed::Plain { request, close } => return Next::Request(request, close),
+                    Parsed::Handoff => return Next::Handoff,
+                }
+            }
+        };
+        let mut read = std::pin::pin!(read);
+        loop {
+            tokio::select! {
+                biased;
+                next = &mut read => return next,
+                () = self.timer.as_mut() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Next::Closed;
+                    }
+                    self.timer.as_mut().reset(deadline);
+                }
+                _ = self.stopping.as_mut(), if idle => return Next::Closed,
+            }
+        }
     }
 }
 
@@ -270,6 +316,7 @@ async fn write_response<T>(
     response: Response<ProxyBody>,
     head_only: bool,
     close: bool,
+    spare: &mut Spare,
 ) -> std::io::Result<()>
 where
     T: AsyncWrite + Unpin,
@@ -290,6 +337,11 @@ where
     };
     out.clear();
     encode_head(status, &parts.headers, framing, head_only, close, out);
+    let mut headers = parts.headers;
+    if headers.capacity() <= MAX_SPARE_HEADERS {
+        headers.clear();
+        spare.headers = headers;
+    }
     if framing == Framing::None {
         return io.write_all(out).await;
     }
@@ -537,7 +589,7 @@ mod tests {
 
     fn parse_text(text: &str) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(text);
-        let parsed = parse(&mut buf, &LIMITS);
+        let parsed = parse(&mut buf, &LIMITS, &mut Spare::default());
         (parsed, buf)
     }
 
@@ -635,13 +687,16 @@ mod tests {
             ..LIMITS
         };
         let mut buf = BytesMut::from("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
-        assert!(matches!(parse(&mut buf, &few), Parsed::Handoff));
+        assert!(matches!(
+            parse(&mut buf, &few, &mut Spare::default()),
+            Parsed::Handoff
+        ));
         let more = HeadLimits {
             max_headers: 150,
             ..LIMITS
         };
         let mut buf = BytesMut::from(format!("GET / HTTP/1.1\r\n{many}\r\n").as_str());
-        match parse(&mut buf, &more) {
+        match parse(&mut buf, &more, &mut Spare::default()) {
             Parsed::Plain { request, .. } => assert_eq!(request.headers().len(), 101),
             _ => panic!("101 headers are within a limit of 150"),
         }
@@ -660,6 +715,7 @@ mod tests {
         let base = b"GET /p?q HTTP/1.1\r\nHost: h\r\nCookie: s=1\r\nContent-Length: 0\r\n\r\nGET / HTTP/1.1\r\n\r\n";
         let alphabet = b"\r\n :\x00\x7f\xffGET/HTTP1.0chunkedTransfer-Encoding";
         let mut seed = 0x9e37_79b9_7f4a_7c15;
+        let mut spare = Spare::default();
         for _ in 0..20_000 {
             let mut bytes = base.to_vec();
             for _ in 0..(noise(&mut seed) % 4 + 1) {
@@ -676,7 +732,7 @@ mod tests {
             let cut = (noise(&mut seed) as usize) % (bytes.len() + 1);
             bytes.truncate(cut);
             let mut buf = BytesMut::from(&bytes[..]);
-            match parse(&mut buf, &LIMITS) {
+            match parse(&mut buf, &LIMITS, &mut spare) {
                 Parsed::Plain { request, .. } => {
                     let taken = bytes.len() - buf.len();
                     assert_eq!(&bytes[taken..], &buf[..]);

@@ -121,7 +121,9 @@ pub fn parse_response_head(
         );
     }
     let head = buf.split_to(len).freeze();
-    let mut map = HeaderMap::with_capacity(count);
+    // Room for what the proxy adds on the way back (`Vary`, `X-Request-Id`,
+    // `Set-Cookie`), so that the map does not grow then.
+    let mut map = HeaderMap::with_capacity(count + 4);
     let mut close = false;
     for &(ns, ne, vs, ve) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])

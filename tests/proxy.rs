@@ -179,6 +179,36 @@ async fn slow_upstream_is_504() {
     assert!(start.elapsed() < Duration::from_millis(2500));
 }
 
+#[tokio::test]
+async fn each_request_on_a_kept_upstream_connection_gets_the_whole_timeout() {
+    let up = upstream().await;
+    let gw = gateway(
+        &config("", JSON_ROUTE).replace("timeout: 2s", "timeout: 600ms"),
+        up.addr,
+    )
+    .await;
+    let client = TestClient::new();
+    assert_eq!(client.get(&gw.url("/first"), &[]).await.status, 200);
+    // The first request's deadline passes while its connection idles in
+    // the pool; the next request on it still has its full 600 ms.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let r = client
+        .get(&gw.url("/second"), &[(REPLY_DELAY_MS, "350")])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.hits.load(Ordering::SeqCst), 2);
+    let start = Instant::now();
+    let r = client
+        .get(&gw.url("/third"), &[(REPLY_DELAY_MS, "1500")])
+        .await;
+    assert_eq!(r.status, 504);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(550) && waited < Duration::from_millis(1200),
+        "timed out after {waited:?}"
+    );
+}
+
 /// An upstream whose response body arrives in chunks, 200 ms apart.
 async fn trickling_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -126,7 +126,12 @@ impl Upstreams {
         parts: &http::request::Parts,
     ) -> Result<http::Response<UpstreamBody>, ProxyError> {
         let timeout = self.list[index].timeout;
-        timed(timeout, self.pools[index].send_plain(parts)).await
+        let deadline = tokio::time::Instant::now() + timeout;
+        match self.pools[index].send_plain(parts, deadline).await {
+            Ok(resp) => Ok(resp),
+            Err(UpstreamError::TimedOut) => Err(ProxyError::UpstreamTimeout(timeout)),
+            Err(e) => Err(ProxyError::UpstreamUnreachable(e)),
+        }
     }
 }
 

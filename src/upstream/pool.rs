@@ -60,6 +60,9 @@ pub enum UpstreamError {
     Http(#[source] hyper::Error),
     #[error("HTTP/1.1 exchange with the upstream failed")]
     Exchange(#[source] ResponseError),
+    /// The upstream's timeout passed before the response head arrived.
+    #[error("no response head from the upstream in time")]
+    TimedOut,
 }
 
 /// What the pool needs of a connection, whichever codec speaks on it.
@@ -106,6 +109,10 @@ struct PlainConn {
     buf: BytesMut,
     /// The request head being written; kept for its allocation.
     head: Vec<u8>,
+    /// Bounds each exchange. Armed once per connection and moved to the
+    /// current exchange's deadline only when it fires early: arming and
+    /// cancelling a timer per request cost more than the rest of the wait.
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Pooled for PlainConn {
@@ -117,33 +124,70 @@ impl Pooled for PlainConn {
     }
 }
 
+fn poll_fill(
+    io: &mut UpstreamStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_RESERVE_BYTES / 8 {
+        buf.reserve(READ_RESERVE_BYTES);
+    }
+    std::pin::pin!(io.read_buf(buf)).poll(cx)
+}
+
 impl PlainConn {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_RESERVE_BYTES / 8 {
-            self.buf.reserve(READ_RESERVE_BYTES);
+        poll_fill(&mut self.io, &mut self.buf, cx)
+    }
+
+    /// [`PlainConn::exchange`] within `deadline`; `None` when it passed.
+    async fn exchange_by(
+        &mut self,
+        parts: &http::request::Parts,
+        deadline: tokio::time::Instant,
+    ) -> Option<Result<h1::ResponseHead, (ResponseError, Silence)>> {
+        let PlainConn {
+            io,
+            buf,
+            head,
+            timer,
+        } = self;
+        let mut exchange = std::pin::pin!(PlainConn::exchange(io, buf, head, parts));
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut exchange => return Some(done),
+                () = timer.as_mut() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return None;
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+            }
         }
-        std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx)
     }
 
     /// Writes a request without a body and reads up to its final response
     /// head. On failure, says whether the upstream can have seen nothing of
     /// the request but an incomplete head, or answered nothing at all.
     async fn exchange(
-        &mut self,
+        io: &mut UpstreamStream,
+        buf: &mut BytesMut,
+        head: &mut Vec<u8>,
         parts: &http::request::Parts,
     ) -> Result<h1::ResponseHead, (ResponseError, Silence)> {
-        self.head.clear();
-        h1::encode_request_head(parts, &mut self.head);
+        head.clear();
+        h1::encode_request_head(parts, head);
         let written = async {
-            self.io.write_all(&self.head).await?;
-            self.io.flush().await
+            io.write_all(head).await?;
+            io.flush().await
         };
         if let Err(e) = written.await {
             return Err((e.into(), Silence::NotSent));
         }
         let mut interim = false;
         loop {
-            match h1::parse_response_head(&mut self.buf, &parts.method) {
+            match h1::parse_response_head(buf, &parts.method) {
                 Ok(Some(head)) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
                     return Err((ResponseError::UnaskedUpgrade, Silence::Answered));
                 }
@@ -151,12 +195,12 @@ impl PlainConn {
                 Ok(Some(head)) if head.status.is_informational() => interim = true,
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) => {
-                    let silence = if interim || !self.buf.is_empty() {
+                    let silence = if interim || !buf.is_empty() {
                         Silence::Answered
                     } else {
                         Silence::NoAnswer
                     };
-                    match poll_fn(|cx| self.poll_fill(cx)).await {
+                    match poll_fn(|cx| poll_fill(io, buf, cx)).await {
                         Ok(0) => return Err((ResponseError::Incomplete, silence)),
                         Ok(_) => {}
                         Err(e) => return Err((e.into(), silence)),
@@ -388,6 +432,7 @@ impl Pool {
     pub async fn send_plain(
         self: &Arc<Self>,
         parts: &http::request::Parts,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut reused = true;
         loop {
@@ -398,19 +443,24 @@ impl Pool {
                 None => {
                     reused = false;
                     // Connecting is rare, and its state (a TLS handshake) large.
+                    let connect = tokio::time::timeout_at(deadline, self.connector.connect());
                     Box::new(PlainConn {
-                        io: Box::pin(self.connector.connect()).await?,
+                        io: Box::pin(connect)
+                            .await
+                            .map_err(|_| UpstreamError::TimedOut)??,
                         buf: BytesMut::with_capacity(READ_RESERVE_BYTES),
                         head: Vec::new(),
+                        timer: Box::pin(tokio::time::sleep_until(deadline)),
                     })
                 }
             };
-            let head = match conn.exchange(parts).await {
-                Ok(head) => head,
+            let head = match conn.exchange_by(parts, deadline).await {
+                None => return Err(UpstreamError::TimedOut),
+                Some(Ok(head)) => head,
                 // A reused connection the upstream closed while it idled: send
                 // once more on a new one, unless the request may have been
                 // acted on and is not safe to repeat.
-                Err((e, silence))
+                Some(Err((e, silence)))
                     if reused
                         && (silence == Silence::NotSent
                             || (silence == Silence::NoAnswer && parts.method.is_idempotent())) =>
@@ -419,7 +469,7 @@ impl Pool {
                     reused = false;
                     continue;
                 }
-                Err((e, _)) => return Err(UpstreamError::Exchange(e)),
+                Some(Err((e, _))) => return Err(UpstreamError::Exchange(e)),
             };
             let body = match head.framing {
                 Framing::Empty => {

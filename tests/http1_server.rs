@@ -168,3 +168,88 @@ async fn an_idle_keep_alive_connection_does_not_hold_up_shutdown() {
     let rest = read_to_close(&mut s, Duration::from_secs(2)).await;
     assert_eq!(rest.as_deref(), Some(""), "the idle connection is closed");
 }
+
+#[tokio::test]
+async fn shutdown_answers_a_busy_connection_with_close_then_ends_it() {
+    let up = upstream().await;
+    let gw = gateway(&config("", JSON_ROUTE), up.addr).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let slow = format!("GET /slow HTTP/1.1\r\nHost: a\r\n{REPLY_DELAY_MS}: 400\r\n\r\n");
+    s.write_all(slow.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = tokio::spawn(gw.stop());
+    let all = read_to_close(&mut s, Duration::from_secs(5))
+        .await
+        .expect("the connection ends after its answer");
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
+    assert!(all.contains("\r\nconnection: close\r\n"), "{all}");
+    assert!(all.contains(r#""path":"/slow""#), "{all}");
+    stopped.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_frees_its_connection_at_once() {
+    let up = upstream().await;
+    let gw = gateway(
+        &format!("{}limits: {{max_connections: 1}}\n", config("", JSON_ROUTE)),
+        up.addr,
+    )
+    .await;
+    let mut gone = TcpStream::connect(gw.addr).await.unwrap();
+    let slow = format!("GET /slow HTTP/1.1\r\nHost: a\r\n{REPLY_DELAY_MS}: 1800\r\n\r\n");
+    gone.write_all(slow.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(gone);
+    // The only connection slot is free again long before the upstream
+    // would have answered the abandoned request.
+    let start = Instant::now();
+    let mut next = TcpStream::connect(gw.addr).await.unwrap();
+    next.write_all(b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_to_close(&mut next, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(
+        start.elapsed() < Duration::from_millis(1000),
+        "waited {:?} for the abandoned request",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn head_of_the_gateways_own_answer_states_its_length() {
+    let up = upstream().await;
+    let routes = "  - {match: {path_prefix: /app}, upstream: app, forward: {mode: json}}";
+    let gw = gateway(&config("", routes), up.addr).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"HEAD /elsewhere HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let all = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+    let (head, rest) = all.split_once("\r\n\r\n").expect("a whole head");
+    assert!(head.starts_with("HTTP/1.1 404 Not Found"), "{all}");
+    let stated = "no route for this request\n".len().to_string();
+    assert_eq!(
+        header(head, "content-length"),
+        Some(stated.as_str()),
+        "{all}"
+    );
+    assert_eq!(rest, "", "no body follows a HEAD answer");
+}
+
+#[tokio::test]
+async fn a_head_trickled_byte_by_byte_is_served() {
+    let up = upstream().await;
+    let gw = gateway(&config("", JSON_ROUTE), up.addr).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    for b in b"GET /trickle HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" {
+        s.write_all(&[*b]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let all = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
+    assert!(all.contains(r#""path":"/trickle""#), "{all}");
+}

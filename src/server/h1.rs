@@ -193,6 +193,9 @@ where
     let mut buf = BytesMut::with_capacity(READ_RESERVE_BYTES);
     let mut out = Vec::new();
     let mut spare = Spare::default();
+    // Asked without waiting before each answer: once shutdown has begun,
+    // every answer says `Connection: close` and the connection ends.
+    let shutdown = stop.clone();
     // One wait for shutdown and one timer per connection, polled by every
     // wait for a head: arming and cancelling a timer per request would cost
     // more than the rest of the wait.
@@ -210,10 +213,11 @@ where
             Next::Closed => return Served::Done,
         };
         let head_only = request.method() == Method::HEAD;
-        let response = match proxy.clone().handle(request, conn.clone()).await {
-            Ok(response) => response,
-            Err(never) => match never {},
+        let handled = proxy.clone().handle(request, conn.clone());
+        let Some(response) = unless_hung_up(&mut io, &mut buf, handled).await else {
+            return Served::Done;
         };
+        let close = close || shutdown.has_changed().unwrap_or(true);
         let written = write_response(&mut io, &mut out, response, head_only, close, &mut spare);
         if let Err(e) = written.await {
             tracing::debug!(error = %e, "writing a response failed; connection closed");
@@ -230,6 +234,43 @@ where
             buf = BytesMut::with_capacity(READ_RESERVE_BYTES);
         }
     }
+}
+
+/// The proxy's answer, or `None` when the client closed its connection
+/// first: the request is then dropped, as hyper's server drops it, instead
+/// of holding the connection until the upstream answers. Bytes the client
+/// sends meanwhile are kept for the next request, and no longer watched.
+async fn unless_hung_up<T, F>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    handled: F,
+) -> Option<Response<ProxyBody>>
+where
+    T: AsyncRead + Unpin,
+    F: Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>>,
+{
+    let mut handled = std::pin::pin!(handled);
+    let mut watching = buf.is_empty();
+    loop {
+        tokio::select! {
+            biased;
+            answer = &mut handled => return Some(match answer {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }),
+            read = read_more(io, buf), if watching => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => watching = false,
+            },
+        }
+    }
+}
+
+async fn read_more<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_RESERVE_BYTES / 8 {
+        buf.reserve(READ_RESERVE_BYTES);
+    }
+    io.read_buf(buf).await
 }
 
 #[allow(clippy::large_enum_variant)] // as `Parsed`
@@ -249,7 +290,8 @@ struct Waiting<'a, S> {
 impl<S: Future> Waiting<'_, S> {
     /// Reads until a whole head is buffered, within the head timeout, which
     /// also bounds how long a kept-alive connection may idle (as hyper's
-    /// does).
+    /// does). Shutdown closes the connection only while nothing of a next
+    /// request has arrived.
     async fn next_request<T>(mut self, io: &mut T, buf: &mut BytesMut, spare: &mut Spare) -> Next
     where
         T: AsyncRead + Unpin,
@@ -266,39 +308,41 @@ impl<S: Future> Waiting<'_, S> {
         // The timer is left where it is: when it fires early it is moved to
         // this deadline then, so a busy connection re-arms it about once per
         // timeout rather than once per request.
-        let deadline = tokio::time::Instant::now() + limits.read_timeout;
-        let idle = buf.is_empty();
-        let read = async {
-            loop {
-                if buf.capacity() - buf.len() < READ_RESERVE_BYTES / 8 {
-                    buf.reserve(READ_RESERVE_BYTES);
-                }
-                match io.read_buf(buf).await {
-                    Ok(0) | Err(_) => return Next::Closed,
-                    Ok(_) => {}
-                }
-                match parse(buf, limits, spare) {
-                    Parsed::Partial => {}
-                    Parsed::Plain { request, close } => return Next::Request(request, close),
-                    Parsed::Handoff => return Next::Handoff,
-                }
-            }
-        };
-        let mut read = std::pin::pin!(read);
+        let deadline = crate::deadline_after(limits.read_timeout);
         loop {
+            let before = buf.len();
             tokio::select! {
                 biased;
-                next = &mut read => return next,
+                read = read_more(io, buf) => match read {
+                    Ok(0) | Err(_) => return Next::Closed,
+                    // A head trickling in is parsed again only once its end
+                    // may have arrived, not on every read.
+                    Ok(_) if before > 0
+                        && buf.len() < limits.max_bytes
+                        && !may_end_head(buf, before) => {}
+                    Ok(_) => match parse(buf, limits, spare) {
+                        Parsed::Partial => {}
+                        Parsed::Plain { request, close } => return Next::Request(request, close),
+                        Parsed::Handoff => return Next::Handoff,
+                    },
+                },
                 () = self.timer.as_mut() => {
                     if tokio::time::Instant::now() >= deadline {
                         return Next::Closed;
                     }
                     self.timer.as_mut().reset(deadline);
                 }
-                _ = self.stopping.as_mut(), if idle => return Next::Closed,
+                _ = self.stopping.as_mut(), if buf.is_empty() => return Next::Closed,
             }
         }
     }
+}
+
+/// Whether the bytes from `from` on (with the three before, which may
+/// start the blank line) hold a blank line, where a head ends.
+fn may_end_head(buf: &[u8], from: usize) -> bool {
+    let tail = &buf[from.saturating_sub(3)..];
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// How the response body is delimited on the wire.
@@ -306,6 +350,10 @@ impl<S: Future> Waiting<'_, S> {
 enum Framing {
     /// No body may follow (HEAD, 1xx, 204, 304).
     None,
+    /// An answer to HEAD for a body of this length that the response's
+    /// headers do not state (the proxy's own answers): no body follows, the
+    /// length is stated.
+    HeadOf(u64),
     Length(u64),
     Chunked,
 }
@@ -323,17 +371,17 @@ where
 {
     let (parts, body) = response.into_parts();
     let status = parts.status;
-    let framing = if head_only
-        || status.is_informational()
+    let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        Framing::None
-    } else {
-        match body.size_hint().exact() {
-            Some(n) => Framing::Length(n),
-            None => Framing::Chunked,
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = match body.size_hint().exact() {
+        _ if bodiless => Framing::None,
+        Some(n) if head_only && n > 0 && !parts.headers.contains_key(header::CONTENT_LENGTH) => {
+            Framing::HeadOf(n)
         }
+        _ if head_only => Framing::None,
+        Some(n) => Framing::Length(n),
+        None => Framing::Chunked,
     };
     out.clear();
     encode_head(status, &parts.headers, framing, head_only, close, out);
@@ -342,7 +390,7 @@ where
         headers.clear();
         spare.headers = headers;
     }
-    if framing == Framing::None {
+    if matches!(framing, Framing::None | Framing::HeadOf(_)) {
         return io.write_all(out).await;
     }
     let mut body = std::pin::pin!(body);
@@ -390,6 +438,11 @@ where
         }
         if framing == Framing::Chunked {
             out.extend_from_slice(b"\r\n");
+        }
+        // A fast body is written as it comes, not gathered whole.
+        if out.len() >= COALESCE_BYTES {
+            io.write_all(out).await?;
+            out.clear();
         }
     }
     match framing {
@@ -477,7 +530,7 @@ fn encode_head(
         out.extend_from_slice(b"\r\n");
     }
     match framing {
-        Framing::Length(n) => {
+        Framing::Length(n) | Framing::HeadOf(n) => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -831,6 +884,17 @@ mod tests {
             h,
             "HTTP/1.1 599 <none>\r\ndate: d\r\ncontent-length: 0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_across_reads() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for from in 1..head.len() {
+            assert!(may_end_head(head, from), "split at {from}");
+        }
+        assert!(may_end_head(b"GET / HTTP/1.1\nHost: a\n\n", 20));
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: a\r\nX: b", 20));
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\n\r", 15));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! request past the proxy.
 
 use crate::proxy::{ConnInfo, Proxy, ProxyBody, RequestBody};
+use crate::upstream::forward::lists_token;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -136,7 +137,7 @@ pub fn parse(buf: &mut BytesMut, limits: &HeadLimits, spare: &mut Spare) -> Pars
                 return Parsed::Handoff;
             }
             header::CONTENT_LENGTH if h.value != b"0" => return Parsed::Handoff,
-            header::CONNECTION if has_token(h.value, b"close") => close = true,
+            header::CONNECTION if lists_token(h.value, b"close") => close = true,
             _ => {}
         }
         let start = offset(h.value);
@@ -168,13 +169,6 @@ pub fn parse(buf: &mut BytesMut, limits: &HeadLimits, spare: &mut Spare) -> Pars
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     Parsed::Plain { request, close }
-}
-
-/// Whether a comma-separated header value lists `token` (case-insensitive).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Serves requests on `io` until the client closes, a request needs hyper,

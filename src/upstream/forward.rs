@@ -141,6 +141,14 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Appends `Cookie` to `Vary` unless it is already there.
+/// Whether a comma-separated header value lists `token` (case-insensitive),
+/// as `Connection: keep-alive, close` lists `close`.
+pub fn lists_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
 pub fn add_vary_cookie(headers: &mut HeaderMap) {
     let cookie = HeaderValue::from_static("Cookie");
     match headers.entry(header::VARY) {

@@ -149,7 +149,10 @@ pub fn parse_response_head(
         && !closes
         && !close
         && framing != Framing::Close
-        && !has_token(&map, header::CONNECTION, "close");
+        && !map
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| forward::lists_token(v.as_bytes(), b"close"));
     Ok(Some(ResponseHead {
         status,
         version,
@@ -227,15 +230,6 @@ fn connection_options(value: &[u8]) -> Option<bool> {
         close |= token.eq_ignore_ascii_case("close");
     }
     Some(close)
-}
-
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// One step of body decoding.

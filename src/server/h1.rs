@@ -191,8 +191,7 @@ where
     // every answer says `Connection: close` and the connection ends.
     let shutdown = stop.clone();
     // One wait for shutdown and one timer per connection, polled by every
-    // wait for a head: arming and cancelling a timer per request would cost
-    // more than the rest of the wait.
+    // wait for a head (see `crate::deadline::within`).
     let mut stopping = std::pin::pin!(stop.changed());
     let mut timer = std::pin::pin!(tokio::time::sleep(limits.read_timeout));
     loop {
@@ -299,10 +298,9 @@ impl<S: Future> Waiting<'_, S> {
                 Parsed::Partial => {}
             }
         }
-        // The timer is left where it is: when it fires early it is moved to
-        // this deadline then, so a busy connection re-arms it about once per
-        // timeout rather than once per request.
-        let deadline = crate::deadline_after(limits.read_timeout);
+        // One select (not `deadline::within` around another): this wait is
+        // on every request's path.
+        let deadline = crate::deadline::after(limits.read_timeout);
         loop {
             let before = buf.len();
             tokio::select! {
@@ -320,12 +318,9 @@ impl<S: Future> Waiting<'_, S> {
                         Parsed::Handoff => return Next::Handoff,
                     },
                 },
-                () = self.timer.as_mut() => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Next::Closed;
-                    }
-                    self.timer.as_mut().reset(deadline);
-                }
+                () = self.timer.as_mut() => if crate::deadline::passed(self.timer.as_mut(), deadline) {
+                    return Next::Closed;
+                },
                 _ = self.stopping.as_mut(), if buf.is_empty() => return Next::Closed,
             }
         }

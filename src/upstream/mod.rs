@@ -126,7 +126,7 @@ impl Upstreams {
         parts: &http::request::Parts,
     ) -> Result<http::Response<UpstreamBody>, ProxyError> {
         let timeout = self.list[index].timeout;
-        let deadline = crate::deadline_after(timeout);
+        let deadline = crate::deadline::after(timeout);
         match self.pools[index].send_plain(parts, deadline).await {
             Ok(resp) => Ok(resp),
             Err(UpstreamError::TimedOut) => Err(ProxyError::UpstreamTimeout(timeout)),

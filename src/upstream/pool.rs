@@ -109,9 +109,7 @@ struct PlainConn {
     buf: BytesMut,
     /// The request head being written; kept for its allocation.
     head: Vec<u8>,
-    /// Bounds each exchange. Armed once per connection and moved to the
-    /// current exchange's deadline only when it fires early: arming and
-    /// cancelling a timer per request cost more than the rest of the wait.
+    /// Bounds each exchange (see `crate::deadline::within`).
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -152,19 +150,8 @@ impl PlainConn {
             head,
             timer,
         } = self;
-        let mut exchange = std::pin::pin!(PlainConn::exchange(io, buf, head, parts));
-        loop {
-            tokio::select! {
-                biased;
-                done = &mut exchange => return Some(done),
-                () = timer.as_mut() => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return None;
-                    }
-                    timer.as_mut().reset(deadline);
-                }
-            }
-        }
+        let exchange = PlainConn::exchange(io, buf, head, parts);
+        crate::deadline::within(exchange, timer.as_mut(), deadline).await
     }
 
     /// Writes a request without a body and reads up to its final response

@@ -322,7 +322,7 @@ impl Proxy {
             }
         }
         forward::set_forwarded(h, &conn.client_ip, conn.proto, host.as_ref());
-        if !h.contains_key(header::HOST) {
+        if !forward::holds(h, &header::HOST) {
             let host = host.clone().unwrap_or_else(|| {
                 let authority = &self.upstreams.get(cfg.upstream).authority;
                 HeaderValue::from_str(authority.as_str()).expect("an authority is a header value")
@@ -351,7 +351,9 @@ impl Proxy {
         let (mut rparts, rbody) = resp.into_parts();
         let outcome = self.take_writeback(&mut rparts.headers, rparts.status);
         let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
-        let upstream_protocol = forward::upgrade_protocol(&rparts.headers);
+        let upstream_protocol = switching
+            .then(|| forward::upgrade_protocol(&rparts.headers))
+            .flatten();
         forward::remove_hop_by_hop(&mut rparts.headers);
         if switching {
             match (
@@ -497,7 +499,7 @@ fn request_host(req: &Request<RequestBody>) -> Option<HeaderValue> {
 
 /// An upstream must not set the gateway's own session cookie.
 fn strip_upstream_session_cookies(headers: &mut HeaderMap, name: &str) {
-    if !headers.contains_key(header::SET_COOKIE) {
+    if !forward::holds(headers, &header::SET_COOKIE) {
         return;
     }
     let owned_by_gateway = |v: &HeaderValue| {
@@ -529,7 +531,8 @@ fn strip_upstream_session_cookies(headers: &mut HeaderMap, name: &str) {
 /// from a per-thread generator (an id needs to be unique, not secret, and a
 /// syscall per request for it would be waste).
 fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID)
+    if forward::holds(headers, &X_REQUEST_ID)
+        && let Some(v) = headers.get(&X_REQUEST_ID)
         && !v.is_empty()
         && v.len() <= MAX_REQUEST_ID_LEN
         && v.as_bytes().iter().all(u8::is_ascii_graphic)
@@ -539,8 +542,9 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     let n = next_id();
     let mut out = [0u8; 32];
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = HEX[((n >> (124 - 4 * i)) & 15) as usize];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(n.to_be_bytes()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 15)];
     }
     HeaderValue::from_bytes(&out).expect("hex digits")
 }
@@ -640,3 +644,32 @@ const URI_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHAN
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_distinct_lowercase_hex() {
+        let ids: Vec<HeaderValue> = (0..64).map(|_| request_id(&HeaderMap::new())).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(
+                id.as_bytes()
+                    .iter()
+                    .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            );
+        }
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
+
+    #[test]
+    fn a_printable_client_request_id_is_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&h), "has space");
+    }
+}

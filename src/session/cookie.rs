@@ -207,7 +207,12 @@ pub fn split_request_cookies<'a>(headers: &'a HeaderMap, name: &str) -> RequestC
     let mut kept: Vec<&[u8]> = Vec::new();
     let mut removed = false;
     let mut header_count = 0;
-    for value in headers.get_all(header::COOKIE) {
+    let present = crate::upstream::forward::holds(headers, &header::COOKIE);
+    for value in present
+        .then(|| headers.get_all(header::COOKIE))
+        .into_iter()
+        .flatten()
+    {
         header_count += 1;
         for pair in value.as_bytes().split(|b| *b == b';') {
             let pair = trim_bytes(pair);

@@ -24,6 +24,14 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Whether `headers` holds `name`, found by a pass over the names rather
+/// than a hashed lookup: a message carries a dozen headers or so, comparing
+/// two standard names compares two tags, and most of the names the proxy
+/// asks about are absent, which a lookup pays for in full.
+pub fn holds(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.keys().any(|k| k == name)
+}
+
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names (a comparison of standard names is a tag
@@ -125,6 +133,9 @@ pub fn set_forwarded(
 /// plus `Upgrade: <protocol>`), or a 101 response agrees to.
 pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     // Almost no request or response has an Upgrade header: one lookup.
+    if !holds(headers, &header::UPGRADE) {
+        return None;
+    }
     let protocol = headers.get(header::UPGRADE)?;
     let asks = headers
         .get_all(header::CONNECTION)
@@ -171,6 +182,19 @@ pub fn add_vary_cookie(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holds_finds_standard_and_custom_names_alike() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.append(&X_REQUEST_ID, HeaderValue::from_static("1"));
+        h.append(&X_REQUEST_ID, HeaderValue::from_static("2"));
+        assert!(holds(&h, &header::HOST));
+        assert!(holds(&h, &HeaderName::from_bytes(b"X-Request-ID").unwrap()));
+        assert!(!holds(&h, &header::COOKIE));
+        assert!(!holds(&h, &X_FORWARDED_HOST));
+        assert!(!holds(&HeaderMap::new(), &header::HOST));
+    }
 
     #[test]
     fn connection_named_headers_are_removed() {

@@ -124,7 +124,11 @@ pub fn parse_response_head(
     // Room for what the proxy adds on the way back (`Vary`, `X-Request-Id`,
     // `Set-Cookie`), so that the map does not grow then.
     let mut map = HeaderMap::with_capacity(count + 4);
+    // What framing and keep-alive depend on is noted on the way through,
+    // so that deciding them takes no lookups in the map.
     let mut close = false;
+    let mut transfer_coded = false;
+    let mut length = Ok(None);
     for &(ns, ne, vs, ve) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| ResponseError::BadHeader("name"))?;
@@ -134,25 +138,25 @@ pub fn parse_response_head(
         if name == forward::KEEP_ALIVE {
             continue;
         }
-        if name == header::CONNECTION
-            && let Some(closes) = connection_options(value)
-        {
-            close |= closes;
-            continue;
+        if name == header::CONNECTION {
+            match connection_options(value) {
+                Some(closes) => {
+                    close |= closes;
+                    continue;
+                }
+                None => close |= forward::lists_token(value, b"close"),
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_coded = true;
+        } else if name == header::CONTENT_LENGTH {
+            length = length.and_then(|known| content_length(known, value));
         }
         let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
             .map_err(|_| ResponseError::BadHeader("value"))?;
         map.append(name, value);
     }
-    let (framing, closes) = framing(&mut map, status, method)?;
-    let keep_alive = version == Version::HTTP_11
-        && !closes
-        && !close
-        && framing != Framing::Close
-        && !map
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| forward::lists_token(v.as_bytes(), b"close"));
+    let (framing, closes) = framing(&mut map, status, method, transfer_coded, length)?;
+    let keep_alive = version == Version::HTTP_11 && !closes && !close && framing != Framing::Close;
     Ok(Some(ResponseHead {
         status,
         version,
@@ -167,6 +171,8 @@ fn framing(
     headers: &mut HeaderMap,
     status: StatusCode,
     method: &Method,
+    transfer_coded: bool,
+    length: Result<Option<u64>, ResponseError>,
 ) -> Result<(Framing, bool), ResponseError> {
     if method == Method::HEAD
         || status.is_informational()
@@ -175,7 +181,7 @@ fn framing(
     {
         return Ok((Framing::Empty, false));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if transfer_coded {
         // Transfer-Encoding overrides Content-Length, which must then go:
         // passing both on would let the next hop frame the body its own way.
         headers.remove(header::CONTENT_LENGTH);
@@ -191,30 +197,32 @@ fn framing(
             _ => (Framing::Close, true),
         });
     }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| ResponseError::BadHeader("Content-Length"))?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ResponseError::BadHeader("Content-Length"));
-            }
-            let n: u64 = part
-                .parse()
-                .map_err(|_| ResponseError::BadHeader("Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ResponseError::BadHeader("Content-Length"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
+    Ok(match length? {
         Some(0) => (Framing::Empty, false),
         Some(n) => (Framing::Length(n), false),
         None => (Framing::Close, true),
     })
+}
+
+/// Folds one `Content-Length` value into the length the earlier ones gave:
+/// a list of equal lengths is one length (RFC 9110 section 8.6), anything
+/// else is an error.
+fn content_length(known: Option<u64>, value: &[u8]) -> Result<Option<u64>, ResponseError> {
+    let bad = || ResponseError::BadHeader("Content-Length");
+    let mut length = known;
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        // At most 19 digits: no overflow.
+        let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if length.is_some_and(|l| l != n) {
+            return Err(bad());
+        }
+        length = Some(n);
+    }
+    Ok(length)
 }
 
 /// For a `Connection` value that names no end-to-end header (only `close`,
@@ -534,6 +542,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\u{a0}\r\n\r\n".as_bytes(),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551616\r\n\r\n",
         ] {
             assert!(
                 matches!(parse(raw, Method::GET), Err(ResponseError::BadHeader(_))),
@@ -548,6 +558,22 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(same.framing, Framing::Length(3));
+        let largest = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9999999999999999999\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(largest.framing, Framing::Length(9_999_999_999_999_999_999));
+        // Transfer-Encoding wins, and the Content-Length it overrides is not judged.
+        let coded = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: nonsense\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(coded.framing, Framing::Chunked);
+        assert!(!coded.headers.contains_key(header::CONTENT_LENGTH));
     }
 
     #[test]

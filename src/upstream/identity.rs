@@ -7,6 +7,7 @@ use crate::session::data::SessionData;
 use aws_lc_rs::signature::Ed25519KeyPair;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use hmac::Mac;
 use http::HeaderValue;
 use serde::Serialize;
@@ -126,7 +127,7 @@ impl TokenSigner {
         {
             return token.clone();
         }
-        let token = HeaderValue::try_from(self.sign(view, sid, now_s))
+        let token = HeaderValue::from_maybe_shared(Bytes::from(self.sign_bytes(view, sid, now_s)))
             .expect("a JWT is base64url and dots");
         if anonymous {
             *self.anonymous.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -136,6 +137,12 @@ impl TokenSigner {
     }
 
     pub fn sign(&self, view: &SessionView<'_>, sid: Option<&str>, now_s: u64) -> String {
+        String::from_utf8(self.sign_bytes(view, sid, now_s)).expect("a JWT is base64url and dots")
+    }
+
+    /// The token's bytes: built as bytes, a token is not checked as UTF-8
+    /// piece by piece on its way into a header value.
+    fn sign_bytes(&self, view: &SessionView<'_>, sid: Option<&str>, now_s: u64) -> Vec<u8> {
         let claims = Claims {
             iss: &self.issuer,
             aud: &self.audience,
@@ -155,16 +162,16 @@ impl TokenSigner {
         );
         serde_json::to_writer(&mut json, &claims).expect("serializing JSON values cannot fail");
         // 64 bytes of signature are 86 characters of base64url.
-        let mut token = String::with_capacity(self.header.len() + json.len() * 4 / 3 + 92);
-        token.push_str(&self.header);
+        let mut token = Vec::with_capacity(self.header.len() + json.len() * 4 / 3 + 92);
+        token.extend_from_slice(self.header.as_bytes());
         push_part(&mut token, &json);
         match &self.key {
             SignatureKey::Hs256(key) => {
-                let tag = key.clone().chain_update(token.as_bytes()).finalize();
+                let tag = key.clone().chain_update(&token).finalize();
                 push_part(&mut token, &tag.into_bytes());
             }
             SignatureKey::EdDsa(pair) => {
-                let signature = pair.sign(token.as_bytes());
+                let signature = pair.sign(&token);
                 push_part(&mut token, signature.as_ref());
             }
         }
@@ -172,9 +179,14 @@ impl TokenSigner {
     }
 }
 
-fn push_part(token: &mut String, bytes: &[u8]) {
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(bytes, token);
+fn push_part(token: &mut Vec<u8>, bytes: &[u8]) {
+    token.push(b'.');
+    let start = token.len();
+    let len = base64::encoded_len(bytes.len(), false).expect("a token is far below usize::MAX");
+    token.resize(start + len, 0);
+    URL_SAFE_NO_PAD
+        .encode_slice(bytes, &mut token[start..])
+        .expect("sized for the encoding");
 }
 
 /// How one route forwards the session.

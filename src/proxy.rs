@@ -113,6 +113,9 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
 }
 
+/// Headers the proxy sets on every request: `X-Forwarded-For`, `-Proto`,
+/// `-Host`, `X-Request-Id` and the session's header (and, as JSON, its sid).
+const PROXY_SET_HEADERS: usize = 6;
 /// Longest `X-Request-Id` accepted from a client; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 200;
 const NO_ROUTE_LABEL: &str = "none";
@@ -321,7 +324,9 @@ impl Proxy {
                 h.insert(header::COOKIE, v);
             }
         }
-        forward::set_forwarded(h, &conn.client_ip, conn.proto, host.as_ref());
+        let mut added =
+            forward::Added::with_capacity(PROXY_SET_HEADERS + cfg.forward.headers.len());
+        forward::set_forwarded(h, &mut added, &conn.client_ip, conn.proto, host.as_ref());
         if !forward::holds(h, &header::HOST) {
             let host = host.clone().unwrap_or_else(|| {
                 let authority = &self.upstreams.get(cfg.upstream).authority;
@@ -329,16 +334,23 @@ impl Proxy {
             });
             h.insert(header::HOST, host);
         }
-        h.insert(X_REQUEST_ID.clone(), request_id.clone());
-        self.session_headers(route, &loaded, h, now);
+        // A client's X-Request-Id was read (and kept when well formed) already.
+        if forward::holds(h, &X_REQUEST_ID) {
+            h.remove(&X_REQUEST_ID);
+        }
+        added.set(X_REQUEST_ID.clone(), request_id.clone());
+        self.session_headers(route, &loaded, &mut added, now);
 
         let path = rewritten_path.unwrap_or_else(|| parts.uri.path().to_string());
         parts.uri = self.upstreams.uri(cfg.upstream, &path, parts.uri.query())?;
         parts.version = http::Version::HTTP_11;
 
         let resp = if pool::is_plain(&parts.method, &body, upgrade.is_some()) {
-            self.upstreams.send_plain(cfg.upstream, &parts).await?
+            self.upstreams
+                .send_plain(cfg.upstream, &parts, &added)
+                .await?
         } else {
+            added.append_to(&mut parts.headers);
             // Boxed: streaming a body or switching protocols takes hyper's
             // client, whose state would otherwise enlarge every request's future.
             let req = Request::from_parts(parts, body);
@@ -415,7 +427,9 @@ impl Proxy {
         })
     }
 
-    fn session_headers(&self, route: &Route, loaded: &Loaded, h: &mut HeaderMap, now: u64) {
+    /// The session's headers for the upstream. Their names were cleared from
+    /// the client's headers with the internal prefix and `session_filled`.
+    fn session_headers(&self, route: &Route, loaded: &Loaded, h: &mut forward::Added, now: u64) {
         let cfg = &route.cfg.forward;
         let data = loaded.data();
         let sid = loaded.record.as_ref().map(|r| r.sid.as_str());
@@ -425,16 +439,16 @@ impl Proxy {
         };
         match (&route.forwarding, &cfg.header) {
             (Forwarding::Signed(signer), Some(name)) => {
-                h.insert(name.clone(), signer.header_value(&view, sid, now / 1000));
+                h.set(name.clone(), signer.header_value(&view, sid, now / 1000));
             }
             (Forwarding::Json, Some(name)) => {
-                h.insert(
+                h.set(
                     name.clone(),
                     HeaderValue::try_from(to_ascii_json(&view)).expect("ASCII JSON"),
                 );
                 // A sid read from a shared store is not trusted to be header-safe.
                 if let Some(sid) = sid.and_then(|s| HeaderValue::from_str(s).ok()) {
-                    h.insert(self.headers.sid.clone(), sid);
+                    h.set(self.headers.sid.clone(), sid);
                 }
             }
             _ => {}
@@ -443,9 +457,7 @@ impl Proxy {
         for (name, key) in &cfg.headers {
             if let Some(value) = fields.as_ref().and_then(|f| f.get(key)) {
                 match plain_header_value(value) {
-                    Some(v) => {
-                        h.insert(name.clone(), v);
-                    }
+                    Some(v) => h.set(name.clone(), v),
                     None => {
                         tracing::warn!(header = %name, "session value cannot be sent as a header (control characters); skipped")
                     }

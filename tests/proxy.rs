@@ -151,6 +151,51 @@ async fn forwarded_headers_and_request_id() {
 }
 
 #[tokio::test]
+async fn a_request_with_a_body_gets_the_same_headers_and_no_forged_ones() {
+    // Bodies go to the upstream through hyper's client, bodiless requests
+    // through sessiongate's own codec: the headers the proxy sets must be
+    // the same both ways, once each.
+    let up = upstream().await;
+    let gw = gateway(&config("", JSON_ROUTE), up.addr).await;
+    let c = TestClient::new();
+    for method in ["GET", "POST"] {
+        let r = c
+            .send(
+                Request::builder()
+                    .method(method)
+                    .uri(gw.url("/upload"))
+                    .header("host", "shop.example.test")
+                    .header("x-forwarded-for", "203.0.113.7")
+                    .header("x-forwarded-proto", "forged")
+                    .header("x-forwarded-host", "forged.example")
+                    .header("x-request-id", "abc-123")
+                    .header("x-session-data", r#"{"admin":true}"#)
+                    .body(Full::new(Bytes::from_static(if method == "POST" {
+                        b"abc"
+                    } else {
+                        b""
+                    })))
+                    .unwrap(),
+            )
+            .await;
+        let echo = r.echo();
+        assert_eq!(
+            echo.header_all("x-forwarded-for"),
+            ["203.0.113.7, 127.0.0.1"],
+            "{method}"
+        );
+        assert_eq!(echo.header_all("x-forwarded-proto"), ["http"], "{method}");
+        assert_eq!(
+            echo.header_all("x-forwarded-host"),
+            ["shop.example.test"],
+            "{method}"
+        );
+        assert_eq!(echo.header_all("x-request-id"), ["abc-123"], "{method}");
+        assert_eq!(echo.header_all("x-session-data"), ["{}"], "{method}");
+    }
+}
+
+#[tokio::test]
 async fn unreachable_upstream_is_502() {
     // A port that was just free: nothing listens there.
     let closed = {

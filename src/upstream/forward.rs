@@ -92,40 +92,74 @@ pub fn remove_internal(headers: &mut HeaderMap, names: &InternalHeaders) {
     }
 }
 
-/// Sets `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host`.
+/// The headers the proxy sets on a request (`X-Forwarded-*`,
+/// `X-Request-Id`, the session's), kept beside the client's map rather than
+/// inserted into it: the upstream codec writes them after the client's
+/// headers, which spares a hashed insert and its removal per header on
+/// every request; a request that goes through hyper appends them to its map.
+/// The client's own copies of these names must be gone from the map.
+#[derive(Debug, Default)]
+pub struct Added(Vec<(HeaderName, HeaderValue)>);
+
+impl Added {
+    pub fn with_capacity(n: usize) -> Self {
+        Added(Vec::with_capacity(n))
+    }
+
+    /// Sets `name`, replacing what was set under it before, as
+    /// [`HeaderMap::insert`] does.
+    pub fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+
+    pub fn append_to(self, headers: &mut HeaderMap) {
+        for (name, value) in self.0 {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For` (appended), `X-Forwarded-Proto` and
+/// `X-Forwarded-Host`, taking the client's copies out of `headers`.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
+    added: &mut Added,
     client_ip: &HeaderValue,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    // One search of the map whether or not the client sent the header.
-    match headers.entry(&X_FORWARDED_FOR) {
-        Entry::Occupied(mut e) => {
-            // Several X-Forwarded-For headers are one list (RFC 9110 section 5.3).
-            let mut hops: Vec<&str> = e
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .collect();
-            let ip = client_ip.to_str().expect("an IP address is ASCII");
-            hops.push(ip);
-            let joined = HeaderValue::try_from(hops.join(", ")).expect("ASCII");
-            e.insert(joined);
-        }
-        Entry::Vacant(e) => {
-            e.insert(client_ip.clone());
+    let forwarded_for = if holds(headers, &X_FORWARDED_FOR) {
+        // Several X-Forwarded-For headers are one list (RFC 9110 section 5.3).
+        let mut hops: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        hops.push(client_ip.to_str().expect("an IP address is ASCII"));
+        let joined = HeaderValue::try_from(hops.join(", ")).expect("ASCII");
+        headers.remove(&X_FORWARDED_FOR);
+        joined
+    } else {
+        client_ip.clone()
+    };
+    added.set(X_FORWARDED_FOR.clone(), forwarded_for);
+    for name in [&X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
+        if holds(headers, name) {
+            headers.remove(name);
         }
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    match host {
-        Some(h) => {
-            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
-        }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
-        }
+    added.set(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if let Some(h) = host {
+        added.set(X_FORWARDED_HOST.clone(), h.clone());
     }
 }
 
@@ -241,21 +275,62 @@ mod tests {
         assert!(h.contains_key(header::ACCEPT));
     }
 
+    fn forwarded(h: HeaderMap, host: Option<&HeaderValue>) -> HeaderMap {
+        let mut h = h;
+        let mut added = Added::default();
+        set_forwarded(
+            &mut h,
+            &mut added,
+            &HeaderValue::from_static("127.0.0.1"),
+            "http",
+            host,
+        );
+        // What the client sent under these names is gone from its map.
+        assert!(!h.keys().any(|k| k.as_str().starts_with("x-forwarded-")));
+        added.append_to(&mut h);
+        h
+    }
+
     #[test]
     fn forwarded_for_is_appended() {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
-        set_forwarded(
-            &mut h,
-            &HeaderValue::from_static("127.0.0.1"),
-            "http",
-            Some(&HeaderValue::from_static("example.com:8080")),
-        );
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("forged"));
+        let h = forwarded(h, Some(&HeaderValue::from_static("example.com:8080")));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h.get_all(&X_FORWARDED_PROTO).iter().count(), 1);
         assert_eq!(h[&X_FORWARDED_HOST], "example.com:8080");
+    }
+
+    #[test]
+    fn forwarded_host_is_dropped_without_a_host() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            &X_FORWARDED_HOST,
+            HeaderValue::from_static("forged.example"),
+        );
+        let h = forwarded(h, None);
+        assert!(!h.contains_key(&X_FORWARDED_HOST));
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
+    }
+
+    #[test]
+    fn added_headers_replace_as_insert_does() {
+        let mut added = Added::default();
+        added.set(X_REQUEST_ID.clone(), HeaderValue::from_static("a"));
+        added.set(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        added.set(X_REQUEST_ID.clone(), HeaderValue::from_static("b"));
+        let got: Vec<_> = added.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("x-request-id", "b".parse().unwrap()),
+                ("x-forwarded-proto", "http".parse().unwrap())
+            ]
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use super::forward;
+use super::forward::{self, Added};
 
 /// Largest response head accepted from an upstream (nginx's default
 /// `proxy_buffer_size` is 4 KiB; hyper's client allows more).
@@ -43,15 +43,16 @@ pub enum ResponseError {
     Io(#[from] std::io::Error),
 }
 
-/// Writes the head of a request without a body.
-pub fn encode_request_head(parts: &http::request::Parts, out: &mut Vec<u8>) {
+/// Writes the head of a request without a body: the client's headers, then
+/// the ones the proxy adds.
+pub fn encode_request_head(parts: &http::request::Parts, added: &Added, out: &mut Vec<u8>) {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.reserve(target.len() + 64 + parts.headers.len() * 32);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
+    for (name, value) in parts.headers.iter().chain(added.iter()) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -408,11 +409,16 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = req.into_parts();
+        let mut added = Added::default();
+        added.set(
+            forward::X_REQUEST_ID.clone(),
+            HeaderValue::from_static("r-1"),
+        );
         let mut out = Vec::new();
-        encode_request_head(&parts, &mut out);
+        encode_request_head(&parts, &added, &mut out);
         assert_eq!(
             out,
-            b"GET /a/b?x=1 HTTP/1.1\r\nhost: app\r\nx-forwarded-for: 10.0.0.1\r\ncookie: a=1\r\n\r\n"
+            b"GET /a/b?x=1 HTTP/1.1\r\nhost: app\r\nx-forwarded-for: 10.0.0.1\r\ncookie: a=1\r\nx-request-id: r-1\r\n\r\n"
         );
     }
 

@@ -124,10 +124,11 @@ impl Upstreams {
         &self,
         index: usize,
         parts: &http::request::Parts,
+        added: &forward::Added,
     ) -> Result<http::Response<UpstreamBody>, ProxyError> {
         let timeout = self.list[index].timeout;
         let deadline = crate::deadline::after(timeout);
-        match self.pools[index].send_plain(parts, deadline).await {
+        match self.pools[index].send_plain(parts, added, deadline).await {
             Ok(resp) => Ok(resp),
             Err(UpstreamError::TimedOut) => Err(ProxyError::UpstreamTimeout(timeout)),
             Err(e) => Err(ProxyError::UpstreamUnreachable(e)),

@@ -14,6 +14,7 @@
 //! spoken to by the codec in `h1`; requests with a body, whose upload hyper
 //! streams, and upgrades take hyper's.
 
+use super::forward::Added;
 use super::h1::{self, ChunkedDecoder, Decoded, Framing, ResponseError};
 use super::stream::UpstreamStream;
 use crate::config::UpstreamConfig;
@@ -142,6 +143,7 @@ impl PlainConn {
     async fn exchange_by(
         &mut self,
         parts: &http::request::Parts,
+        added: &Added,
         deadline: tokio::time::Instant,
     ) -> Option<Result<h1::ResponseHead, (ResponseError, Silence)>> {
         let PlainConn {
@@ -150,7 +152,7 @@ impl PlainConn {
             head,
             timer,
         } = self;
-        let exchange = PlainConn::exchange(io, buf, head, parts);
+        let exchange = PlainConn::exchange(io, buf, head, parts, added);
         crate::deadline::within(exchange, timer.as_mut(), deadline).await
     }
 
@@ -162,9 +164,10 @@ impl PlainConn {
         buf: &mut BytesMut,
         head: &mut Vec<u8>,
         parts: &http::request::Parts,
+        added: &Added,
     ) -> Result<h1::ResponseHead, (ResponseError, Silence)> {
         head.clear();
-        h1::encode_request_head(parts, head);
+        h1::encode_request_head(parts, added, head);
         let written = async {
             io.write_all(head).await?;
             io.flush().await
@@ -419,6 +422,7 @@ impl Pool {
     pub async fn send_plain(
         self: &Arc<Self>,
         parts: &http::request::Parts,
+        added: &Added,
         deadline: tokio::time::Instant,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut reused = true;
@@ -441,7 +445,7 @@ impl Pool {
                     })
                 }
             };
-            let head = match conn.exchange_by(parts, deadline).await {
+            let head = match conn.exchange_by(parts, added, deadline).await {
                 None => return Err(UpstreamError::TimedOut),
                 Some(Ok(head)) => head,
                 // A reused connection the upstream closed while it idled: send

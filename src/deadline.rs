@@ -14,7 +14,11 @@ const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 /// `now + after`, saturating: a configured timeout may be as large as a
 /// `u64` of seconds, which `Instant` addition would panic on.
 pub fn after(after: Duration) -> Instant {
-    let now = Instant::now();
+    after_from(Instant::now(), after)
+}
+
+/// `now + after`, saturating, for a caller that has read the clock already.
+pub fn after_from(now: Instant, after: Duration) -> Instant {
     now.checked_add(after.min(FAR_FUTURE)).unwrap_or(now)
 }
 

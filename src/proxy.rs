@@ -188,7 +188,7 @@ impl Proxy {
         let span = tracing::info_span!("request", request_id = %RequestIdDisplay(&request_id));
         // Boxed: the request's state is then built once, in place, instead of
         // being copied through every layer that awaits it.
-        let forwarding = Box::pin(self.route_and_forward(req, conn, &request_id));
+        let forwarding = Box::pin(self.route_and_forward(req, conn, &request_id, start));
         let (route, mut resp) = if span.is_disabled() {
             forwarding.await
         } else {
@@ -223,6 +223,7 @@ impl Proxy {
         req: Request<RequestBody>,
         conn: ConnInfo,
         request_id: &HeaderValue,
+        start: Instant,
     ) -> (Option<usize>, Response<ProxyBody>) {
         let host = request_host(&req);
         let (index, rewritten) = {
@@ -249,7 +250,14 @@ impl Proxy {
             (index, rewritten)
         };
         let resp = match self
-            .forward(&self.routes[index], req, conn, host, rewritten, request_id)
+            .forward(
+                &self.routes[index],
+                req,
+                conn,
+                (host, rewritten),
+                request_id,
+                start,
+            )
             .await
         {
             Ok(resp) => resp,
@@ -269,9 +277,9 @@ impl Proxy {
         route: &Route,
         req: Request<RequestBody>,
         conn: ConnInfo,
-        host: Option<HeaderValue>,
-        rewritten_path: Option<String>,
+        (host, rewritten_path): (Option<HeaderValue>, Option<String>),
         request_id: &HeaderValue,
+        start: Instant,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let cfg = &route.cfg;
         let now = now_ms();
@@ -347,7 +355,7 @@ impl Proxy {
 
         let resp = if pool::is_plain(&parts.method, &body, upgrade.is_some()) {
             self.upstreams
-                .send_plain(cfg.upstream, &parts, &added)
+                .send_plain(cfg.upstream, &parts, &added, start)
                 .await?
         } else {
             added.append_to(&mut parts.headers);

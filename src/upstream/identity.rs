@@ -47,24 +47,14 @@ impl Serialize for SessionView<'_> {
     }
 }
 
-/// The claims' names, punctuation and two timestamps of up to 20 digits:
-/// `{"iss":"","aud":"","iat":,"exp":,"sid":"","session":}`.
-const CLAIMS_FRAME_BYTES: usize = 96;
-
-#[derive(Serialize)]
-struct Claims<'a> {
-    iss: &'a str,
-    aud: &'a str,
-    iat: u64,
-    exp: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sid: Option<&'a str>,
-    session: &'a SessionView<'a>,
-}
+/// The variable claims' names, punctuation and two timestamps of up to 20
+/// digits: `"iat":,"exp":,"sid":"","session":}`.
+const CLAIMS_TAIL_FRAME_BYTES: usize = 72;
 
 /// The key a token is signed with, prepared once: signing then costs no
 /// key parsing or HMAC key setup per request.
 enum SignatureKey {
+    /// The HMAC state after the key and the tokens' constant start.
     Hs256(Box<HmacKey>),
     EdDsa(Ed25519KeyPair),
 }
@@ -72,11 +62,11 @@ enum SignatureKey {
 /// Signs session tokens as JWS compact serialization (RFC 7515):
 /// base64url(header) "." base64url(claims) "." base64url(signature).
 pub struct TokenSigner {
-    /// The encoded protected header, the same for every token.
-    header: String,
+    /// What every token starts with: the encoded protected header, the dot,
+    /// and the encoded `{"iss":..,"aud":..,` (padded with JSON whitespace to
+    /// whole base64 groups, so the rest of the claims encodes on its own).
+    prefix: Vec<u8>,
     key: SignatureKey,
-    issuer: String,
-    audience: String,
     ttl_s: u64,
     /// A request without a session gets a token that depends only on the
     /// second it is signed in, so every such request in that second shares
@@ -86,28 +76,38 @@ pub struct TokenSigner {
 
 impl TokenSigner {
     pub fn new(cfg: &SigningConfig) -> Result<Self, IdentityError> {
-        let (header, key) = match &cfg.key {
-            SigningKey::Hs256(secret) => (
-                serde_json::json!({"typ": "JWT", "alg": "HS256"}),
-                SignatureKey::Hs256(Box::new(hmac_key(secret.expose()))),
-            ),
+        let header = match &cfg.key {
+            SigningKey::Hs256(_) => serde_json::json!({"typ": "JWT", "alg": "HS256"}),
             SigningKey::EdDsa { signing, .. } => {
-                let pair =
+                serde_json::json!({"typ": "JWT", "alg": "EdDSA", "kid": signing.jwk.kid})
+            }
+        };
+        let mut claims_start = format!(
+            "{{\"iss\":{},\"aud\":{},",
+            serde_json::Value::from(cfg.issuer.as_str()),
+            serde_json::Value::from(cfg.audience.as_str())
+        );
+        while claims_start.len() % 3 != 0 {
+            claims_start.push(' ');
+        }
+        let mut prefix = URL_SAFE_NO_PAD.encode(header.to_string()).into_bytes();
+        prefix.push(b'.');
+        push_base64(&mut prefix, claims_start.as_bytes());
+        let key =
+            match &cfg.key {
+                SigningKey::Hs256(secret) => {
+                    SignatureKey::Hs256(Box::new(hmac_key(secret.expose()).chain_update(&prefix)))
+                }
+                SigningKey::EdDsa { signing, .. } => SignatureKey::EdDsa(
                     Ed25519KeyPair::from_pkcs8(&signing.pkcs8).map_err(|e| IdentityError::Key {
                         kid: signing.jwk.kid.clone(),
                         reason: e.to_string(),
-                    })?;
-                (
-                    serde_json::json!({"typ": "JWT", "alg": "EdDSA", "kid": signing.jwk.kid}),
-                    SignatureKey::EdDsa(pair),
-                )
-            }
-        };
+                    })?,
+                ),
+            };
         Ok(TokenSigner {
-            header: URL_SAFE_NO_PAD.encode(header.to_string()),
+            prefix,
             key,
-            issuer: cfg.issuer.clone(),
-            audience: cfg.audience.clone(),
             ttl_s: cfg.token_ttl.as_secs(),
             anonymous: Mutex::new(None),
         })
@@ -143,31 +143,34 @@ impl TokenSigner {
     /// The token's bytes: built as bytes, a token is not checked as UTF-8
     /// piece by piece on its way into a header value.
     fn sign_bytes(&self, view: &SessionView<'_>, sid: Option<&str>, now_s: u64) -> Vec<u8> {
-        let claims = Claims {
-            iss: &self.issuer,
-            aud: &self.audience,
-            iat: now_s,
-            exp: now_s + self.ttl_s,
-            sid,
-            session: view,
-        };
         // Sized up front: grown from empty, the buffer was reallocated
         // several times per token.
         let mut json = Vec::with_capacity(
-            CLAIMS_FRAME_BYTES
-                + self.issuer.len()
-                + self.audience.len()
-                + sid.map_or(0, str::len)
-                + view.data.as_str().len(),
+            CLAIMS_TAIL_FRAME_BYTES + sid.map_or(0, str::len) + view.data.as_str().len(),
         );
-        serde_json::to_writer(&mut json, &claims).expect("serializing JSON values cannot fail");
+        json.extend_from_slice(b"\"iat\":");
+        serde_json::to_writer(&mut json, &now_s).expect("writing to a Vec cannot fail");
+        json.extend_from_slice(b",\"exp\":");
+        serde_json::to_writer(&mut json, &(now_s + self.ttl_s))
+            .expect("writing to a Vec cannot fail");
+        if let Some(sid) = sid {
+            json.extend_from_slice(b",\"sid\":");
+            serde_json::to_writer(&mut json, sid).expect("writing to a Vec cannot fail");
+        }
+        json.extend_from_slice(b",\"session\":");
+        serde_json::to_writer(&mut json, view).expect("serializing JSON values cannot fail");
+        json.push(b'}');
         // 64 bytes of signature are 86 characters of base64url.
-        let mut token = Vec::with_capacity(self.header.len() + json.len() * 4 / 3 + 92);
-        token.extend_from_slice(self.header.as_bytes());
-        push_part(&mut token, &json);
+        let mut token = Vec::with_capacity(self.prefix.len() + json.len() * 4 / 3 + 92);
+        token.extend_from_slice(&self.prefix);
+        push_base64(&mut token, &json);
         match &self.key {
-            SignatureKey::Hs256(key) => {
-                let tag = key.clone().chain_update(&token).finalize();
+            SignatureKey::Hs256(started) => {
+                let tag = started
+                    .as_ref()
+                    .clone()
+                    .chain_update(&token[self.prefix.len()..])
+                    .finalize();
                 push_part(&mut token, &tag.into_bytes());
             }
             SignatureKey::EdDsa(pair) => {
@@ -181,6 +184,10 @@ impl TokenSigner {
 
 fn push_part(token: &mut Vec<u8>, bytes: &[u8]) {
     token.push(b'.');
+    push_base64(token, bytes);
+}
+
+fn push_base64(token: &mut Vec<u8>, bytes: &[u8]) {
     let start = token.len();
     let len = base64::encoded_len(bytes.len(), false).expect("a token is far below usize::MAX");
     token.resize(start + len, 0);
@@ -337,6 +344,42 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn tokens_verify_whatever_the_length_of_issuer_and_audience() {
+        let secret = "upstream-secret-0123456789abcdef-012345";
+        let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
+        let data = SessionData::from_map(json!({"user": "Zoë"}).as_object().unwrap());
+        let view = SessionView {
+            data: &data,
+            keys: None,
+        };
+        // Every residue of the claims' constant start modulo a base64 group,
+        // escapes included, and a start longer than one SHA-256 block.
+        for issuer in ["i", "is", "iss", "q\"uote", "é", &"long".repeat(40)] {
+            for audience in ["a", "au", "aud"] {
+                let signer = TokenSigner::new(&SigningConfig {
+                    issuer: issuer.into(),
+                    audience: audience.into(),
+                    ..signing_config(SigningKey::Hs256(crate::config::Secret::new(secret)))
+                })
+                .unwrap();
+                let token = signer.sign(&view, Some("sid-1"), 1_700_000_000);
+                let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+                v.set_audience(&[audience]);
+                v.set_issuer(&[issuer]);
+                v.validate_exp = false;
+                let claims = jsonwebtoken::decode::<Value>(&token, &key, &v)
+                    .unwrap_or_else(|e| panic!("{issuer}/{audience}: {e}"))
+                    .claims;
+                assert_eq!(
+                    claims,
+                    json!({"iss": issuer, "aud": audience, "iat": 1_700_000_000u64,
+                           "exp": 1_700_000_060u64, "sid": "sid-1", "session": {"user": "Zoë"}})
+                );
+            }
+        }
     }
 
     #[test]

@@ -125,10 +125,14 @@ impl Upstreams {
         index: usize,
         parts: &http::request::Parts,
         added: &forward::Added,
+        now: std::time::Instant,
     ) -> Result<http::Response<UpstreamBody>, ProxyError> {
         let timeout = self.list[index].timeout;
-        let deadline = crate::deadline::after(timeout);
-        match self.pools[index].send_plain(parts, added, deadline).await {
+        let deadline = crate::deadline::after_from(now.into(), timeout);
+        match self.pools[index]
+            .send_plain(parts, added, now, deadline)
+            .await
+        {
             Ok(resp) => Ok(resp),
             Err(UpstreamError::TimedOut) => Err(ProxyError::UpstreamTimeout(timeout)),
             Err(e) => Err(ProxyError::UpstreamUnreachable(e)),

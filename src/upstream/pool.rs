@@ -247,8 +247,7 @@ fn take_idle<C: Pooled>(list: &IdleList<C>, now: Instant) -> Option<Box<C>> {
     }
 }
 
-fn put_idle<C: Pooled>(list: &IdleList<C>, conn: Box<C>, max_idle: usize) {
-    let now = Instant::now();
+fn put_idle<C: Pooled>(list: &IdleList<C>, conn: Box<C>, max_idle: usize, now: Instant) {
     let mut idle = list.lock().unwrap_or_else(|e| e.into_inner());
     if idle.len() < max_idle {
         idle.push((now, conn));
@@ -333,7 +332,7 @@ impl Pool {
 
     fn put_back(&self, mut conn: Box<Conn>) {
         if conn.reusable() {
-            put_idle(&self.idle, conn, self.max_idle);
+            put_idle(&self.idle, conn, self.max_idle, Instant::now());
         }
     }
 
@@ -418,17 +417,21 @@ impl Pool {
     }
 
     /// A request without a body, over a connection of the `h1` codec. The
-    /// head is borrowed: the caller's copy is the only one.
+    /// head is borrowed: the caller's copy is the only one. `now` is when the
+    /// request arrived: the pool's idle clock need not be read again for a
+    /// request that takes a pooled connection and gives it back within its
+    /// timeout (a connection then counts as idle a little longer).
     pub async fn send_plain(
         self: &Arc<Self>,
         parts: &http::request::Parts,
         added: &Added,
+        now: Instant,
         deadline: tokio::time::Instant,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut reused = true;
         loop {
             // A retry goes to a new connection, never to another idle one.
-            let idle = reused.then(|| take_idle(&self.plain_idle, Instant::now()));
+            let idle = reused.then(|| take_idle(&self.plain_idle, now));
             let mut conn = match idle.flatten() {
                 Some(conn) => conn,
                 None => {
@@ -464,12 +467,12 @@ impl Pool {
             };
             let body = match head.framing {
                 Framing::Empty => {
-                    self.put_back_plain(conn, head.keep_alive);
+                    self.put_back_plain(conn, head.keep_alive, now);
                     Inner::Full(None)
                 }
                 Framing::Length(n) if conn.buf.len() as u64 >= n => {
                     let data = conn.buf.split_to(n as usize).freeze();
-                    self.put_back_plain(conn, head.keep_alive);
+                    self.put_back_plain(conn, head.keep_alive, now);
                     Inner::Full(Some(data))
                 }
                 framing => Inner::Plain(PlainBody {
@@ -492,7 +495,7 @@ impl Pool {
     }
 
     /// A connection whose exchange is complete; kept if it can carry another.
-    fn put_back_plain(&self, mut conn: Box<PlainConn>, keep_alive: bool) {
+    fn put_back_plain(&self, mut conn: Box<PlainConn>, keep_alive: bool, now: Instant) {
         // Bytes beyond the response would be read as the next one's.
         if !keep_alive || !conn.buf.is_empty() {
             return;
@@ -503,7 +506,7 @@ impl Pool {
         if conn.head.capacity() > MAX_POOLED_BUFFER_BYTES {
             conn.head = Vec::new();
         }
-        put_idle(&self.plain_idle, conn, self.max_idle);
+        put_idle(&self.plain_idle, conn, self.max_idle, now);
     }
 }
 
@@ -629,7 +632,8 @@ struct PlainBody {
 impl PlainBody {
     fn finish(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.put_back_plain(conn, self.keep_alive);
+            self.pool
+                .put_back_plain(conn, self.keep_alive, Instant::now());
         }
     }
 

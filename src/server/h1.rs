@@ -206,7 +206,7 @@ where
             Next::Closed => return Served::Done,
         };
         let head_only = request.method() == Method::HEAD;
-        let handled = proxy.clone().handle(request, conn.clone());
+        let handled = || proxy.clone().handle(request, conn.clone());
         let Some(response) = unless_hung_up(&mut io, &mut buf, handled).await else {
             return Served::Done;
         };
@@ -233,16 +233,18 @@ where
 /// first: the request is then dropped, as hyper's server drops it, instead
 /// of holding the connection until the upstream answers. Bytes the client
 /// sends meanwhile are kept for the next request, and no longer watched.
+/// The proxy's future is made here, in this future's state, rather than
+/// made by the caller and copied in.
 async fn unless_hung_up<T, F>(
     io: &mut T,
     buf: &mut BytesMut,
-    handled: F,
+    handle: impl FnOnce() -> F,
 ) -> Option<Response<ProxyBody>>
 where
     T: AsyncRead + Unpin,
     F: Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>>,
 {
-    let mut handled = std::pin::pin!(handled);
+    let mut handled = std::pin::pin!(handle());
     let mut watching = buf.is_empty();
     loop {
         tokio::select! {

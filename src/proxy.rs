@@ -184,7 +184,7 @@ impl Proxy {
     /// rather than a wrapper that would copy it once more per request.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<RequestBody>,
+        req: Box<Request<RequestBody>>,
         conn: ConnInfo,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
@@ -227,7 +227,7 @@ impl Proxy {
 
     async fn route_and_forward(
         &self,
-        req: Request<RequestBody>,
+        req: Box<Request<RequestBody>>,
         conn: ConnInfo,
         request_id: &HeaderValue,
         start: Instant,
@@ -282,7 +282,7 @@ impl Proxy {
     async fn forward(
         &self,
         route: &Route,
-        req: Request<RequestBody>,
+        req: Box<Request<RequestBody>>,
         conn: ConnInfo,
         (host, rewritten_path): (Option<HeaderValue>, Option<String>),
         request_id: &HeaderValue,
@@ -290,7 +290,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let cfg = &route.cfg;
         let now = now_ms();
-        let (mut parts, body) = req.into_parts();
+        let (mut parts, body) = (*req).into_parts();
 
         let cookies = split_request_cookies(&parts.headers, self.sessions.codec.name());
         let loaded = self.sessions.load(&cookies, now).await?;

@@ -158,7 +158,7 @@ pub async fn run(
                 service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     proxy
                         .clone()
-                        .handle(req.map(RequestBody::Hyper), conn.clone())
+                        .handle(Box::new(req.map(RequestBody::Hyper)), conn.clone())
                 })
             },
         ));

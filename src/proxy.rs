@@ -19,7 +19,6 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -179,14 +178,14 @@ impl Proxy {
         })
     }
 
-    /// Never fails: every error becomes a response. The `Result` is the
-    /// service's, returned here so that hyper holds this future itself
-    /// rather than a wrapper that would copy it once more per request.
+    /// Never fails: every error becomes a response. Boxed, as the request
+    /// is: the response too passes through a chain of futures, and its
+    /// bytes were copied at each step.
     pub async fn handle(
         self: Arc<Self>,
         req: Box<Request<RequestBody>>,
         conn: ConnInfo,
-    ) -> Result<Response<ProxyBody>, Infallible> {
+    ) -> Box<Response<ProxyBody>> {
         let start = Instant::now();
         let request_id = request_id(req.headers());
         // What the access log needs is copied only when it is on.
@@ -222,7 +221,7 @@ impl Proxy {
                 )
             });
         }
-        Ok(resp)
+        resp
     }
 
     async fn route_and_forward(
@@ -231,13 +230,15 @@ impl Proxy {
         conn: ConnInfo,
         request_id: &HeaderValue,
         start: Instant,
-    ) -> (Option<usize>, Response<ProxyBody>) {
+    ) -> (Option<usize>, Box<Response<ProxyBody>>) {
         let host = request_host(&req);
         let (index, rewritten) = {
             let Some(path) = router::normalize(req.uri().path()) else {
                 return (
                     None,
-                    error_response(&ProxyError::BadRequest("path climbs above the root")),
+                    Box::new(error_response(&ProxyError::BadRequest(
+                        "path climbs above the root",
+                    ))),
                 );
             };
             let host = host.as_ref().and_then(|h| h.to_str().ok());
@@ -246,7 +247,7 @@ impl Proxy {
                 .iter()
                 .position(|r| router::matches(&r.cfg, host, &path))
             else {
-                return (None, error_response(&ProxyError::NoRoute));
+                return (None, Box::new(error_response(&ProxyError::NoRoute)));
             };
             let cfg = &self.routes[index].cfg;
             // Like nginx, the path is passed on as the client wrote it, unless
@@ -273,7 +274,7 @@ impl Proxy {
                     500.. => tracing::error!(error = %crate::error::Chain(&e), "request failed"),
                     _ => tracing::warn!(error = %crate::error::Chain(&e), "request refused"),
                 }
-                error_response(&e)
+                Box::new(error_response(&e))
             }
         };
         (Some(index), resp)
@@ -287,7 +288,7 @@ impl Proxy {
         (host, rewritten_path): (Option<HeaderValue>, Option<String>),
         request_id: &HeaderValue,
         start: Instant,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<Box<Response<ProxyBody>>, ProxyError> {
         let cfg = &route.cfg;
         let now = now_ms();
         let (mut parts, body) = (*req).into_parts();
@@ -299,7 +300,7 @@ impl Proxy {
         if !cfg.require.is_empty() {
             let fields = loaded.data().fields();
             if cfg.require.iter().any(|k| !fields.contains(k)) {
-                return Ok(deny(cfg, &parts));
+                return Ok(Box::new(deny(cfg, &parts)));
             }
         }
 
@@ -411,7 +412,7 @@ impl Proxy {
                 rparts.headers.append(header::SET_COOKIE, set_cookie);
             }
         }
-        Ok(Response::from_parts(rparts, Either::Left(rbody)))
+        Ok(Box::new(Response::from_parts(rparts, Either::Left(rbody))))
     }
 
     /// Reads and strips the upstream's session headers. `None` when the

@@ -239,20 +239,17 @@ async fn unless_hung_up<T, F>(
     io: &mut T,
     buf: &mut BytesMut,
     handle: impl FnOnce() -> F,
-) -> Option<Response<ProxyBody>>
+) -> Option<Box<Response<ProxyBody>>>
 where
     T: AsyncRead + Unpin,
-    F: Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>>,
+    F: Future<Output = Box<Response<ProxyBody>>>,
 {
     let mut handled = std::pin::pin!(handle());
     let mut watching = buf.is_empty();
     loop {
         tokio::select! {
             biased;
-            answer = &mut handled => return Some(match answer {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }),
+            response = &mut handled => return Some(response),
             read = read_more(io, buf), if watching => match read {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => watching = false,
@@ -351,7 +348,7 @@ enum Framing {
 async fn write_response<T>(
     io: &mut T,
     out: &mut Vec<u8>,
-    response: Response<ProxyBody>,
+    response: Box<Response<ProxyBody>>,
     head_only: bool,
     close: bool,
     spare: &mut Spare,
@@ -359,7 +356,7 @@ async fn write_response<T>(
 where
     T: AsyncWrite + Unpin,
 {
-    let (parts, body) = response.into_parts();
+    let (parts, body) = (*response).into_parts();
     let status = parts.status;
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT

@@ -156,9 +156,10 @@ pub async fn run(
                 let proxy = proxy.clone();
                 let conn = ConnInfo::new(remote, proto);
                 service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    proxy
+                    let handled = proxy
                         .clone()
-                        .handle(Box::new(req.map(RequestBody::Hyper)), conn.clone())
+                        .handle(Box::new(req.map(RequestBody::Hyper)), conn.clone());
+                    async move { Ok::<_, Infallible>(*handled.await) }
                 })
             },
         ));

@@ -152,8 +152,13 @@ pub fn parse_response_head(
         } else if name == header::CONTENT_LENGTH {
             length = length.and_then(|known| content_length(known, value));
         }
-        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
-            .map_err(|_| ResponseError::BadHeader("value"))?;
+        // SAFETY: as for a request head (`server::h1::parse`), httparse
+        // accepts in a field value only the bytes a `HeaderValue` may hold
+        // (HTAB, space, visible ASCII, obs-text), and this parser's default
+        // configuration refuses obsolete line folding; debug builds check it again.
+        let value = unsafe {
+            HeaderValue::from_maybe_shared_unchecked(head.slice(vs as usize..ve as usize))
+        };
         map.append(name, value);
     }
     let (framing, closes) = framing(&mut map, status, method, transfer_coded, length)?;
@@ -375,6 +380,26 @@ mod tests {
 
     fn parse(raw: &[u8], method: Method) -> Result<Option<ResponseHead>, ResponseError> {
         parse_response_head(&mut BytesMut::from(raw), &method)
+    }
+
+    #[test]
+    fn a_value_is_kept_only_with_bytes_a_header_value_may_hold() {
+        // Test builds check every unchecked HeaderValue again, so a byte
+        // httparse let through that a HeaderValue may not hold would panic here.
+        for b in 0..=255u8 {
+            let raw = [b"HTTP/1.1 200 OK\r\nx-v: a".as_slice(), &[b], b"b\r\n\r\n"].concat();
+            let allowed = b == b'\t' || (b >= 0x20 && b != 0x7f);
+            match parse(&raw, Method::GET) {
+                Ok(Some(head)) => {
+                    assert!(allowed, "byte {b:#04x} was kept");
+                    assert_eq!(head.headers["x-v"].as_bytes(), &[b'a', b, b'b']);
+                }
+                Ok(None) => panic!("byte {b:#04x}: a whole head read as partial"),
+                Err(_) => assert!(!allowed, "byte {b:#04x} was refused"),
+            }
+        }
+        // Obsolete line folding is refused, not joined into a value.
+        assert!(parse(b"HTTP/1.1 200 OK\r\nx-v: a\r\n b\r\n\r\n", Method::GET).is_err());
     }
 
     /// The decoded body, and what was left after it (buffered and unread).

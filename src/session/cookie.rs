@@ -25,6 +25,9 @@ pub fn derive_key(secret: &Secret, context: &[u8]) -> HmacKey {
     hmac_key(&sub)
 }
 
+/// A cookie value's MAC, as sent.
+pub struct CookieMac([u8; MAC_BYTES]);
+
 pub struct CookieCodec {
     cfg: CookieConfig,
     /// The first key signs; all of them verify.
@@ -72,6 +75,13 @@ impl CookieCodec {
 
     /// The id in a cookie value, if its MAC verifies under any configured secret.
     pub fn decode(&self, value: &str) -> Option<SessionId> {
+        let (id, mac) = Self::parse(value)?;
+        self.verify(&id, &mac).then_some(id)
+    }
+
+    /// The id and MAC of a well-formed value, not yet checked: nothing may
+    /// be done with the id but start fetching its session (see `verify`).
+    pub fn parse(value: &str) -> Option<(SessionId, CookieMac)> {
         let (id_text, mac_text) = value.split_once('.')?;
         if mac_text.len() != MAC_B64_LEN {
             return None;
@@ -81,10 +91,14 @@ impl CookieCodec {
         if URL_SAFE_NO_PAD.decode_slice(mac_text, &mut mac).ok()? != MAC_BYTES {
             return None;
         }
+        Some((id, CookieMac(mac)))
+    }
+
+    /// Whether the MAC is this id's under one of the configured secrets.
+    pub fn verify(&self, id: &SessionId, mac: &CookieMac) -> bool {
         self.mac_keys
             .iter()
-            .any(|k| constant_time_eq(&self.mac(k, &id)[..MAC_BYTES], &mac))
-            .then_some(id)
+            .any(|k| constant_time_eq(&self.mac(k, id)[..MAC_BYTES], &mac.0))
     }
 
     /// The stable, non-secret handle of a session id, sent to upstreams as `sid`.
@@ -321,6 +335,19 @@ mod tests {
         assert_eq!(codec.decode(id), None);
         assert_eq!(codec.decode(""), None);
         assert_eq!(codec.decode("...."), None);
+    }
+
+    #[test]
+    fn a_forged_value_parses_but_does_not_verify() {
+        let codec = CookieCodec::new(cfg(), &[secret('a')]);
+        let other = CookieCodec::new(cfg(), &[secret('b')]);
+        let id = SessionId::generate();
+        let (parsed, mac) = CookieCodec::parse(&other.encode(&id)).unwrap();
+        assert_eq!(parsed, id);
+        assert!(!codec.verify(&parsed, &mac));
+        let (_, mac) = CookieCodec::parse(&codec.encode(&id)).unwrap();
+        assert!(codec.verify(&id, &mac));
+        assert!(!codec.verify(&SessionId::generate(), &mac));
     }
 
     #[test]

@@ -109,9 +109,16 @@ impl Sessions {
             }
         };
         for value in &cookies.session_values {
-            let Some(id) = self.codec.decode(value) else {
+            let Some((id, mac)) = CookieCodec::parse(value) else {
                 continue;
             };
+            // In a large store the lookup misses the cache: its first miss
+            // is taken while the MAC is checked (about 0.15 us) instead of
+            // after. A forged id costs a prefetch, never a lookup.
+            store.prefetch(&id);
+            if !self.codec.verify(&id, &mac) {
+                continue;
+            }
             match self.timed(StoreOp::load, store.load(&id, now)).await {
                 Ok(Some(record)) => {
                     return Ok(Loaded {

@@ -113,6 +113,14 @@ impl ReadCache {
         }
     }
 
+    /// Starts fetching where the cached session would be; skipped when the
+    /// cache is busy.
+    fn prefetch(&self, id: &SessionId) {
+        if let Ok(g) = self.inner.try_lock() {
+            g.1.prefetch(id);
+        }
+    }
+
     /// Fills the cache from a read, unless a write moved the generation since.
     fn fill(&self, id: &SessionId, record: &Arc<SessionRecord>, generation: u64) {
         let mut g = self.lock();
@@ -159,6 +167,10 @@ impl Drop for EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    pub fn prefetch(&self, id: &SessionId) {
+        self.cache.prefetch(id);
+    }
+
     pub fn open(path: &Path, policy: Policy) -> Result<Self, OpenError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)

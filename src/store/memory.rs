@@ -34,13 +34,25 @@ impl MemoryStore {
         }
     }
 
-    fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
+    fn shard_index(&self, id: &SessionId) -> usize {
         let b = id.as_bytes();
-        let n =
-            u64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as usize % self.shards.len();
+        u64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as usize % self.shards.len()
+    }
+
+    fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
         // A panic while holding the lock cannot leave a half-applied change
         // (changes are computed before insertion), so poisoning is ignored.
-        self.shards[n].lock().unwrap_or_else(|p| p.into_inner())
+        self.shards[self.shard_index(id)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts fetching where the session under `id` would be (see
+    /// `SessionTable::prefetch`); skipped when the shard is busy.
+    pub fn prefetch(&self, id: &SessionId) {
+        if let Ok(shard) = self.shards[self.shard_index(id)].try_lock() {
+            shard.prefetch(id);
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -95,6 +95,17 @@ pub enum Store {
 }
 
 impl Store {
+    /// A hint that the session under `id` is about to be loaded: the stores
+    /// that hold sessions in memory start fetching its slot, so that the
+    /// load finds it in the cache. It never waits: a busy table is skipped.
+    pub fn prefetch(&self, id: &SessionId) {
+        match self {
+            Store::Memory(s) => s.prefetch(id),
+            Store::Embedded(s) => s.prefetch(id),
+            Store::Redis(_) => {}
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Memory(_) => "memory",

@@ -271,6 +271,8 @@ impl SessionTable {
                 slot.referenced = false;
                 continue;
             }
+            // The session the removal moves into this slot is passed over
+            // until the hand's next sweep: an approximation, like the rest.
             self.remove_at(self.hand);
             return;
         }

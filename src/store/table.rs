@@ -23,7 +23,7 @@ use foldhash::fast::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-/// The most slots allocated before the first session arrives.
+/// Slots allocated when the first session arrives (none before).
 const MIN_SLOTS: usize = 8;
 
 struct Slot {

@@ -11,6 +11,14 @@ pub enum ProxyError {
     NoRoute,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("bad request path")]
+    BadPath(#[source] crate::router::PathError),
+    #[error("bad request host")]
+    BadHost(#[source] crate::router::HostError),
+    #[error("the client's request body is malformed")]
+    BadRequestBody(#[source] hyper::Error),
+    #[error("method not allowed: a reverse proxy serves no CONNECT")]
+    MethodNotAllowed,
     #[error("upstream unreachable")]
     UpstreamUnreachable(#[source] crate::upstream::pool::UpstreamError),
     #[error("upstream did not answer within {0:?}")]
@@ -33,6 +41,10 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::StoreRead(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -48,6 +60,10 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no route for this request\n",
             ProxyError::BadRequest(_) => "bad request\n",
+            ProxyError::BadPath(_) => "bad request: this path is refused\n",
+            ProxyError::BadHost(_) => "bad request: invalid or missing Host\n",
+            ProxyError::BadRequestBody(_) => "bad request: malformed body\n",
+            ProxyError::MethodNotAllowed => "method not allowed\n",
             ProxyError::UpstreamUnreachable(_) => "upstream unreachable\n",
             ProxyError::UpstreamTimeout(_) => "upstream timed out\n",
             ProxyError::StoreRead(_) => "session store unavailable\n",
@@ -84,6 +100,12 @@ mod tests {
         let cases: Vec<(ProxyError, u16)> = vec![
             (ProxyError::NoRoute, 404),
             (ProxyError::BadRequest("x"), 400),
+            (
+                ProxyError::BadPath(crate::router::PathError::Semicolon),
+                400,
+            ),
+            (ProxyError::BadHost(crate::router::HostError::Missing), 400),
+            (ProxyError::MethodNotAllowed, 405),
             (ProxyError::UpstreamTimeout(Duration::from_secs(1)), 504),
             (ProxyError::StoreRead(StoreError::Timeout), 503),
             (ProxyError::StoreWrite(StoreError::Timeout), 502),

@@ -4,7 +4,7 @@
 use crate::config::{Config, ForwardConfig, InternalHeaders, OnDeny, RouteConfig};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::router;
+use crate::router::{self, HostError};
 use crate::session::cookie::{CookieCodec, is_chunk_name, split_request_cookies};
 use crate::session::patch::Writeback;
 use crate::session::record::{Policy, now_ms};
@@ -28,22 +28,37 @@ pub type ProxyBody = Either<crate::upstream::pool::UpstreamBody, Full<Bytes>>;
 
 /// A request's body: hyper's, or none for a request read by the server's
 /// own HTTP/1.1 loop (which serves only requests without one).
+///
+/// Request trailers are dropped, as nginx drops them: nothing in them is
+/// filtered like the head is, so a trailer could carry a forged session
+/// header past the anti-spoofing rules.
 pub enum RequestBody {
     Hyper(Incoming),
     Empty,
 }
 
+/// The client's body failed to decode (a malformed chunk, a connection
+/// closed early): the client's fault, answered 400, not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the client's request body failed")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        use std::task::Poll;
         match self.get_mut() {
-            RequestBody::Hyper(body) => std::pin::Pin::new(body).poll_frame(cx),
-            RequestBody::Empty => std::task::Poll::Ready(None),
+            RequestBody::Hyper(body) => match std::pin::Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => Poll::Ready(None),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError(e)))),
+                other => other.map_err(ClientBodyError),
+            },
+            RequestBody::Empty => Poll::Ready(None),
         }
     }
 
@@ -106,6 +121,9 @@ impl std::fmt::Display for RequestIdDisplay<'_> {
 
 pub struct Proxy {
     routes: Vec<Route>,
+    router: router::Router,
+    /// `underscores_in_headers`: forward request headers with `_` in their names.
+    underscores_allowed: bool,
     /// Permits of upgraded (tunnelled) connections, `limits.max_connections` of them.
     tunnels: Arc<tokio::sync::Semaphore>,
     max_tunnels: usize,
@@ -169,6 +187,8 @@ impl Proxy {
             tunnels: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
             max_tunnels: config.limits.max_connections,
             unrouted: metrics.route(NO_ROUTE_LABEL),
+            router: router::Router::new(&config.routes, config.paths),
+            underscores_allowed: config.underscores_in_headers,
             routes,
             session_filled,
             upstreams: Upstreams::new(config.upstreams.clone())?,
@@ -231,41 +251,16 @@ impl Proxy {
         request_id: &HeaderValue,
         start: Instant,
     ) -> (Option<usize>, Box<Response<ProxyBody>>) {
-        let host = request_host(&req);
-        let (index, rewritten) = {
-            let Some(path) = router::normalize(req.uri().path()) else {
-                return (
-                    None,
-                    Box::new(error_response(&ProxyError::BadRequest(
-                        "path climbs above the root",
-                    ))),
-                );
-            };
-            let host = host.as_ref().and_then(|h| h.to_str().ok());
-            let Some(index) = self
-                .routes
-                .iter()
-                .position(|r| router::matches(&r.cfg, host, &path))
-            else {
-                return (None, Box::new(error_response(&ProxyError::NoRoute)));
-            };
-            let cfg = &self.routes[index].cfg;
-            // Like nginx, the path is passed on as the client wrote it, unless
-            // the route rewrites it.
-            let rewritten = cfg
-                .strip_prefix
-                .then(|| router::encode_path(&router::strip(&cfg.path_prefix, &path)));
-            (index, rewritten)
+        let version = req.version();
+        let (index, target) = match self.route(&req) {
+            Ok(routed) => routed,
+            Err(e) => {
+                tracing::warn!(error = %crate::error::Chain(&e), "request refused");
+                return (None, Box::new(refusal(&e, version)));
+            }
         };
         let resp = match self
-            .forward(
-                &self.routes[index],
-                req,
-                conn,
-                (host, rewritten),
-                request_id,
-                start,
-            )
+            .forward(&self.routes[index], req, conn, target, request_id, start)
             .await
         {
             Ok(resp) => resp,
@@ -274,10 +269,48 @@ impl Proxy {
                     500.. => tracing::error!(error = %crate::error::Chain(&e), "request failed"),
                     _ => tracing::warn!(error = %crate::error::Chain(&e), "request refused"),
                 }
-                Box::new(error_response(&e))
+                Box::new(refusal(&e, version))
             }
         };
         (Some(index), resp)
+    }
+
+    /// The route phase: the request target and Host checked, the path read
+    /// as `paths:` says, the first matching route found.
+    fn route(&self, req: &Request<RequestBody>) -> Result<(usize, Target), ProxyError> {
+        if req.method() == http::Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        let (host, host_in_place) = request_host(req).map_err(ProxyError::BadHost)?;
+        let path = match self.router.read_path(req.uri().path()) {
+            Ok(path) => path,
+            // `OPTIONS *` asks about the server, not a resource: no route serves it.
+            Err(router::PathError::NotAPath)
+                if req.method() == http::Method::OPTIONS && req.uri().path() == "*" =>
+            {
+                return Err(ProxyError::NoRoute);
+            }
+            Err(e) => return Err(ProxyError::BadPath(e)),
+        };
+        let host_text = host.as_ref().and_then(|h| h.to_str().ok());
+        let index = self
+            .router
+            .find(host_text, &path)
+            .ok_or(ProxyError::NoRoute)?;
+        // Like nginx, the path is passed on as the client wrote it, unless
+        // the route rewrites it.
+        let rewritten = self.routes[index]
+            .cfg
+            .strip_prefix
+            .then(|| self.router.strip(index, &path));
+        Ok((
+            index,
+            Target {
+                host,
+                host_in_place,
+                rewritten,
+            },
+        ))
     }
 
     async fn forward(
@@ -285,7 +318,7 @@ impl Proxy {
         route: &Route,
         req: Box<Request<RequestBody>>,
         conn: ConnInfo,
-        (host, rewritten_path): (Option<HeaderValue>, Option<String>),
+        target: Target,
         request_id: &HeaderValue,
         start: Instant,
     ) -> Result<Box<Response<ProxyBody>>, ProxyError> {
@@ -305,9 +338,12 @@ impl Proxy {
         }
 
         // An HTTP/1.1 Upgrade (WebSocket and others) keeps its Upgrade and
-        // Connection headers, and the client's side of the tunnel.
-        let upgrade = forward::upgrade_protocol(&parts.headers)
-            .filter(|_| parts.version == http::Version::HTTP_11);
+        // Connection headers, and the client's side of the tunnel. Not h2c:
+        // after its 101 the tunnel would carry requests no rule ever sees.
+        let upgrade = forward::upgrade_protocol(&parts.headers).filter(|protocol| {
+            parts.version == http::Version::HTTP_11
+                && !forward::lists_token(protocol.as_bytes(), b"h2c")
+        });
         let client_side = upgrade
             .as_ref()
             .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
@@ -323,10 +359,12 @@ impl Proxy {
             None => None,
         };
         let h = &mut parts.headers;
-        forward::remove_internal(h, &self.headers);
-        for name in &self.session_filled {
-            h.remove(name);
-        }
+        forward::remove_spoofable(
+            h,
+            &self.headers,
+            &self.session_filled,
+            self.underscores_allowed,
+        );
         forward::remove_hop_by_hop(h);
         if let Some(protocol) = &upgrade {
             forward::set_upgrade(h, protocol.clone());
@@ -342,9 +380,15 @@ impl Proxy {
         }
         let mut added =
             forward::Added::with_capacity(PROXY_SET_HEADERS + cfg.forward.headers.len());
+        let Target {
+            host,
+            host_in_place,
+            rewritten,
+        } = target;
         forward::set_forwarded(h, &mut added, &conn.client_ip, conn.proto, host.as_ref());
-        if !forward::holds(h, &header::HOST) {
-            let host = host.clone().unwrap_or_else(|| {
+        // Exactly one Host, the one the request was routed on.
+        if !host_in_place {
+            let host = host.unwrap_or_else(|| {
                 let authority = &self.upstreams.get(cfg.upstream).authority;
                 HeaderValue::from_str(authority.as_str()).expect("an authority is a header value")
             });
@@ -357,7 +401,7 @@ impl Proxy {
         added.set(X_REQUEST_ID.clone(), request_id.clone());
         self.session_headers(route, &loaded, &mut added, now);
 
-        let path = rewritten_path.unwrap_or_else(|| parts.uri.path().to_string());
+        let path = rewritten.unwrap_or_else(|| parts.uri.path().to_string());
         parts.uri = self.upstreams.uri(cfg.upstream, &path, parts.uri.query())?;
         parts.version = http::Version::HTTP_11;
 
@@ -367,14 +411,17 @@ impl Proxy {
                 .await?
         } else {
             added.append_to(&mut parts.headers);
+            frame_body(&mut parts.headers, &body);
             // Boxed: streaming a body or switching protocols takes hyper's
             // client, whose state would otherwise enlarge every request's future.
             let req = Request::from_parts(parts, body);
-            pinned_in_place(|| {
+            let mut resp = pinned_in_place(|| {
                 self.upstreams
                     .send_with_hyper(cfg.upstream, req, upgrade.is_some())
             })
-            .await?
+            .await?;
+            forward::normalize_length(resp.headers_mut());
+            resp
         };
         let (mut rparts, rbody) = resp.into_parts();
         let outcome = self.take_writeback(&mut rparts.headers, rparts.status);
@@ -517,13 +564,75 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     }
 }
 
-/// The Host header as received (HTTP/1.1), or the authority (HTTP/2).
-fn request_host(req: &Request<RequestBody>) -> Option<HeaderValue> {
-    req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    })
+/// What routing decided about a request, for the phases after it.
+struct Target {
+    /// The one Host the request is routed on and forwarded with.
+    host: Option<HeaderValue>,
+    /// Whether that Host is already the request's only `Host` header.
+    host_in_place: bool,
+    /// The path for the upstream when the route strips its prefix.
+    rewritten: Option<String>,
+}
+
+/// The request's one host: its `Host` header, or the target's authority,
+/// which wins over `Host` for an absolute-form HTTP/1.1 target (RFC 9112
+/// section 3.2.2) and must agree with any `Host` over HTTP/2 (RFC 9113
+/// section 8.3.1). HTTP/1.1 requires exactly one `Host`, valid, even beside
+/// an absolute target (RFC 9112 section 3.2). Also says whether the value
+/// is already the request's only `Host` header.
+fn request_host(req: &Request<RequestBody>) -> Result<(Option<HeaderValue>, bool), HostError> {
+    let mut values = req.headers().get_all(header::HOST).iter();
+    let header = values.next();
+    if values.next().is_some() {
+        return Err(HostError::Repeated);
+    }
+    if let Some(h) = header {
+        router::host::check(h.as_bytes())?;
+    }
+    let authority = req.uri().authority();
+    if let Some(a) = authority {
+        router::host::check(a.as_str().as_bytes())?;
+    }
+    let http1 = req.version() <= http::Version::HTTP_11;
+    if http1 && header.is_none() && req.version() == http::Version::HTTP_11 {
+        return Err(HostError::Missing);
+    }
+    match (header, authority) {
+        (Some(h), None) => Ok((Some(h.clone()), true)),
+        (None, None) => Ok((None, false)),
+        (Some(h), Some(a))
+            if !http1 && !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) =>
+        {
+            Err(HostError::Disagrees)
+        }
+        (_, Some(a)) => Ok((
+            Some(HeaderValue::from_str(a.as_str()).map_err(|_| HostError::Invalid)?),
+            false,
+        )),
+    }
+}
+
+/// A body streamed to the upstream keeps the framing it came with: a
+/// length when it has one, else chunked. (hyper's client would send a GET
+/// whose length it does not know as having no body at all.) The client's
+/// `Trailer` announcement goes, since request trailers are dropped.
+fn frame_body(headers: &mut HeaderMap, body: &RequestBody) {
+    headers.remove(header::TRAILER);
+    headers.remove(header::CONTENT_LENGTH);
+    if body.is_end_stream() {
+        return;
+    }
+    match body.size_hint().exact() {
+        Some(n) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+    }
 }
 
 /// An upstream must not set the gateway's own session cookie.
@@ -620,6 +729,18 @@ fn text_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> 
 
 pub fn error_response(e: &ProxyError) -> Response<ProxyBody> {
     text_response(e.status(), e.public_message())
+}
+
+/// The answer to a request that failed. A malformed HTTP/1 request also
+/// ends its connection, as nginx ends it: whatever follows it on the
+/// connection was sent by a client that frames requests its own way.
+fn refusal(e: &ProxyError, version: http::Version) -> Response<ProxyBody> {
+    let mut resp = error_response(e);
+    if resp.status() == StatusCode::BAD_REQUEST && version <= http::Version::HTTP_11 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 fn accepts_json(headers: &HeaderMap) -> bool {

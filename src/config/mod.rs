@@ -51,6 +51,25 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub log: LogConfig,
     pub limits: Limits,
+    /// How paths that backends read differently are routed (or refused).
+    pub paths: PathPolicy,
+    /// Whether request headers with `_` in their names are forwarded
+    /// (nginx's `underscores_in_headers`); by default they are dropped.
+    pub underscores_in_headers: bool,
+}
+
+/// `paths:` (SPEC section 8.1). The defaults refuse every path a backend
+/// could read differently from the router.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathPolicy {
+    /// Route as if every `;...` up to the next `/` were absent (Tomcat, Spring).
+    pub strip_semicolon: bool,
+    /// Route as if `\` and `%5C` were `/` (IIS, Windows backends).
+    pub backslash_is_slash: bool,
+    /// Keep `%2F` inside its segment when routing, instead of refusing it.
+    pub keep_encoded_slash: bool,
+    /// `path_prefix` matches case-insensitively (IIS).
+    pub case_insensitive: bool,
 }
 
 #[derive(Debug, Clone)]

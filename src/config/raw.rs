@@ -265,6 +265,41 @@ pub struct RawLimits {
     pub drain_timeout: Option<RawDuration>,
 }
 
+/// `paths:`: how the router reads paths that backends read differently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathRules {
+    #[serde(default)]
+    pub semicolon: Option<RawSemicolon>,
+    #[serde(default)]
+    pub backslash: Option<RawBackslash>,
+    #[serde(default)]
+    pub encoded_slash: Option<RawEncodedSlash>,
+    #[serde(default)]
+    pub case_insensitive: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawSemicolon {
+    Reject,
+    Strip,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawBackslash {
+    Reject,
+    Slash,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawEncodedSlash {
+    Reject,
+    Keep,
+}
+
 /// The top-level keys, each deserialized on its own so that one bad section
 /// does not hide the errors of the others.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
@@ -277,4 +312,6 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "routes",
     "log",
     "limits",
+    "paths",
+    "underscores_in_headers",
 ];

@@ -152,6 +152,21 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
         )
         .map(|raw| limits(raw, &mut issues));
 
+    let paths = take("paths")
+        .map_or_else(
+            || Some(RawPathRules::default()),
+            |v| section::<RawPathRules>(v, "paths", &mut issues),
+        )
+        .map(path_policy);
+    let underscores_in_headers = match take("underscores_in_headers") {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => {
+            issues.push("underscores_in_headers", "must be true or false");
+            false
+        }
+    };
+
     if let (Some(session), Some(limits)) = (&session, &limits)
         && matches!(session.store, StoreConfig::Cookie)
         && limits.max_header_bytes < COOKIE_STORE_MIN_HEADER_BYTES
@@ -161,19 +176,32 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
             format!("the cookie store's five cookies need at least {COOKIE_STORE_MIN_HEADER_BYTES} bytes of request head"),
         );
     }
-    match (session, log, limits) {
-        (Some(session), Some(log), Some(limits)) if issues.0.is_empty() => Ok(Config {
-            listen,
-            admin,
-            secrets,
-            session,
-            headers,
-            upstreams,
-            routes,
-            log,
-            limits,
-        }),
+    match (session, log, limits, paths) {
+        (Some(session), Some(log), Some(limits), Some(paths)) if issues.0.is_empty() => {
+            Ok(Config {
+                listen,
+                admin,
+                secrets,
+                session,
+                headers,
+                upstreams,
+                routes,
+                log,
+                limits,
+                paths,
+                underscores_in_headers,
+            })
+        }
         _ => Err(ConfigError { issues: issues.0 }),
+    }
+}
+
+fn path_policy(raw: RawPathRules) -> PathPolicy {
+    PathPolicy {
+        strip_semicolon: matches!(raw.semicolon, Some(RawSemicolon::Strip)),
+        backslash_is_slash: matches!(raw.backslash, Some(RawBackslash::Slash)),
+        keep_encoded_slash: matches!(raw.encoded_slash, Some(RawEncodedSlash::Keep)),
+        case_insensitive: raw.case_insensitive.unwrap_or(false),
     }
 }
 

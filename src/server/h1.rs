@@ -88,6 +88,73 @@ pub enum Parsed {
     },
     /// Anything else: hyper decides.
     Handoff,
+    /// Framing no reader may guess at: answered with this status, and the
+    /// connection closed, since where the next request starts is unknown.
+    Reject(StatusCode),
+}
+
+/// What the `Transfer-Encoding` lines of a request say, taken together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Codings {
+    /// Whether any `Transfer-Encoding` line was seen.
+    present: bool,
+    chunked: u8,
+    /// Codings other than `chunked`.
+    others: bool,
+    /// Whether the last coding so far is `chunked`.
+    ends_chunked: bool,
+}
+
+/// How a request with `Transfer-Encoding` is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coded {
+    /// No `Transfer-Encoding`.
+    No,
+    /// Exactly `chunked`: the body is framed by it.
+    Chunked,
+    /// Ends in `chunked` after other codings (`gzip, chunked`): passing the
+    /// body on would lose them, so it is refused with 501 (RFC 9112 6.1).
+    Unsupported,
+    /// Not ending in `chunked`, or `chunked` twice: 400.
+    Invalid,
+}
+
+impl Codings {
+    /// Adds one header line's codings (a list, case-insensitive).
+    fn add(&mut self, value: &[u8]) {
+        self.present = true;
+        for token in value.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty() {
+                continue;
+            }
+            self.ends_chunked = token.eq_ignore_ascii_case(b"chunked");
+            if self.ends_chunked {
+                self.chunked = self.chunked.saturating_add(1);
+            } else {
+                self.others = true;
+            }
+        }
+    }
+
+    fn framing(&self) -> Coded {
+        match *self {
+            Codings { present: false, .. } => Coded::No,
+            Codings {
+                ends_chunked: true,
+                chunked: 1,
+                others,
+                ..
+            } => {
+                if others {
+                    Coded::Unsupported
+                } else {
+                    Coded::Chunked
+                }
+            }
+            _ => Coded::Invalid,
+        }
+    }
 }
 
 /// Parses the request head at the start of `buf`. Only a complete head of a
@@ -126,6 +193,12 @@ pub fn parse(buf: &mut BytesMut, limits: &HeadLimits, spare: &mut Spare) -> Pars
     let offset = |s: &[u8]| s.as_ptr() as usize - base;
     let path_range = offset(path.as_bytes())..offset(path.as_bytes()) + path.len();
     let mut close = false;
+    // Whether hyper takes the request (a body, an upgrade, `Expect`); its
+    // framing is judged here first either way, so that no request whose
+    // framing two readers could disagree on reaches anyone.
+    let mut handoff = false;
+    let mut length: Option<&[u8]> = None;
+    let mut codings = Codings::default();
     let fields = &mut spare.fields;
     fields.clear();
     for h in req.headers.iter() {
@@ -133,15 +206,42 @@ pub fn parse(buf: &mut BytesMut, limits: &HeadLimits, spare: &mut Spare) -> Pars
             return Parsed::Handoff;
         };
         match name {
-            header::TRANSFER_ENCODING | header::EXPECT | header::UPGRADE => {
-                return Parsed::Handoff;
+            header::TRANSFER_ENCODING => {
+                codings.add(h.value);
+                handoff = true;
             }
-            header::CONTENT_LENGTH if h.value != b"0" => return Parsed::Handoff,
+            header::CONTENT_LENGTH => {
+                if h.value.is_empty() || !h.value.iter().all(u8::is_ascii_digit) {
+                    return Parsed::Reject(StatusCode::BAD_REQUEST);
+                }
+                match length {
+                    Some(first) if first != h.value => {
+                        return Parsed::Reject(StatusCode::BAD_REQUEST);
+                    }
+                    // The same length again: forwarded once.
+                    Some(_) => continue,
+                    None => length = Some(h.value),
+                }
+                handoff |= h.value != b"0";
+            }
+            header::EXPECT | header::UPGRADE => handoff = true,
             header::CONNECTION if lists_token(h.value, b"close") => close = true,
             _ => {}
         }
         let start = offset(h.value);
         fields.push((name, start..start + h.value.len()));
+    }
+    match codings.framing() {
+        Coded::No => {}
+        // RFC 9112 section 6.1: a length beside chunked is a smuggling
+        // attempt or a broken client; nginx refuses it too.
+        _ if length.is_some() => return Parsed::Reject(StatusCode::BAD_REQUEST),
+        Coded::Chunked => {}
+        Coded::Unsupported => return Parsed::Reject(StatusCode::NOT_IMPLEMENTED),
+        Coded::Invalid => return Parsed::Reject(StatusCode::BAD_REQUEST),
+    }
+    if handoff {
+        return Parsed::Handoff;
     }
     let head = buf.split_to(len).freeze();
     let uri = match http::Uri::from_maybe_shared(head.slice(path_range)) {
@@ -203,6 +303,10 @@ where
         let (request, close) = match waiting.next_request(&mut io, &mut buf, &mut spare).await {
             Next::Request(request, close) => (request, close),
             Next::Handoff => return Served::Handoff(Prefixed::new(buf.freeze(), io)),
+            Next::Reject(status) => {
+                let _ = reject(&mut io, &mut out, status).await;
+                return Served::Done;
+            }
             Next::Closed => return Served::Done,
         };
         let head_only = request.method() == Method::HEAD;
@@ -210,7 +314,13 @@ where
         let Some(response) = unless_hung_up(&mut io, &mut buf, handled).await else {
             return Served::Done;
         };
-        let close = close || shutdown.has_changed().unwrap_or(true);
+        // The proxy ends the connection after refusing a malformed request.
+        let refused = response.status().is_client_error()
+            && response
+                .headers()
+                .get(header::CONNECTION)
+                .is_some_and(|v| lists_token(v.as_bytes(), b"close"));
+        let close = close || refused || shutdown.has_changed().unwrap_or(true);
         let written = write_response(&mut io, &mut out, response, head_only, close, &mut spare);
         if let Err(e) = written.await {
             tracing::debug!(error = %e, "writing a response failed; connection closed");
@@ -227,6 +337,34 @@ where
             buf = BytesMut::with_capacity(READ_RESERVE_BYTES);
         }
     }
+}
+
+/// Answers a head whose framing cannot be trusted, and ends the connection.
+async fn reject<T>(io: &mut T, out: &mut Vec<u8>, status: StatusCode) -> std::io::Result<()>
+where
+    T: AsyncWrite + Unpin,
+{
+    let body: &[u8] = match status {
+        StatusCode::NOT_IMPLEMENTED => b"transfer coding not implemented\n",
+        _ => b"bad request: malformed framing\n",
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    out.clear();
+    encode_head(
+        status,
+        &headers,
+        Framing::Length(body.len() as u64),
+        false,
+        true,
+        out,
+    );
+    out.extend_from_slice(body);
+    io.write_all(out).await?;
+    io.shutdown().await
 }
 
 /// The proxy's answer, or `None` when the client closed its connection
@@ -268,6 +406,7 @@ async fn read_more<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut) -> std:
 enum Next {
     Request(Box<Request<RequestBody>>, bool),
     Handoff,
+    Reject(StatusCode),
     Closed,
 }
 
@@ -293,6 +432,7 @@ impl<S: Future> Waiting<'_, S> {
             match parse(buf, limits, spare) {
                 Parsed::Plain { request, close } => return Next::Request(request, close),
                 Parsed::Handoff => return Next::Handoff,
+                Parsed::Reject(status) => return Next::Reject(status),
                 Parsed::Partial => {}
             }
         }
@@ -314,6 +454,7 @@ impl<S: Future> Waiting<'_, S> {
                         Parsed::Partial => {}
                         Parsed::Plain { request, close } => return Next::Request(request, close),
                         Parsed::Handoff => return Next::Handoff,
+                        Parsed::Reject(status) => return Next::Reject(status),
                     },
                 },
                 () = self.timer.as_mut() => if crate::deadline::passed(self.timer.as_mut(), deadline) {
@@ -638,6 +779,7 @@ mod tests {
             (Parsed::Plain { request, close }, rest) => (*request, close, rest),
             (Parsed::Partial, _) => panic!("partial: {text:?}"),
             (Parsed::Handoff, _) => panic!("handed off: {text:?}"),
+            (Parsed::Reject(status), _) => panic!("refused with {status}: {text:?}"),
         }
     }
 
@@ -697,9 +839,9 @@ mod tests {
         for text in [
             "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
             "POST / HTTP/1.1\r\nContent-Length: 00\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            "GET / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
             "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
             "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
             "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
@@ -712,6 +854,67 @@ mod tests {
         ] {
             handed_off(text);
         }
+    }
+
+    #[test]
+    fn framing_no_reader_may_guess_at_is_refused() {
+        for (text, status) in [
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n",
+                400,
+            ),
+            ("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: \r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                400,
+            ),
+            ("GET / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n",
+                400,
+            ),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                501,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+                501,
+            ),
+        ] {
+            let (parsed, rest) = parse_text(text);
+            match parsed {
+                Parsed::Reject(s) => assert_eq!(s.as_u16(), status, "{text:?}"),
+                _ => panic!("not refused: {text:?}"),
+            }
+            assert_eq!(rest, text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_repeated_zero_length_is_forwarded_once() {
+        let (req, _, _) =
+            plain("POST / HTTP/1.1\r\nContent-Length: 0\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(
+            req.headers().get_all(header::CONTENT_LENGTH).iter().count(),
+            1
+        );
     }
 
     #[test]
@@ -782,7 +985,9 @@ mod tests {
                         assert_eq!(v, "0");
                     }
                 }
-                Parsed::Partial | Parsed::Handoff => assert_eq!(&buf[..], &bytes[..]),
+                Parsed::Partial | Parsed::Handoff | Parsed::Reject(_) => {
+                    assert_eq!(&buf[..], &bytes[..])
+                }
             }
         }
     }

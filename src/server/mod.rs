@@ -142,7 +142,7 @@ pub async fn run(
         tracing::info!(addr = ?addr, tls = acceptor.is_some(), "proxy listening");
         let proxy = proxy.clone();
         let proto = if acceptor.is_some() { "https" } else { "http" };
-        let own_http1 = acceptor.is_none().then(|| (proxy.clone(), head_limits));
+        let own_http1 = Some((proxy.clone(), head_limits, proto));
         loops.spawn(accept_loop(
             listener,
             acceptor,
@@ -243,7 +243,7 @@ async fn accept_loop<S, B, F>(
     graceful: Arc<GracefulShutdown>,
     connections: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
-    own_http1: Option<(Arc<Proxy>, h1::HeadLimits)>,
+    own_http1: Option<(Arc<Proxy>, h1::HeadLimits, &'static str)>,
     make_service: F,
 ) where
     F: Fn(SocketAddr) -> S,
@@ -288,8 +288,8 @@ async fn accept_loop<S, B, F>(
             let result = match tls {
                 // Plain HTTP/1.1 is served by the server's own loop, which
                 // hands anything else (HTTP/2 included) to hyper.
-                None if let Some((proxy, limits)) = own_http1 => {
-                    let info = ConnInfo::new(remote, "http");
+                None if let Some((proxy, limits, proto)) = own_http1 => {
+                    let info = ConnInfo::new(remote, proto);
                     match h1::serve(stream, &proxy, &info, limits, &mut shutting_down).await {
                         h1::Served::Done => Ok(()),
                         h1::Served::Handoff(io) => {
@@ -324,6 +324,24 @@ async fn accept_loop<S, B, F>(
                         _ = shutting_down.changed() => return,
                     };
                     match handshake {
+                        // HTTP/1 over TLS takes the same loop as plain HTTP/1,
+                        // so that every HTTP/1 head is judged by one parser.
+                        Ok(Ok(tls_stream))
+                            if let Some((proxy, limits, proto)) = own_http1
+                                && tls_stream.get_ref().1.alpn_protocol() != Some(b"h2") =>
+                        {
+                            let info = ConnInfo::new(remote, proto);
+                            match h1::serve(tls_stream, &proxy, &info, limits, &mut shutting_down)
+                                .await
+                            {
+                                h1::Served::Done => Ok(()),
+                                h1::Served::Handoff(io) => {
+                                    let conn = builder
+                                        .serve_connection_with_upgrades(TokioIo::new(io), service);
+                                    watcher.watch(conn.into_owned()).await
+                                }
+                            }
+                        }
                         Ok(Ok(tls_stream)) => {
                             let conn = builder
                                 .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);

@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 /// Headers that describe one connection, never forwarded.
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     KEEP_ALIVE,
     HeaderName::from_static("proxy-connection"),
@@ -17,6 +17,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    // Only ever meant for an h2c upgrade, which is not passed on.
+    HeaderName::from_static("http2-settings"),
 ];
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -88,6 +90,85 @@ pub fn remove_internal(headers: &mut HeaderMap, names: &InternalHeaders) {
         .cloned()
         .collect();
     for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Leaves a response from hyper's client with at most one plain
+/// `Content-Length`, and none beside `Transfer-Encoding` (which overrides
+/// it, RFC 9112 section 6.3): a list of equal lengths (`2, 2`) or a repeat
+/// becomes the one length; anything else goes. A client must never get a
+/// length the next hop could read its own way. (The own codec's responses
+/// are normalised as they are parsed.)
+pub fn normalize_length(headers: &mut HeaderMap) {
+    if holds(headers, &header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+        return;
+    }
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    let plain = |v: &HeaderValue| !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit);
+    if plain(first) && values.next().is_none() {
+        return;
+    }
+    let mut length: Option<u64> = None;
+    let mut valid = true;
+    for part in headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+    {
+        let part = part.trim_ascii();
+        let n = std::str::from_utf8(part)
+            .ok()
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse::<u64>().ok());
+        match (n, length) {
+            (Some(n), None) => length = Some(n),
+            (Some(n), Some(l)) if n == l => {}
+            _ => valid = false,
+        }
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    if let (true, Some(n)) = (valid, length) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+}
+
+/// Removes every request header a client could use to forge what the
+/// upstream is told: the internal prefix, the names routes fill from the
+/// session (`session_filled`), and, unless `allow_underscores`, every name
+/// with a `_`. WSGI, CGI, PHP and Rack turn `-` into `_`, so `X_User_Id`
+/// reaches such an app as the `X-User-Id` the proxy sets; with underscores
+/// allowed, a name that reads as a protected one that way still goes.
+/// Allocates only when something goes.
+pub fn remove_spoofable(
+    headers: &mut HeaderMap,
+    names: &InternalHeaders,
+    session_filled: &[HeaderName],
+    allow_underscores: bool,
+) {
+    let doomed = |name: &HeaderName| {
+        if names.is_internal(name) || session_filled.contains(name) {
+            return true;
+        }
+        if !name.as_str().contains('_') {
+            return false;
+        }
+        if !allow_underscores {
+            return true;
+        }
+        let dashed = name.as_str().replace('_', "-");
+        dashed.starts_with(&names.prefix_lower)
+            || session_filled.iter().any(|n| n.as_str() == dashed)
+    };
+    if !headers.keys().any(doomed) {
+        return;
+    }
+    let gone: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
+    for name in gone {
         headers.remove(name);
     }
 }
@@ -228,6 +309,81 @@ mod tests {
         assert!(!holds(&h, &header::COOKIE));
         assert!(!holds(&h, &X_FORWARDED_HOST));
         assert!(!holds(&HeaderMap::new(), &header::HOST));
+    }
+
+    fn internal() -> InternalHeaders {
+        let name = |n: &'static str| HeaderName::from_static(n);
+        InternalHeaders {
+            prefix_lower: "x-session".into(),
+            update: name("x-session-update"),
+            action: name("x-session-action"),
+            token: name("x-session-token"),
+            data: name("x-session-data"),
+            sid: name("x-session-sid"),
+        }
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        h.keys().map(HeaderName::as_str).collect()
+    }
+
+    #[test]
+    fn response_lengths_are_left_single_and_plain() {
+        let with = |values: &[&'static str], te: bool| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_static(v));
+            }
+            if te {
+                h.insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+            }
+            normalize_length(&mut h);
+            h.get_all(header::CONTENT_LENGTH)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(with(&["5"], false), ["5"]);
+        assert_eq!(with(&["2, 2"], false), ["2"]);
+        assert_eq!(with(&["2", "2"], false), ["2"]);
+        assert_eq!(with(&["2", "3"], false), Vec::<String>::new());
+        assert_eq!(with(&["abc"], false), Vec::<String>::new());
+        assert_eq!(with(&["+2"], false), Vec::<String>::new());
+        assert_eq!(with(&["3"], true), Vec::<String>::new());
+    }
+
+    #[test]
+    fn spoofable_request_headers_are_removed() {
+        let filled = [HeaderName::from_static("x-user-id")];
+        let build = || {
+            let mut h = HeaderMap::new();
+            for n in [
+                "x-session-data",
+                "X-Session_Sid",
+                "x_session_data",
+                "x-user-id",
+                "x_user_id",
+                "my_header",
+                "x-kept",
+            ] {
+                h.append(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_static("1"),
+                );
+            }
+            h
+        };
+        let mut h = build();
+        remove_spoofable(&mut h, &internal(), &filled, false);
+        assert_eq!(names(&h), ["x-kept"]);
+        let mut h = build();
+        remove_spoofable(&mut h, &internal(), &filled, true);
+        let mut kept = names(&h);
+        kept.sort_unstable();
+        assert_eq!(kept, ["my_header", "x-kept"]);
     }
 
     #[test]

@@ -138,6 +138,8 @@ pub fn parse_response_head(
     let mut close = false;
     let mut transfer_coded = false;
     let mut length = Ok(None);
+    let mut lengths = 0u32;
+    let mut length_kept = false;
     for &(ns, ne, vs, ve) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| ResponseError::BadHeader("name"))?;
@@ -159,6 +161,13 @@ pub fn parse_response_head(
             transfer_coded = true;
         } else if name == header::CONTENT_LENGTH {
             length = length.and_then(|known| content_length(known, value));
+            // One plain value is kept as it is; a list or a repeat is
+            // replaced below by the one length it means.
+            lengths += 1;
+            if lengths > 1 || !value.iter().all(u8::is_ascii_digit) {
+                continue;
+            }
+            length_kept = true;
         }
         // SAFETY: as for a request head (`server::h1::parse`), httparse
         // accepts in a field value only the bytes a `HeaderValue` may hold
@@ -168,6 +177,16 @@ pub fn parse_response_head(
             HeaderValue::from_maybe_shared_unchecked(head.slice(vs as usize..ve as usize))
         };
         map.append(name, value);
+    }
+    // No client ever sees a length that is invalid, repeated or a list:
+    // a bodiless answer (HEAD, 304) loses an invalid one, others fail below.
+    if lengths > 1 || (lengths == 1 && !length_kept) {
+        if length_kept {
+            map.remove(header::CONTENT_LENGTH);
+        }
+        if let Ok(Some(n)) = length {
+            map.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
     }
     let (framing, closes) = framing(&mut map, status, method, transfer_coded, length)?;
     let keep_alive = version == Version::HTTP_11 && !closes && !close && framing != Framing::Close;
@@ -188,6 +207,11 @@ fn framing(
     transfer_coded: bool,
     length: Result<Option<u64>, ResponseError>,
 ) -> Result<(Framing, bool), ResponseError> {
+    if transfer_coded {
+        // Transfer-Encoding overrides Content-Length, which must then go:
+        // passing both on would let the next hop frame the body its own way.
+        headers.remove(header::CONTENT_LENGTH);
+    }
     if method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -196,9 +220,6 @@ fn framing(
         return Ok((Framing::Empty, false));
     }
     if transfer_coded {
-        // Transfer-Encoding overrides Content-Length, which must then go:
-        // passing both on would let the next hop frame the body its own way.
-        headers.remove(header::CONTENT_LENGTH);
         let last = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()

@@ -140,12 +140,28 @@ impl Upstreams {
     }
 }
 
+/// Whether hyper's client failed because the client's body did: a 400
+/// for the client, not a 502 for the upstream.
+fn is_client_body_error(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<crate::proxy::ClientBodyError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 async fn timed(
     timeout: std::time::Duration,
     send: impl Future<Output = Result<http::Response<UpstreamBody>, UpstreamError>>,
 ) -> Result<http::Response<UpstreamBody>, ProxyError> {
     match tokio::time::timeout(timeout, send).await {
         Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(UpstreamError::Http(e))) if is_client_body_error(&e) => {
+            Err(ProxyError::BadRequestBody(e))
+        }
         Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(e)),
         Err(_) => Err(ProxyError::UpstreamTimeout(timeout)),
     }

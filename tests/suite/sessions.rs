@@ -906,7 +906,6 @@ async fn require_cannot_be_bypassed_with_path_tricks() {
         "//api/users",
         "/x/../api/users",
         "/api/./users",
-        "/%2Fapi/users",
     ] {
         assert_eq!(
             c.get(&gw.url(tricky), &[]).await.status,
@@ -914,7 +913,10 @@ async fn require_cannot_be_bypassed_with_path_tricks() {
             "{tricky} bypassed require"
         );
     }
-    assert_eq!(c.get(&gw.url("/../api/users"), &[]).await.status, 400);
+    // An encoded slash is refused outright (SPEC section 8.1).
+    for refused in ["/../api/users", "/%2Fapi/users"] {
+        assert_eq!(c.get(&gw.url(refused), &[]).await.status, 400, "{refused}");
+    }
     assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     let cookie = create(&c, &gw, json!({"user_id": 1})).await;
     let r = c.get(&gw.url("/%61pi/users"), &[("cookie", &cookie)]).await;

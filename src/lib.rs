@@ -8,6 +8,8 @@ pub mod config;
 pub mod deadline;
 pub mod demo;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod mac;
 pub mod metrics;

@@ -70,7 +70,7 @@ pub fn resolve(spec: &str) -> Result<Secret, String> {
                 }
             }
         }
-        Source::File(path) => match std::fs::read(path) {
+        Source::File(path) => match read_bounded(path) {
             Ok(mut bytes) => {
                 // Files written by `echo` or editors end in a newline that is not part of the secret.
                 while matches!(bytes.last(), Some(b'\n' | b'\r')) {
@@ -81,6 +81,24 @@ pub fn resolve(spec: &str) -> Result<Secret, String> {
             Err(e) => Err(format!("cannot read secret file {path}: {e}")),
         },
     }
+}
+
+/// Longest secret file read: a key is tens of bytes, and a path such as
+/// `/dev/zero` must not hang `check` or the start.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+fn read_bounded(path: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_SECRET_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Resolves a secret and checks its length, for every place a secret is configured.
@@ -122,6 +140,15 @@ mod tests {
         std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").unwrap();
         let s = resolve_checked(&format!("file:{}", path.display())).unwrap();
         assert_eq!(s.expose(), b"0123456789abcdef0123456789abcdef");
+    }
+
+    #[test]
+    fn an_endless_secret_file_is_refused_not_read_forever() {
+        let err = resolve("file:/dev/zero").unwrap_err();
+        assert!(
+            err.contains("/dev/zero") && err.contains("larger than"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! loops stop accepting, in-flight requests finish (up to the drain timeout),
 //! then `run` returns.
 
-mod h1;
+pub(crate) mod h1;
 pub mod tls;
 
 use crate::admin::Admin;

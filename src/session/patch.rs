@@ -122,6 +122,30 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
+    /// Found by the merge_patch fuzz target: without serde_json's exact
+    /// float parsing, a number could come back a digit off from what the
+    /// upstream wrote (and differ from the Redis store, which keeps the text).
+    #[test]
+    fn numbers_survive_a_write_exactly() {
+        for number in [
+            "7.291108112844777e-304",
+            "1.7976931348623157e308",
+            "5e-324",
+            "0.1",
+        ] {
+            let exact: f64 = number.parse().unwrap();
+            let map = parse_update(format!(r#"{{"q":{number}}}"#).as_bytes()).unwrap();
+            assert_eq!(
+                map["q"].as_f64().unwrap().to_bits(),
+                exact.to_bits(),
+                "{number}"
+            );
+            let written = serde_json::to_string(&map).unwrap();
+            let back: f64 = written[5..written.len() - 1].parse().unwrap();
+            assert_eq!(back.to_bits(), exact.to_bits(), "{written}");
+        }
+    }
+
     #[test]
     fn merge_follows_rfc7396() {
         let mut target = obj(json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1, 2]}));

@@ -3,7 +3,7 @@
 
 pub mod ed25519;
 pub mod forward;
-mod h1;
+pub(crate) mod h1;
 pub mod identity;
 pub mod pool;
 mod stream;

@@ -1,0 +1,305 @@
+//! The properties the fuzz targets in `fuzz/` check, one function per
+//! parser, each taking the fuzzer's bytes and panicking when a property
+//! fails. They live in the library so that the inputs a fuzzer ever found
+//! anything with run again as tests (`tests/fuzz_regressions.rs`). Not a
+//! stable API.
+
+use crate::config::{PathPolicy, Secret};
+use crate::router::{self, Router};
+use crate::server::h1::{self as server_h1, HeadLimits, Parsed, Spare};
+use crate::session::cookie::{CookieCodec, split_request_cookies};
+use crate::session::id::SessionId;
+use crate::upstream::h1::{self as upstream_h1, ChunkedDecoder, Decoded, Framing};
+use bytes::BytesMut;
+use http::{HeaderMap, HeaderValue, Method, header};
+use std::time::Duration;
+
+fn byte(data: &[u8], i: usize) -> u8 {
+    data.get(i).copied().unwrap_or(0)
+}
+
+/// Request heads, pipelined: a request the server loop serves itself has
+/// exactly the bytes of one whole head taken off the buffer and no body by
+/// any reading; every other outcome leaves the buffer untouched for hyper.
+pub fn request_head(data: &[u8]) {
+    let limits = HeadLimits {
+        read_timeout: Duration::from_secs(30),
+        max_bytes: 64 + usize::from(byte(data, 0)) * 32,
+        max_headers: 1 + usize::from(byte(data, 1)) % 120,
+    };
+    let mut buf = BytesMut::from(data.get(2..).unwrap_or_default());
+    let mut spare = Spare::default();
+    loop {
+        let before = buf.clone();
+        match server_h1::parse(&mut buf, &limits, &mut spare) {
+            Parsed::Plain { request, .. } => {
+                let taken = before.len() - buf.len();
+                assert!(taken > 0 && taken <= limits.max_bytes);
+                assert_eq!(&before[taken..], &buf[..]);
+                assert!(before[..taken].ends_with(b"\n"));
+                assert_eq!(request.version(), http::Version::HTTP_11);
+                let h = request.headers();
+                assert!(!h.contains_key(header::TRANSFER_ENCODING));
+                assert!(!h.contains_key(header::UPGRADE));
+                assert!(!h.contains_key(header::EXPECT));
+                let lengths: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+                assert!(lengths.len() <= 1 && lengths.iter().all(|v| *v == "0"));
+                assert!(h.len() <= limits.max_headers);
+                assert_ne!(request.method(), Method::CONNECT);
+                for host in h.get_all(header::HOST) {
+                    if router::host::check(host.as_bytes()).is_ok() {
+                        let _ = router::host::name(host.to_str().expect("a checked host is ASCII"));
+                    }
+                }
+                path(request.uri().path(), byte(data, 0));
+            }
+            Parsed::Partial | Parsed::Handoff | Parsed::Reject(_) => {
+                assert_eq!(before, buf, "a head not served here is left whole");
+                return;
+            }
+        }
+    }
+}
+
+/// Upstream response heads: a client never gets a length that is invalid,
+/// repeated, a list, or beside `Transfer-Encoding`, and the framing agrees
+/// with the length passed on.
+pub fn response_head(data: &[u8]) {
+    let method = if byte(data, 0) & 1 == 1 {
+        Method::HEAD
+    } else {
+        Method::GET
+    };
+    let mut buf = BytesMut::from(data.get(1..).unwrap_or_default());
+    let before = buf.clone();
+    match upstream_h1::parse_response_head(&mut buf, &method) {
+        Ok(Some(head)) => {
+            let taken = before.len() - buf.len();
+            assert!(before[..taken].ends_with(b"\n"));
+            let lengths: Vec<&HeaderValue> = head
+                .headers
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .collect();
+            assert!(lengths.len() <= 1, "{lengths:?}");
+            if let Some(l) = lengths.first() {
+                assert!(!l.is_empty() && l.as_bytes().iter().all(u8::is_ascii_digit));
+                assert!(!head.headers.contains_key(header::TRANSFER_ENCODING));
+                if let Framing::Length(n) = head.framing {
+                    assert_eq!(l.to_str().unwrap().parse::<u64>().unwrap(), n);
+                }
+            }
+            if method == Method::HEAD {
+                assert_eq!(head.framing, Framing::Empty);
+            }
+            if head.framing == Framing::Close {
+                assert!(!head.keep_alive);
+            }
+        }
+        Ok(None) => assert_eq!(before, buf),
+        Err(_) => {}
+    }
+}
+
+/// Everything a chunked decoder does with a wire, whole or fed in pieces.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The body, then the bytes after it.
+    Ended(Vec<u8>, Vec<u8>),
+    /// The body so far, waiting for more.
+    Waiting(Vec<u8>),
+    Failed,
+}
+
+fn decode(wire: &[u8], step: usize) -> Outcome {
+    let mut decoder = ChunkedDecoder::default();
+    let mut buf = BytesMut::new();
+    let mut body = Vec::new();
+    let mut fed = 0;
+    loop {
+        match decoder.decode(&mut buf) {
+            Ok(Decoded::Data(d)) => {
+                assert!(!d.is_empty());
+                body.extend_from_slice(&d);
+            }
+            Ok(Decoded::End) => {
+                let mut rest = buf.to_vec();
+                rest.extend_from_slice(&wire[fed..]);
+                return Outcome::Ended(body, rest);
+            }
+            Ok(Decoded::NeedMore) if fed == wire.len() => return Outcome::Waiting(body),
+            Ok(Decoded::NeedMore) => {
+                let next = (fed + step).min(wire.len());
+                buf.extend_from_slice(&wire[fed..next]);
+                fed = next;
+            }
+            Err(_) => return Outcome::Failed,
+        }
+    }
+}
+
+/// The upstream chunked decoder: the same body, the same end and the same
+/// verdict however the wire is split across reads, and never more body
+/// than wire.
+pub fn chunked(data: &[u8]) {
+    let step = 1 + usize::from(byte(data, 0)) % 16;
+    let wire = data.get(1..).unwrap_or_default();
+    let whole = decode(wire, wire.len().max(1));
+    let pieces = decode(wire, step);
+    assert_eq!(whole, pieces, "step {step}");
+    if let Outcome::Ended(body, _) | Outcome::Waiting(body) = &whole {
+        assert!(body.len() <= wire.len());
+    }
+}
+
+fn codec(secret: &str) -> CookieCodec {
+    let cfg = crate::config::CookieConfig {
+        name: "sessionid".into(),
+        domain: None,
+        path: "/".into(),
+        secure: true,
+        http_only: true,
+        same_site: crate::config::SameSite::Lax,
+    };
+    CookieCodec::new(cfg, &[Secret::new(secret.as_bytes())])
+}
+
+/// The session cookie: no value the fuzzer makes verifies (a forgery would
+/// need the secret), a value the codec made always does and only under its
+/// own secret, and the session cookie never stays in what goes upstream.
+pub fn cookie(data: &[u8]) {
+    let ours = codec("fuzz-secret-0123456789abcdef-0123456789");
+    let theirs = codec("another-secret-0123456789abcdef-01234567");
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Some((id, mac)) = CookieCodec::parse(text) {
+            assert!(!ours.verify(&id, &mac), "a forged cookie verified");
+        }
+        assert!(ours.decode(text).is_none());
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in data.iter().take(16).enumerate() {
+        id[i] = *b;
+    }
+    let id = SessionId::from_bytes(id);
+    let value = ours.encode(&id);
+    assert_eq!(ours.decode(&value), Some(id));
+    assert_eq!(theirs.decode(&value), None);
+
+    let mut headers = HeaderMap::new();
+    for part in data.split(|b| *b == b'\n') {
+        if let Ok(v) = HeaderValue::from_bytes(part) {
+            headers.append(header::COOKIE, v);
+        }
+    }
+    let cookies = split_request_cookies(&headers, ours.name());
+    if let Some(Some(forwarded)) = &cookies.forwarded {
+        for pair in forwarded.as_bytes().split(|b| *b == b';') {
+            let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+            assert_ne!(name.trim_ascii(), b"sessionid");
+        }
+    }
+    if cookies.forwarded.is_none() {
+        assert!(cookies.session_values.is_empty() && cookies.chunks.is_empty());
+    }
+}
+
+/// One path under the policy the byte picks, with its properties.
+fn path(raw: &str, policy_bits: u8) {
+    let policy = PathPolicy {
+        strip_semicolon: policy_bits & 1 != 0,
+        backslash_is_slash: policy_bits & 2 != 0,
+        keep_encoded_slash: policy_bits & 4 != 0,
+        case_insensitive: policy_bits & 8 != 0,
+    };
+    let Ok(read) = router::path::read(raw, &policy) else {
+        return;
+    };
+    assert!(read.starts_with('/'), "{read:?}");
+    assert!(!read.contains("//"), "{read:?}");
+    for seg in read.split('/') {
+        assert!(seg != "." && seg != "..", "{read:?}");
+    }
+    assert!(!read.chars().any(char::is_control), "{read:?}");
+    if !policy.backslash_is_slash {
+        assert!(!read.contains('\\'), "{read:?}");
+    }
+    if !policy.strip_semicolon {
+        assert!(!read.contains(';'), "{read:?}");
+    }
+    if !policy.keep_encoded_slash {
+        // A read path is read again as it stands: nothing left to resolve.
+        let again = read.replace('%', "%25").replace(';', "%3B");
+        assert_eq!(router::path::read(&again, &policy).as_deref(), Ok(&*read));
+    }
+    let router = Router::new(&fuzz_routes(), policy);
+    if let Some(i) = router.find(Some("admin.example.com"), &read) {
+        let stripped = router.strip(i, &read);
+        assert!(stripped.starts_with('/'));
+        assert!(
+            http::Uri::try_from(stripped.as_str()).is_ok(),
+            "{stripped:?}"
+        );
+    }
+}
+
+fn fuzz_routes() -> Vec<crate::config::RouteConfig> {
+    thread_local! {
+        static ROUTES: Vec<crate::config::RouteConfig> = crate::config::from_yaml(
+            "secrets: [\"fuzz-secret-0123456789abcdef-0123456789\"]\n\
+             upstreams: {app: {url: \"http://127.0.0.1:1\"}}\n\
+             routes:\n\
+             - {match: {path_prefix: /admin/}, upstream: app, strip_prefix: true, forward: {mode: none}}\n\
+             - {match: {host: admin.example.com, path_prefix: /a}, upstream: app, strip_prefix: true, forward: {mode: none}}\n\
+             - {match: {path_prefix: /}, upstream: app, forward: {mode: none}}\n",
+        )
+        .expect("the fuzz routes are valid")
+        .routes;
+    }
+    ROUTES.with(Clone::clone)
+}
+
+/// The path reader and the router under every policy, and the host checker.
+pub fn path_and_route(data: &[u8]) {
+    let Some((&bits, rest)) = data.split_first() else {
+        return;
+    };
+    if let Ok(raw) = std::str::from_utf8(rest) {
+        path(raw, bits);
+        // Whatever the http crate accepts as a target (what hyper and h2 hand over).
+        if let Ok(uri) = http::Uri::try_from(raw) {
+            path(uri.path(), bits);
+        }
+    }
+    if router::host::check(rest).is_ok() {
+        let text = std::str::from_utf8(rest).expect("a checked host is ASCII");
+        let name = router::host::name(text);
+        assert!(!name.is_empty() || text.starts_with('['));
+        assert!(!name.contains(['/', '@', ' ', ',', '\\']));
+    }
+}
+
+/// The config loader: any text gives a config or a list of problems, never a panic.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        match crate::config::from_yaml(text) {
+            Ok(config) => assert!(!config.routes.is_empty() && !config.secrets.is_empty()),
+            Err(e) => assert!(!e.issues.is_empty()),
+        }
+    }
+}
+
+/// The merge patch as the memory and embedded stores apply it: the result
+/// of merging parsed updates into parsed data, or `None` when any part is
+/// not a JSON object. The fuzz target compares it with the `json-patch`
+/// crate and with the Redis store's Lua merge.
+pub fn merge_patch(
+    data: &str,
+    patches: &[&str],
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut target = crate::session::patch::parse_update(data.as_bytes()).ok()?;
+    for p in patches {
+        let patch = crate::session::patch::parse_update(p.as_bytes()).ok()?;
+        crate::session::patch::merge(&mut target, &patch);
+    }
+    Some(target)
+}

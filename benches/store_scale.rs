@@ -3,9 +3,9 @@
 //! `cargo bench --bench store_scale` (SESSIONS=1000,100000 to choose sizes).
 
 use serde_json::json;
-use sessiongate::session::data::SessionData;
-use sessiongate::session::id::SessionId;
-use sessiongate::session::record::{Policy, SessionRecord, now_ms};
+use sessiongate::record::SessionData;
+use sessiongate::record::SessionId;
+use sessiongate::record::{Policy, SessionRecord, now_ms};
 use sessiongate::store::SessionStore;
 use sessiongate::store::embedded::EmbeddedStore;
 use sessiongate::store::memory::MemoryStore;

@@ -2,7 +2,6 @@
 
 use crate::config::{self, Config, DEFAULT_CONFIG_PATH, StoreConfig};
 use crate::server::{Listeners, run};
-use base64::Engine;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,19 +67,12 @@ pub fn main() -> ExitCode {
             with_config(&cli.config, |config| block_on(clear_sessions(config)))
         }
         Command::Keygen { ed25519: false, .. } => {
-            println!("{}", new_secret());
+            println!("{}", crate::config::secret::generate());
             ExitCode::SUCCESS
         }
         Command::Keygen { ed25519: true, out } => write_ed25519_pair(&out),
         Command::Demo { listen, admin } => block_on(crate::demo::run_demo(listen, admin)),
     }
-}
-
-/// A new random secret: 32 bytes from the OS CSPRNG as unpadded base64url (43 characters).
-pub fn new_secret() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn write_ed25519_pair(prefix: &std::path::Path) -> ExitCode {
@@ -145,43 +137,9 @@ fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM. The handlers are installed at
-/// once (before the store opens), and a second signal exits immediately
-/// instead of waiting out the drain.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-        async move {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-                eprintln!(
-                    "sessiongate: second signal, exiting without waiting for in-flight requests"
-                );
-                std::process::exit(1);
-            });
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 pub async fn serve(config: Config) -> ExitCode {
     crate::logging::init(config.log.format);
-    let shutdown = shutdown_signal();
+    let shutdown = crate::server::shutdown_signal();
     let listeners = match Listeners::bind(&config).await {
         Ok(l) => l,
         Err(e) => {
@@ -221,7 +179,7 @@ async fn clear_sessions(config: Config) -> ExitCode {
         }
     };
     use crate::store::SessionStore;
-    match store.clear_expired(crate::session::record::now_ms()).await {
+    match store.clear_expired(crate::record::now_ms()).await {
         Ok(n) => {
             println!("{n}");
             ExitCode::SUCCESS

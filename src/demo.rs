@@ -66,7 +66,7 @@ fn demo_secret(path: &std::path::Path) -> std::io::Result<String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let secret = crate::cli::new_secret();
+    let secret = crate::config::secret::generate();
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -77,7 +77,7 @@ fn demo_secret(path: &std::path::Path) -> std::io::Result<String> {
 
 pub async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     crate::logging::init(crate::config::LogFormat::Pretty);
-    let shutdown = crate::cli::shutdown_signal();
+    let shutdown = crate::server::shutdown_signal();
     let app = match TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => l,
         Err(e) => {

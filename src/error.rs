@@ -1,6 +1,6 @@
 //! The proxy's errors and the one mapping from each to an HTTP status.
 
-use crate::session::patch::UpdateError;
+use crate::record::UpdateError;
 use crate::store::StoreError;
 use http::StatusCode;
 use std::time::Duration;

@@ -5,10 +5,10 @@
 //! stable API.
 
 use crate::config::{PathPolicy, Secret};
+use crate::record::SessionId;
 use crate::router::{self, Router};
 use crate::server::h1::{self as server_h1, HeadLimits, Parsed, Spare};
 use crate::session::cookie::{CookieCodec, split_request_cookies};
-use crate::session::id::SessionId;
 use crate::upstream::h1::{self as upstream_h1, ChunkedDecoder, Decoded, Framing};
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Method, header};
@@ -296,10 +296,10 @@ pub fn merge_patch(
     data: &str,
     patches: &[&str],
 ) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let mut target = crate::session::patch::parse_update(data.as_bytes()).ok()?;
+    let mut target = crate::record::parse_update(data.as_bytes()).ok()?;
     for p in patches {
-        let patch = crate::session::patch::parse_update(p.as_bytes()).ok()?;
-        crate::session::patch::merge(&mut target, &patch);
+        let patch = crate::record::parse_update(p.as_bytes()).ok()?;
+        crate::record::merge(&mut target, &patch);
     }
     Some(target)
 }

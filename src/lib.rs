@@ -14,6 +14,7 @@ pub mod logging;
 pub mod mac;
 pub mod metrics;
 pub mod proxy;
+pub mod record;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -4,10 +4,10 @@
 use crate::config::{Config, ForwardConfig, InternalHeaders, OnDeny, RouteConfig};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::record::now_ms;
 use crate::router::{self, HostError};
 use crate::session::cookie::{CookieCodec, is_chunk_name, split_request_cookies};
-use crate::session::patch::Writeback;
-use crate::session::record::{Policy, now_ms};
+use crate::session::writeback::Writeback;
 use crate::session::{Loaded, Sessions};
 use crate::store::Backend;
 use crate::upstream::forward::{self, X_REQUEST_ID};
@@ -164,7 +164,7 @@ impl Proxy {
         let sessions = Sessions::new(
             backend,
             CookieCodec::new(config.session.cookie.clone(), &config.secrets),
-            Policy::from_config(&config.session),
+            config.session.policy,
             config.session.on_store_error,
             config.session.save_every_request,
             metrics.clone(),

@@ -21,7 +21,7 @@ fn sessiongate(args: &[&str]) -> Command {
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "sessiongate-cli-{tag}-{}",
-        sessiongate::session::id::SessionId::generate().encode()
+        sessiongate::record::SessionId::generate().encode()
     ));
     std::fs::create_dir_all(&d).unwrap();
     d

@@ -3,10 +3,10 @@
 //! without sleeping.
 
 use serde_json::{Map, Value, json};
-use sessiongate::session::data::SessionData;
-use sessiongate::session::id::SessionId;
-use sessiongate::session::patch::UpdateError;
-use sessiongate::session::record::{Change, Policy, SessionRecord};
+use sessiongate::record::SessionData;
+use sessiongate::record::SessionId;
+use sessiongate::record::UpdateError;
+use sessiongate::record::{Change, Policy, SessionRecord};
 use sessiongate::store::{SaveOp, SaveOutcome, SessionStore};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 
 /// The suite's clock starts at the real time, because Redis expires keys by
 /// its own clock; the checks then move `now` forward by hand.
-static T0_CELL: LazyLock<u64> = LazyLock::new(sessiongate::session::record::now_ms);
+static T0_CELL: LazyLock<u64> = LazyLock::new(sessiongate::record::now_ms);
 
 const POLICY: Policy = Policy {
     ttl_s: 100,

@@ -93,6 +93,8 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub cookie: CookieConfig,
+    /// The lifetime and size rules every store and the pipeline apply.
+    pub policy: crate::record::Policy,
     pub ttl: Duration,
     pub absolute_ttl: Option<Duration>,
     pub expire_at_browser_close: bool,

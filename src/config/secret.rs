@@ -83,6 +83,14 @@ pub fn resolve(spec: &str) -> Result<Secret, String> {
     }
 }
 
+/// A new random secret: 32 bytes from the OS CSPRNG as unpadded base64url (43 characters).
+pub fn generate() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// Longest secret file read: a key is tens of bytes, and a path such as
 /// `/dev/zero` must not hang `check` or the start.
 pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;

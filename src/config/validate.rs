@@ -388,7 +388,7 @@ fn session(raw: RawSession, issues: &mut Issues) -> SessionConfig {
         Duration::from_secs(DEFAULT_TTL_SECS),
         issues,
     );
-    let max_lifetime = Duration::from_secs(crate::session::patch::MAX_LIFETIME_S);
+    let max_lifetime = Duration::from_secs(crate::record::MAX_LIFETIME_S);
     if ttl < Duration::from_secs(1) || ttl > max_lifetime {
         issues.push("session.ttl", "must be between 1 second and 10 years");
     }
@@ -412,6 +412,7 @@ fn session(raw: RawSession, issues: &mut Issues) -> SessionConfig {
         },
         Some(s) => store(s, issues),
     };
+    let expire_at_browser_close = raw.expire_at_browser_close.unwrap_or(false);
     SessionConfig {
         cookie: CookieConfig {
             name,
@@ -421,9 +422,15 @@ fn session(raw: RawSession, issues: &mut Issues) -> SessionConfig {
             http_only: c.http_only.unwrap_or(true),
             same_site,
         },
+        policy: crate::record::Policy {
+            ttl_s: ttl.as_secs(),
+            absolute_ttl_s: absolute_ttl.map(|d| d.as_secs()),
+            expire_at_browser_close,
+            max_bytes,
+        },
         ttl,
         absolute_ttl,
-        expire_at_browser_close: raw.expire_at_browser_close.unwrap_or(false),
+        expire_at_browser_close,
         save_every_request: raw.save_every_request.unwrap_or(false),
         max_bytes,
         store,

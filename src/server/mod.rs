@@ -9,7 +9,7 @@ use crate::admin::Admin;
 use crate::config::{Config, Limits};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Proxy, RequestBody};
-use crate::session::record::now_ms;
+use crate::record::now_ms;
 use crate::store;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -357,6 +357,40 @@ async fn accept_loop<S, B, F>(
             }
             drop(permit);
         });
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM. The handlers are installed at
+/// once (before the store opens), and a second signal exits immediately
+/// instead of waiting out the drain.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                eprintln!(
+                    "sessiongate: second signal, exiting without waiting for in-flight requests"
+                );
+                std::process::exit(1);
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -1,10 +1,10 @@
 //! The session cookie: its value (the id plus a MAC), reading it from request
 //! `Cookie` headers, and building `Set-Cookie`.
 
-use super::id::{ID_B64_LEN, SessionId};
-use super::record::{Policy, SessionRecord, UnixMillis};
 use crate::config::{CookieConfig, SameSite, Secret};
 use crate::mac::{HmacKey, hmac_key};
+use crate::record::{ID_B64_LEN, SessionId};
+use crate::record::{Policy, SessionRecord, UnixMillis};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::Mac;

@@ -3,24 +3,22 @@
 //! and the cookie.
 
 pub mod cookie;
-pub mod data;
-pub mod id;
-pub mod patch;
-pub mod record;
+pub mod writeback;
 
 use crate::config::OnStoreError;
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, SessionEvent, StoreOp};
+use crate::record::{
+    Applied, Change, Policy, SessionData, SessionId, SessionRecord, UnixMillis, apply,
+};
 use crate::store::cookie::CookieStore;
 use crate::store::{Backend, SaveOp, SaveOutcome, SessionStore, Store, StoreError};
 use cookie::{CookieCodec, RequestCookies};
 use http::HeaderValue;
-use id::SessionId;
-use patch::Writeback;
-use record::{Applied, Change, Policy, SessionRecord, UnixMillis, apply};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+use writeback::Writeback;
 
 /// The session a request arrived with.
 #[derive(Debug, Default)]
@@ -36,10 +34,10 @@ pub struct Loaded {
 
 impl Loaded {
     /// The session's data; empty without a session.
-    pub fn data(&self) -> &data::SessionData {
+    pub fn data(&self) -> &SessionData {
         match &self.record {
             Some(r) => &r.data,
-            None => data::SessionData::empty(),
+            None => SessionData::empty(),
         }
     }
 }
@@ -157,7 +155,7 @@ impl Sessions {
         }
     }
 
-    fn refused(&self, e: patch::UpdateError) -> ProxyError {
+    fn refused(&self, e: crate::record::UpdateError) -> ProxyError {
         self.metrics.event(SessionEvent::refused);
         ProxyError::UpdateRefused(e)
     }
@@ -312,7 +310,7 @@ impl Sessions {
         };
         let chunks = match &next {
             Some(r) => sealed.split(&sealed.seal(r)).map_err(|e| {
-                self.refused(patch::UpdateError::TooLarge {
+                self.refused(crate::record::UpdateError::TooLarge {
                     size: e.needed,
                     max: e.available,
                 })

@@ -13,7 +13,7 @@
 //! revoke it), and concurrent writes are last-writer-wins.
 
 use crate::config::Secret;
-use crate::session::record::{SessionRecord, UnixMillis};
+use crate::record::{SessionRecord, UnixMillis};
 use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf;
 use base64::Engine;
@@ -165,7 +165,7 @@ impl CookieStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::data::SessionData;
+    use crate::record::SessionData;
 
     fn record(now: UnixMillis) -> SessionRecord {
         let mut r = SessionRecord::new("sid".into(), now);

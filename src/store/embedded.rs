@@ -9,8 +9,8 @@
 
 use super::table::{Lookup, SessionTable};
 use super::{OpenError, SaveOp, SaveOutcome, SessionStore, StoreError};
-use crate::session::id::{ID_BYTES, SessionId};
-use crate::session::record::{Applied, Change, Policy, SessionRecord, UnixMillis, apply};
+use crate::record::{Applied, Change, Policy, SessionRecord, UnixMillis, apply};
+use crate::record::{ID_BYTES, SessionId};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -582,7 +582,7 @@ impl SessionStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::data::SessionData;
+    use crate::record::SessionData;
     use crate::store::SaveOp;
 
     const POLICY: Policy = Policy {
@@ -607,7 +607,7 @@ mod tests {
             SessionId::generate().encode()
         ));
         let store = EmbeddedStore::open(&dir.join("sessions.db"), POLICY).unwrap();
-        let now = crate::session::record::now_ms();
+        let now = crate::record::now_ms();
         let id = SessionId::generate();
         let mut record = SessionRecord::new("sid-a".into(), now);
         record.data = SessionData::from_map(&object(serde_json::json!({"a": 1})));
@@ -642,7 +642,7 @@ mod tests {
             SessionId::generate().encode()
         ));
         let path = dir.join("sessions.db");
-        let now = crate::session::record::now_ms();
+        let now = crate::record::now_ms();
         let (old, new, gone) = (
             SessionId::generate(),
             SessionId::generate(),

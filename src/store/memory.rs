@@ -5,8 +5,8 @@
 
 use super::table::{Lookup, SessionTable};
 use super::{SaveOp, SaveOutcome, SessionStore, StoreError};
-use crate::session::id::SessionId;
-use crate::session::record::{Applied, Policy, SessionRecord, UnixMillis, apply};
+use crate::record::SessionId;
+use crate::record::{Applied, Policy, SessionRecord, UnixMillis, apply};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const MAX_SHARDS: usize = 64;
@@ -152,7 +152,7 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::data::SessionData;
+    use crate::record::SessionData;
 
     const POLICY: Policy = Policy {
         ttl_s: 60,

@@ -12,9 +12,9 @@ pub mod memory;
 pub mod redis;
 pub mod table;
 
-use crate::session::id::SessionId;
-use crate::session::patch::UpdateError;
-use crate::session::record::{Change, SessionRecord, UnixMillis};
+use crate::record::SessionId;
+use crate::record::UpdateError;
+use crate::record::{Change, SessionRecord, UnixMillis};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -201,7 +201,7 @@ pub async fn open(
     secrets: &[crate::config::Secret],
 ) -> Result<Backend, OpenError> {
     use crate::config::StoreConfig;
-    let policy = crate::session::record::Policy::from_config(cfg);
+    let policy = cfg.policy;
     let store = match &cfg.store {
         StoreConfig::Memory { max_sessions } => {
             Store::Memory(memory::MemoryStore::new(*max_sessions, policy))

@@ -9,10 +9,10 @@
 
 use super::{OpenError, SaveOp, SaveOutcome, SessionStore, StoreError};
 use crate::config::{RedisConfig, RedisTopology};
-use crate::session::data::SessionData;
-use crate::session::id::SessionId;
-use crate::session::patch::UpdateError;
-use crate::session::record::{Policy, SessionRecord, UnixMillis};
+use crate::record::SessionData;
+use crate::record::SessionId;
+use crate::record::UpdateError;
+use crate::record::{Policy, SessionRecord, UnixMillis};
 use ::redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };

@@ -17,8 +17,8 @@
 //! written since the hand last passed keeps its place once more, the first
 //! one that was not is evicted.
 
-use crate::session::id::SessionId;
-use crate::session::record::{SessionRecord, UnixMillis};
+use crate::record::SessionId;
+use crate::record::{SessionRecord, UnixMillis};
 use foldhash::fast::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ impl Default for Slot {
     /// A free slot (its id is never compared: the record says it is free).
     fn default() -> Self {
         Slot {
-            id: SessionId::from_bytes([0; crate::session::id::ID_BYTES]),
+            id: SessionId::from_bytes([0; crate::record::ID_BYTES]),
             record: None,
             hints: [0; 2],
             referenced: false,

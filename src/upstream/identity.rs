@@ -3,7 +3,7 @@
 
 use crate::config::{ForwardConfig, ForwardMode, SigningConfig, SigningKey};
 use crate::mac::{HmacKey, hmac_key};
-use crate::session::data::SessionData;
+use crate::record::SessionData;
 use aws_lc_rs::signature::Ed25519KeyPair;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

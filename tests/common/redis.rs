@@ -53,7 +53,7 @@ pub fn free_port() -> u16 {
 pub fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "sessiongate-redis-{tag}-{}",
-        sessiongate::session::id::SessionId::generate().encode()
+        sessiongate::record::SessionId::generate().encode()
     ));
     std::fs::create_dir_all(&d).unwrap();
     d

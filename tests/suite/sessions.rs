@@ -848,7 +848,7 @@ async fn secret_rotation_keeps_old_cookies_until_the_old_secret_is_removed() {
     let up = upstream().await;
     let db = std::env::temp_dir().join(format!(
         "sessiongate-rotation-{}.db",
-        sessiongate::session::id::SessionId::generate().encode()
+        sessiongate::record::SessionId::generate().encode()
     ));
     let yaml = |secrets: &str| {
         format!(

@@ -1,8 +1,16 @@
-//! A stored session and the one function that changes it. Every store applies
-//! changes through `apply`, so expiry and size rules are the same everywhere.
+//! The session record model, at the bottom of the layers: ids, data, the
+//! stored record, its deadlines, and the one function that changes it. The
+//! stores, the session pipeline and the config all build on it; it depends
+//! on none of them. Every store applies changes through `apply`, so expiry
+//! and size rules are the same everywhere.
 
-use super::data::SessionData;
-use super::patch::{UpdateError, merge};
+mod data;
+mod id;
+mod patch;
+
+pub use data::{Fields, SessionData};
+pub use id::{ID_B64_LEN, ID_BYTES, SessionId};
+pub use patch::{MAX_LIFETIME_S, UpdateError, merge, parse_update};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -40,15 +48,6 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn from_config(cfg: &crate::config::SessionConfig) -> Self {
-        Policy {
-            ttl_s: cfg.ttl.as_secs(),
-            absolute_ttl_s: cfg.absolute_ttl.map(|d| d.as_secs()),
-            expire_at_browser_close: cfg.expire_at_browser_close,
-            max_bytes: cfg.max_bytes,
-        }
-    }
-
     /// The deadline of a session saved at `now`.
     fn deadline(&self, record: &SessionRecord, now: UnixMillis) -> UnixMillis {
         let lifetime_s = match record.expiry_s {

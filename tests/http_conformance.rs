@@ -123,6 +123,7 @@ const CONFUSABLE_PATHS: &[&str] = &[
     "/admin/%01x",
     "/admin/x%7F",
     "/admin/x%0d%0a",
+    "/admin/x%C2%9B",
     "/a%zz",
     "/a%4",
     "/a%",

@@ -51,6 +51,8 @@ fn is_plain(raw: &[u8]) -> bool {
             b'%' | b';' | b'\\' => return false,
             0..=0x1f | 0x7f => return false,
             b'/' | b'.' if previous == b'/' => return false,
+            // Not ASCII: checked as UTF-8 for control characters (C1).
+            0x80.. => return false,
             _ => {}
         }
         previous = b;
@@ -112,6 +114,10 @@ pub fn read<'a>(raw: &'a str, policy: &PathPolicy) -> Result<Cow<'a, str>, PathE
         }
     }
     let decoded = String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)?;
+    // C1 controls (U+0080 to U+009F), raw or encoded, are control characters too.
+    if decoded.chars().any(char::is_control) {
+        return Err(PathError::Control);
+    }
     resolve(&decoded).map(Cow::Owned)
 }
 
@@ -212,6 +218,8 @@ mod tests {
             ("/a%1f", PathError::Control),
             ("/a%7F", PathError::Control),
             ("/a\x01", PathError::Control),
+            ("/a/b\u{9b}", PathError::Control),
+            ("/a%C2%85", PathError::Control),
             ("/a%zz", PathError::BadEscape),
             ("/a%4", PathError::BadEscape),
             ("/a%", PathError::BadEscape),

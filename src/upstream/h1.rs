@@ -164,7 +164,7 @@ pub fn parse_response_head(
             // One plain value is kept as it is; a list or a repeat is
             // replaced below by the one length it means.
             lengths += 1;
-            if lengths > 1 || !value.iter().all(u8::is_ascii_digit) {
+            if lengths > 1 || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
                 continue;
             }
             length_kept = true;
@@ -592,6 +592,38 @@ mod tests {
         assert!(!named.keep_alive);
         assert_eq!(named.headers[header::CONNECTION], "close, X-Hop");
         assert_eq!(named.headers["x-hop"], "1");
+    }
+
+    /// Found by the response_head fuzz target: an empty length on an
+    /// answer to HEAD was passed on as it was.
+    #[test]
+    fn a_bodiless_answer_keeps_only_a_valid_length() {
+        for (raw, kept) in [
+            (&b"HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n"[..], None),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n", None),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n",
+                Some("2"),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n",
+                Some("2"),
+            ),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", Some("7")),
+        ] {
+            let head = parse(raw, Method::HEAD).unwrap().unwrap();
+            let lengths: Vec<_> = head
+                .headers
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .collect();
+            assert_eq!(
+                lengths.first().map(|v| v.to_str().unwrap()),
+                kept,
+                "{raw:?}"
+            );
+            assert!(lengths.len() <= 1);
+        }
     }
 
     #[test]

@@ -5,11 +5,11 @@
 //! stable API.
 
 use crate::config::{PathPolicy, Secret};
+use crate::http1::server::{self as server_h1, HeadLimits, Parsed, Spare};
+use crate::http1::{self as upstream_h1, ChunkedDecoder, Decoded, Framing};
 use crate::record::SessionId;
 use crate::router::{self, Router};
-use crate::server::h1::{self as server_h1, HeadLimits, Parsed, Spare};
 use crate::session::cookie::{CookieCodec, split_request_cookies};
-use crate::upstream::h1::{self as upstream_h1, ChunkedDecoder, Decoded, Framing};
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Method, header};
 use std::time::Duration;
@@ -92,7 +92,7 @@ pub fn response_head(data: &[u8]) {
             if method == Method::HEAD {
                 assert_eq!(head.framing, Framing::Empty);
             }
-            if head.framing == Framing::Close {
+            if head.framing == Framing::UntilClose {
                 assert!(!head.keep_alive);
             }
         }

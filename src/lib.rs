@@ -10,6 +10,7 @@ pub mod demo;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http1;
 pub mod logging;
 pub mod mac;
 pub mod metrics;

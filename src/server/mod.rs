@@ -2,7 +2,6 @@
 //! loops stop accepting, in-flight requests finish (up to the drain timeout),
 //! then `run` returns.
 
-pub(crate) mod h1;
 pub mod tls;
 
 use crate::admin::Admin;
@@ -131,7 +130,7 @@ pub async fn run(
     let connections = Arc::new(Semaphore::new(config.limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = JoinSet::new();
-    let head_limits = h1::HeadLimits {
+    let head_limits = crate::http1::server::HeadLimits {
         read_timeout: config.limits.header_read_timeout,
         max_bytes: config.limits.max_header_bytes,
         max_headers: config.limits.max_headers,
@@ -243,7 +242,7 @@ async fn accept_loop<S, B, F>(
     graceful: Arc<GracefulShutdown>,
     connections: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
-    own_http1: Option<(Arc<Proxy>, h1::HeadLimits, &'static str)>,
+    own_http1: Option<(Arc<Proxy>, crate::http1::server::HeadLimits, &'static str)>,
     make_service: F,
 ) where
     F: Fn(SocketAddr) -> S,
@@ -290,9 +289,17 @@ async fn accept_loop<S, B, F>(
                 // hands anything else (HTTP/2 included) to hyper.
                 None if let Some((proxy, limits, proto)) = own_http1 => {
                     let info = ConnInfo::new(remote, proto);
-                    match h1::serve(stream, &proxy, &info, limits, &mut shutting_down).await {
-                        h1::Served::Done => Ok(()),
-                        h1::Served::Handoff(io) => {
+                    match crate::http1::server::serve(
+                        stream,
+                        &proxy,
+                        &info,
+                        limits,
+                        &mut shutting_down,
+                    )
+                    .await
+                    {
+                        crate::http1::server::Served::Done => Ok(()),
+                        crate::http1::server::Served::Handoff(io) => {
                             let conn =
                                 builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                             watcher.watch(conn.into_owned()).await
@@ -331,11 +338,17 @@ async fn accept_loop<S, B, F>(
                                 && tls_stream.get_ref().1.alpn_protocol() != Some(b"h2") =>
                         {
                             let info = ConnInfo::new(remote, proto);
-                            match h1::serve(tls_stream, &proxy, &info, limits, &mut shutting_down)
-                                .await
+                            match crate::http1::server::serve(
+                                tls_stream,
+                                &proxy,
+                                &info,
+                                limits,
+                                &mut shutting_down,
+                            )
+                            .await
                             {
-                                h1::Served::Done => Ok(()),
-                                h1::Served::Handoff(io) => {
+                                crate::http1::server::Served::Done => Ok(()),
+                                crate::http1::server::Served::Handoff(io) => {
                                     let conn = builder
                                         .serve_connection_with_upgrades(TokioIo::new(io), service);
                                     watcher.watch(conn.into_owned()).await

@@ -2,24 +2,10 @@
 //! (RFC 9110 section 7.6.1), `X-Forwarded-*`, and the internal-prefix filter.
 
 use crate::config::InternalHeaders;
+pub use crate::http1::{Added, KEEP_ALIVE, lists_token};
+use crate::http1::{HOP_BY_HOP, is_connection_option};
 use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
-
-/// Headers that describe one connection, never forwarded.
-pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    // Only ever meant for an h2c upgrade, which is not passed on.
-    HeaderName::from_static("http2-settings"),
-];
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -66,16 +52,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-}
-
-/// A `Connection` token that names no end-to-end header: `close`, or a
-/// hop-by-hop header removed anyway.
-pub(super) fn is_connection_option(token: &str) -> bool {
-    token.is_empty()
-        || token.eq_ignore_ascii_case("close")
-        || HOP_BY_HOP
-            .iter()
-            .any(|h| token.eq_ignore_ascii_case(h.as_str()))
 }
 
 /// Removes every header under the internal prefix, so that neither a client
@@ -173,40 +149,6 @@ pub fn remove_spoofable(
     }
 }
 
-/// The headers the proxy sets on a request (`X-Forwarded-*`,
-/// `X-Request-Id`, the session's), kept beside the client's map rather than
-/// inserted into it: the upstream codec writes them after the client's
-/// headers, which spares a hashed insert and its removal per header on
-/// every request; a request that goes through hyper appends them to its map.
-/// The client's own copies of these names must be gone from the map.
-#[derive(Debug, Default)]
-pub struct Added(Vec<(HeaderName, HeaderValue)>);
-
-impl Added {
-    pub fn with_capacity(n: usize) -> Self {
-        Added(Vec::with_capacity(n))
-    }
-
-    /// Sets `name`, replacing what was set under it before, as
-    /// [`HeaderMap::insert`] does.
-    pub fn set(&mut self, name: HeaderName, value: HeaderValue) {
-        match self.0.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((name, value)),
-        }
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.0.iter().map(|(n, v)| (n, v))
-    }
-
-    pub fn append_to(self, headers: &mut HeaderMap) {
-        for (name, value) in self.0 {
-            headers.insert(name, value);
-        }
-    }
-}
-
 /// Sets `X-Forwarded-For` (appended), `X-Forwarded-Proto` and
 /// `X-Forwarded-Host`, taking the client's copies out of `headers`.
 pub fn set_forwarded(
@@ -267,14 +209,6 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Appends `Cookie` to `Vary` unless it is already there.
-/// Whether a comma-separated header value lists `token` (case-insensitive),
-/// as `Connection: keep-alive, close` lists `close`.
-pub fn lists_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
 pub fn add_vary_cookie(headers: &mut HeaderMap) {
     let cookie = HeaderValue::from_static("Cookie");
     match headers.entry(header::VARY) {

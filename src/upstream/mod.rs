@@ -3,7 +3,6 @@
 
 pub mod ed25519;
 pub mod forward;
-pub(crate) mod h1;
 pub mod identity;
 pub mod pool;
 mod stream;

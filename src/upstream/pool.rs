@@ -14,10 +14,10 @@
 //! spoken to by the codec in `h1`; requests with a body, whose upload hyper
 //! streams, and upgrades take hyper's.
 
-use super::forward::Added;
-use super::h1::{self, ChunkedDecoder, Decoded, Framing, ResponseError};
 use super::stream::UpstreamStream;
 use crate::config::UpstreamConfig;
+use crate::http1::Added;
+use crate::http1::{self as h1, BodyError, ChunkedDecoder, Decoded, Framing, ResponseError};
 use crate::proxy::RequestBody;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode};
@@ -480,7 +480,7 @@ impl Pool {
                     rest: match framing {
                         Framing::Length(n) => Rest::Length(n),
                         Framing::Chunked => Rest::Chunked(ChunkedDecoder::default()),
-                        Framing::Close | Framing::Empty => Rest::UntilClose,
+                        Framing::UntilClose | Framing::Empty => Rest::UntilClose,
                     },
                     keep_alive: head.keep_alive,
                     pool: self.clone(),
@@ -640,7 +640,7 @@ impl PlainBody {
     fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ResponseError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
@@ -680,7 +680,7 @@ impl PlainBody {
                         self.conn = None;
                         return Poll::Ready(match self.rest {
                             Rest::UntilClose => None,
-                            _ => Some(Err(ResponseError::Incomplete)),
+                            _ => Some(Err(BodyError::Incomplete)),
                         });
                     }
                     Poll::Ready(Ok(_)) => {}

@@ -13,8 +13,8 @@
 //! `Content-Length` but `0`), so no framing disagreement can smuggle a second
 //! request past the proxy.
 
+use super::common::{READ_RESERVE_BYTES, chunk_size_hex, fill, lists_token};
 use crate::proxy::{ConnInfo, Proxy, ProxyBody, RequestBody};
-use crate::upstream::forward::lists_token;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -25,13 +25,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
 /// The header count up to which the parse needs no heap (hyper's default limit).
 const STACK_HEADERS: usize = 100;
-/// Read buffer growth: one typical request head in one read.
-const READ_RESERVE_BYTES: usize = 8 * 1024;
 /// Body data up to this size is copied behind the head, so that a small
 /// response leaves in one write; larger data is written from where it lies.
 const COALESCE_BYTES: usize = 16 * 1024;
@@ -388,19 +386,12 @@ where
         tokio::select! {
             biased;
             response = &mut handled => return Some(response),
-            read = read_more(io, buf), if watching => match read {
+            read = fill(io, buf), if watching => match read {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => watching = false,
             },
         }
     }
-}
-
-async fn read_more<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_RESERVE_BYTES / 8 {
-        buf.reserve(READ_RESERVE_BYTES);
-    }
-    io.read_buf(buf).await
 }
 
 enum Next {
@@ -443,7 +434,7 @@ impl<S: Future> Waiting<'_, S> {
             let before = buf.len();
             tokio::select! {
                 biased;
-                read = read_more(io, buf) => match read {
+                read = fill(io, buf) => match read {
                     Ok(0) | Err(_) => return Next::Closed,
                     // A head trickling in is parsed again only once its end
                     // may have arrived, not on every read.
@@ -555,7 +546,7 @@ where
         }
         if framing == Framing::Chunked {
             let mut hex = [0u8; 16];
-            out.extend_from_slice(chunk_size(data.len(), &mut hex));
+            out.extend_from_slice(chunk_size_hex(data.len(), &mut hex));
             out.extend_from_slice(b"\r\n");
         }
         if data.len() <= COALESCE_BYTES {
@@ -606,20 +597,6 @@ where
         b = &b[n - from_a..];
     }
     io.write_all(b).await
-}
-
-fn chunk_size(n: usize, hex: &mut [u8; 16]) -> &[u8] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut i = hex.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        hex[i] = DIGITS[n & 15];
-        n >>= 4;
-        if n == 0 {
-            return &hex[i..];
-        }
-    }
 }
 
 /// The status line and headers. The body's framing is this loop's to
@@ -761,6 +738,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     const LIMITS: HeadLimits = HeadLimits {
         read_timeout: Duration::from_secs(30),
@@ -1087,15 +1065,6 @@ mod tests {
         assert!(may_end_head(b"GET / HTTP/1.1\nHost: a\n\n", 20));
         assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: a\r\nX: b", 20));
         assert!(!may_end_head(b"GET / HTTP/1.1\r\n\r", 15));
-    }
-
-    #[test]
-    fn chunk_sizes_are_lowercase_hex() {
-        let mut hex = [0u8; 16];
-        assert_eq!(chunk_size(0, &mut hex), b"0");
-        assert_eq!(chunk_size(255, &mut hex), b"ff");
-        assert_eq!(chunk_size(16 * 1024 + 1, &mut hex), b"4001");
-        assert_eq!(chunk_size(usize::MAX, &mut hex), b"ffffffffffffffff");
     }
 
     #[tokio::test]

@@ -9,21 +9,17 @@
 //! 304; `Transfer-Encoding` ending in chunked; then `Content-Length`; else
 //! the body runs until the upstream closes.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use super::forward::{self, Added};
+use super::common::{Added, Framing, KEEP_ALIVE, is_connection_option, lists_token};
 
 /// Largest response head accepted from an upstream (nginx's default
 /// `proxy_buffer_size` is 4 KiB; hyper's client allows more).
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 /// Most headers accepted in one response head, as hyper's client.
 pub const MAX_RESPONSE_HEADERS: usize = 100;
-/// Longest chunk-size line (size and extensions) accepted.
-const MAX_CHUNK_LINE_BYTES: usize = 4096;
-/// Most trailer bytes accepted after the last chunk; trailers are dropped.
-const MAX_TRAILER_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResponseError {
@@ -35,8 +31,6 @@ pub enum ResponseError {
     BadHeader(&'static str),
     #[error("the upstream switched protocols without being asked to")]
     UnaskedUpgrade,
-    #[error("the upstream's chunked body is malformed")]
-    BadChunk,
     #[error("the upstream closed the connection before the response was complete")]
     Incomplete,
     #[error("reading from the upstream failed")]
@@ -59,16 +53,6 @@ pub fn encode_request_head(parts: &http::request::Parts, added: &Added, out: &mu
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// How the body after a response head ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    /// Until the upstream closes the connection.
-    Close,
 }
 
 #[derive(Debug)]
@@ -146,7 +130,7 @@ pub fn parse_response_head(
         let value = &head[vs as usize..ve as usize];
         // What concerns only this connection is consumed here: the proxy
         // would strip it anyway, at the cost of a search and removals.
-        if name == forward::KEEP_ALIVE {
+        if name == KEEP_ALIVE {
             continue;
         }
         if name == header::CONNECTION {
@@ -155,7 +139,7 @@ pub fn parse_response_head(
                     close |= closes;
                     continue;
                 }
-                None => close |= forward::lists_token(value, b"close"),
+                None => close |= lists_token(value, b"close"),
             }
         } else if name == header::TRANSFER_ENCODING {
             transfer_coded = true;
@@ -189,7 +173,8 @@ pub fn parse_response_head(
         }
     }
     let (framing, closes) = framing(&mut map, status, method, transfer_coded, length)?;
-    let keep_alive = version == Version::HTTP_11 && !closes && !close && framing != Framing::Close;
+    let keep_alive =
+        version == Version::HTTP_11 && !closes && !close && framing != Framing::UntilClose;
     Ok(Some(ResponseHead {
         status,
         version,
@@ -229,13 +214,13 @@ fn framing(
             .map(str::trim);
         return Ok(match last {
             Some(coding) if coding.eq_ignore_ascii_case("chunked") => (Framing::Chunked, false),
-            _ => (Framing::Close, true),
+            _ => (Framing::UntilClose, true),
         });
     }
     Ok(match length? {
         Some(0) => (Framing::Empty, false),
         Some(n) => (Framing::Length(n), false),
-        None => (Framing::Close, true),
+        None => (Framing::UntilClose, true),
     })
 }
 
@@ -267,140 +252,12 @@ fn connection_options(value: &[u8]) -> Option<bool> {
     let mut close = false;
     for token in std::str::from_utf8(value).ok()?.split(',') {
         let token = token.trim();
-        if !forward::is_connection_option(token) {
+        if !is_connection_option(token) {
             return None;
         }
         close |= token.eq_ignore_ascii_case("close");
     }
     Some(close)
-}
-
-/// One step of body decoding.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Decoded {
-    Data(Bytes),
-    /// The buffer holds no complete next piece: read more.
-    NeedMore,
-    End,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    Size,
-    Data(u64),
-    DataEnd,
-    Trailer,
-    Done,
-}
-
-/// Decodes `Transfer-Encoding: chunked` from a buffer that reads append to.
-#[derive(Debug)]
-pub struct ChunkedDecoder {
-    state: ChunkState,
-    trailer_bytes: usize,
-}
-
-impl Default for ChunkedDecoder {
-    fn default() -> Self {
-        ChunkedDecoder {
-            state: ChunkState::Size,
-            trailer_bytes: 0,
-        }
-    }
-}
-
-impl ChunkedDecoder {
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ResponseError> {
-        loop {
-            match self.state {
-                ChunkState::Size => {
-                    let Some(line) = take_line(buf, MAX_CHUNK_LINE_BYTES)? else {
-                        return Ok(Decoded::NeedMore);
-                    };
-                    let size = chunk_size(&line)?;
-                    self.state = if size == 0 {
-                        ChunkState::Trailer
-                    } else {
-                        ChunkState::Data(size)
-                    };
-                }
-                ChunkState::Data(left) => {
-                    if buf.is_empty() {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    let take = left.min(buf.len() as u64);
-                    let data = buf.split_to(take as usize).freeze();
-                    self.state = if take == left {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data(left - take)
-                    };
-                    return Ok(Decoded::Data(data));
-                }
-                ChunkState::DataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(ResponseError::BadChunk);
-                    }
-                    let _ = buf.split_to(2);
-                    self.state = ChunkState::Size;
-                }
-                ChunkState::Trailer => {
-                    let Some(line) = take_line(buf, MAX_CHUNK_LINE_BYTES)? else {
-                        return Ok(Decoded::NeedMore);
-                    };
-                    if line.is_empty() {
-                        self.state = ChunkState::Done;
-                    } else {
-                        self.trailer_bytes += line.len();
-                        if self.trailer_bytes > MAX_TRAILER_BYTES {
-                            return Err(ResponseError::BadChunk);
-                        }
-                    }
-                }
-                ChunkState::Done => return Ok(Decoded::End),
-            }
-        }
-    }
-}
-
-/// Takes one CRLF-terminated line (without the CRLF) off the buffer.
-fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, ResponseError> {
-    let Some(end) = buf.iter().take(max + 2).position(|&b| b == b'\n') else {
-        return if buf.len() > max + 1 {
-            Err(ResponseError::BadChunk)
-        } else {
-            Ok(None)
-        };
-    };
-    if end == 0 || buf[end - 1] != b'\r' {
-        return Err(ResponseError::BadChunk);
-    }
-    let mut line = buf.split_to(end + 1);
-    line.truncate(end - 1);
-    Ok(Some(line))
-}
-
-/// `1*HEXDIG [ BWS ";" chunk-ext ]`, at most 16 digits.
-fn chunk_size(line: &[u8]) -> Result<u64, ResponseError> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 16 {
-        return Err(ResponseError::BadChunk);
-    }
-    let rest = &line[digits..];
-    let ext = rest.iter().position(|&b| b != b' ' && b != b'\t');
-    if let Some(i) = ext
-        && rest[i] != b';'
-    {
-        return Err(ResponseError::BadChunk);
-    }
-    if rest.iter().any(|&b| b != b'\t' && (b < 0x20 || b == 0x7f)) {
-        return Err(ResponseError::BadChunk);
-    }
-    let text = std::str::from_utf8(&line[..digits]).map_err(|_| ResponseError::BadChunk)?;
-    u64::from_str_radix(text, 16).map_err(|_| ResponseError::BadChunk)
 }
 
 #[cfg(test)]
@@ -431,27 +288,6 @@ mod tests {
         assert!(parse(b"HTTP/1.1 200 OK\r\nx-v: a\r\n b\r\n\r\n", Method::GET).is_err());
     }
 
-    /// The decoded body, and what was left after it (buffered and unread).
-    fn decode_all(mut input: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), ResponseError> {
-        let mut decoder = ChunkedDecoder::default();
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        loop {
-            match decoder.decode(&mut buf)? {
-                Decoded::Data(d) => out.extend_from_slice(&d),
-                Decoded::End => return Ok((out, [&buf[..], input].concat())),
-                Decoded::NeedMore => {
-                    if input.is_empty() {
-                        return Err(ResponseError::Incomplete);
-                    }
-                    let n = step.min(input.len());
-                    buf.extend_from_slice(&input[..n]);
-                    input = &input[n..];
-                }
-            }
-        }
-    }
-
     #[test]
     fn request_head_is_origin_form_with_every_header() {
         let req = http::Request::builder()
@@ -465,7 +301,7 @@ mod tests {
         let (parts, ()) = req.into_parts();
         let mut added = Added::default();
         added.set(
-            forward::X_REQUEST_ID.clone(),
+            http::HeaderName::from_static("x-request-id"),
             HeaderValue::from_static("r-1"),
         );
         let mut out = Vec::new();
@@ -535,7 +371,7 @@ mod tests {
         let until_close = parse(b"HTTP/1.1 200 OK\r\n\r\n", Method::GET)
             .unwrap()
             .unwrap();
-        assert_eq!(until_close.framing, Framing::Close);
+        assert_eq!(until_close.framing, Framing::UntilClose);
         assert!(!until_close.keep_alive);
         let gzip_only = parse(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
@@ -543,7 +379,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(gzip_only.framing, Framing::Close);
+        assert_eq!(gzip_only.framing, Framing::UntilClose);
     }
 
     #[test]
@@ -692,48 +528,6 @@ mod tests {
         assert!(matches!(
             parse(&huge, Method::GET),
             Err(ResponseError::HeadTooLarge)
-        ));
-    }
-
-    #[test]
-    fn chunked_body_decodes_whatever_the_read_sizes() {
-        let wire = b"4\r\nWiki\r\n5;name=value\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nExpires: never\r\n\r\nNEXT";
-        for step in [1, 2, 3, 7, 64] {
-            let (body, rest) = decode_all(wire, step).unwrap();
-            assert_eq!(body, b"Wikipedia in\r\n\r\nchunks.", "step {step}");
-            // What follows the body belongs to the next response.
-            assert_eq!(rest, b"NEXT", "step {step}");
-        }
-    }
-
-    #[test]
-    fn malformed_chunks_are_errors() {
-        for wire in [
-            &b"x\r\n"[..],
-            b"4\r\nWikiXX0\r\n\r\n",
-            b"4\nWiki\r\n0\r\n\r\n",
-            b"11111111111111111\r\n",
-            b"4 x\r\nWiki\r\n",
-            b"4;\x01\r\nWiki\r\n",
-        ] {
-            assert!(
-                matches!(decode_all(wire, 64), Err(ResponseError::BadChunk)),
-                "{}",
-                String::from_utf8_lossy(wire)
-            );
-        }
-        let long_line = vec![b'1'; MAX_CHUNK_LINE_BYTES + 10];
-        assert!(matches!(
-            decode_all(&long_line, 64),
-            Err(ResponseError::BadChunk)
-        ));
-    }
-
-    #[test]
-    fn a_truncated_chunked_body_is_incomplete() {
-        assert!(matches!(
-            decode_all(b"4\r\nWi", 64),
-            Err(ResponseError::Incomplete)
         ));
     }
 }

@@ -1,0 +1,136 @@
+//! What both directions of HTTP/1.1 share: how a body is framed, the
+//! hop-by-hop headers, token lists, and growing a read buffer.
+
+use bytes::BytesMut;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use std::future::Future;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Read buffer growth: one typical head in one read.
+pub const READ_RESERVE_BYTES: usize = 8 * 1024;
+
+/// How a message's body is delimited on the wire (RFC 9112 section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the sender closes the connection (responses only).
+    UntilClose,
+}
+
+/// Headers that describe one connection, never forwarded.
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+pub const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    // Only ever meant for an h2c upgrade, which is not passed on.
+    HeaderName::from_static("http2-settings"),
+];
+
+/// A `Connection` token that names no end-to-end header: `close`, or a
+/// hop-by-hop header removed anyway.
+pub fn is_connection_option(token: &str) -> bool {
+    token.is_empty()
+        || token.eq_ignore_ascii_case("close")
+        || HOP_BY_HOP
+            .iter()
+            .any(|h| token.eq_ignore_ascii_case(h.as_str()))
+}
+
+/// Whether a comma-separated header value lists `token` (case-insensitive),
+/// as `Connection: keep-alive, close` lists `close`.
+pub fn lists_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// The headers the proxy sets on a request (`X-Forwarded-*`,
+/// `X-Request-Id`, the session's), kept beside the client's map rather than
+/// inserted into it: the upstream codec writes them after the client's
+/// headers, which spares a hashed insert and its removal per header on
+/// every request; a request that goes through hyper appends them to its map.
+/// The client's own copies of these names must be gone from the map.
+#[derive(Debug, Default)]
+pub struct Added(Vec<(HeaderName, HeaderValue)>);
+
+impl Added {
+    pub fn with_capacity(n: usize) -> Self {
+        Added(Vec::with_capacity(n))
+    }
+
+    /// Sets `name`, replacing what was set under it before, as
+    /// [`HeaderMap::insert`] does.
+    pub fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+
+    pub fn append_to(self, headers: &mut HeaderMap) {
+        for (name, value) in self.0 {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// Reads more into `buf`, growing it by a typical head when it is nearly full.
+pub fn poll_fill<T: AsyncRead + Unpin>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_RESERVE_BYTES / 8 {
+        buf.reserve(READ_RESERVE_BYTES);
+    }
+    std::pin::pin!(io.read_buf(buf)).poll(cx)
+}
+
+/// [`poll_fill`] as a future.
+pub async fn fill<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| poll_fill(io, buf, cx)).await
+}
+
+/// A chunk-size line's number, in lower-case hex.
+pub fn chunk_size_hex(n: usize, hex: &mut [u8; 16]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut i = hex.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        hex[i] = DIGITS[n & 15];
+        n >>= 4;
+        if n == 0 {
+            return &hex[i..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_are_lowercase_hex() {
+        let mut hex = [0u8; 16];
+        assert_eq!(chunk_size_hex(0, &mut hex), b"0");
+        assert_eq!(chunk_size_hex(255, &mut hex), b"ff");
+        assert_eq!(chunk_size_hex(16 * 1024 + 1, &mut hex), b"4001");
+        assert_eq!(chunk_size_hex(usize::MAX, &mut hex), b"ffffffffffffffff");
+    }
+}

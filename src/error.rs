@@ -16,11 +16,11 @@ pub enum ProxyError {
     #[error("bad request host")]
     BadHost(#[source] crate::router::HostError),
     #[error("the client's request body is malformed")]
-    BadRequestBody(#[source] hyper::Error),
+    BadRequestBody(#[source] crate::body::ClientBodyError),
     #[error("method not allowed: a reverse proxy serves no CONNECT")]
     MethodNotAllowed,
     #[error("upstream unreachable")]
-    UpstreamUnreachable(#[source] crate::upstream::pool::UpstreamError),
+    UpstreamUnreachable(#[source] crate::upstream::UpstreamError),
     #[error("upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
     #[error("session store unavailable")]
@@ -71,6 +71,20 @@ impl ProxyError {
             ProxyError::UpdateRefused(_) => "upstream sent an invalid session update\n",
             ProxyError::BadUpgrade => "upstream sent an invalid upgrade\n",
             ProxyError::TooManyUpgrades => "too many upgraded connections\n",
+        }
+    }
+}
+
+impl From<crate::upstream::UpstreamError> for ProxyError {
+    fn from(e: crate::upstream::UpstreamError) -> Self {
+        use crate::upstream::UpstreamError as U;
+        match e {
+            U::TimedOut(after) => ProxyError::UpstreamTimeout(after),
+            U::ClientBody(body) => ProxyError::BadRequestBody(body),
+            U::BadTarget => ProxyError::BadRequest("request path cannot be forwarded"),
+            e @ (U::Connect { .. } | U::ConnectTimeout(_) | U::Tls { .. } | U::Exchange(_)) => {
+                ProxyError::UpstreamUnreachable(e)
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! the contract.
 
 pub mod admin;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod deadline;

@@ -1,6 +1,7 @@
 //! One request through the gateway: route, load the session, enforce,
 //! forward with the session header, apply the upstream's write-back.
 
+pub use crate::body::{ClientBodyError, RequestBody};
 use crate::config::{Config, ForwardConfig, InternalHeaders, OnDeny, RouteConfig};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
@@ -10,72 +11,20 @@ use crate::session::cookie::{CookieCodec, is_chunk_name, split_request_cookies};
 use crate::session::writeback::Writeback;
 use crate::session::{Loaded, Sessions};
 use crate::store::Backend;
+use crate::upstream::Upstreams;
 use crate::upstream::forward::{self, X_REQUEST_ID};
 use crate::upstream::identity::{
     Forwarding, IdentityError, SessionView, plain_header_value, to_ascii_json,
 };
-use crate::upstream::{Upstreams, pool};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-pub type ProxyBody = Either<crate::upstream::pool::UpstreamBody, Full<Bytes>>;
-
-/// A request's body: hyper's, or none for a request read by the server's
-/// own HTTP/1.1 loop (which serves only requests without one).
-///
-/// Request trailers are dropped, as nginx drops them: nothing in them is
-/// filtered like the head is, so a trailer could carry a forged session
-/// header past the anti-spoofing rules.
-pub enum RequestBody {
-    Hyper(Incoming),
-    Empty,
-}
-
-/// The client's body failed to decode (a malformed chunk, a connection
-/// closed early): the client's fault, answered 400, not the upstream's.
-#[derive(Debug, thiserror::Error)]
-#[error("reading the client's request body failed")]
-pub struct ClientBodyError(#[source] pub hyper::Error);
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = ClientBodyError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
-        use std::task::Poll;
-        match self.get_mut() {
-            RequestBody::Hyper(body) => match std::pin::Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => Poll::Ready(None),
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError(e)))),
-                other => other.map_err(ClientBodyError),
-            },
-            RequestBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Hyper(body) => body.is_end_stream(),
-            RequestBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Hyper(body) => body.size_hint(),
-            RequestBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
+pub type ProxyBody = Either<crate::upstream::UpstreamBody, Full<Bytes>>;
 
 /// What the accept loop knows of a connection.
 #[derive(Debug, Clone)]
@@ -405,35 +354,35 @@ impl Proxy {
         parts.uri = self.upstreams.uri(cfg.upstream, &path, parts.uri.query())?;
         parts.version = http::Version::HTTP_11;
 
-        let resp = if pool::is_plain(&parts.method, &body, upgrade.is_some()) {
-            self.upstreams
-                .send_plain(cfg.upstream, &parts, &added, start)
-                .await?
-        } else {
-            added.append_to(&mut parts.headers);
-            frame_body(&mut parts.headers, &body);
-            // Boxed: streaming a body or switching protocols takes hyper's
-            // client, whose state would otherwise enlarge every request's future.
-            let req = Request::from_parts(parts, body);
-            let mut resp = pinned_in_place(|| {
-                self.upstreams
-                    .send_with_hyper(cfg.upstream, req, upgrade.is_some())
-            })
+        let mut body = body;
+        let framing = crate::upstream::frame_request(&mut parts.headers, &body);
+        let resp = self
+            .upstreams
+            .send(
+                cfg.upstream,
+                &parts,
+                &added,
+                &mut body,
+                framing,
+                upgrade.is_some(),
+                start,
+            )
             .await?;
-            forward::normalize_length(resp.headers_mut());
-            resp
-        };
         let (mut rparts, rbody) = resp.into_parts();
         let outcome = self.take_writeback(&mut rparts.headers, rparts.status);
         let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
+        // A 101 names the protocol in `Upgrade` (its `Connection: upgrade`
+        // is consumed with the other connection options by the codec).
         let upstream_protocol = switching
-            .then(|| forward::upgrade_protocol(&rparts.headers))
+            .then(|| rparts.headers.get(header::UPGRADE).cloned())
             .flatten();
         forward::remove_hop_by_hop(&mut rparts.headers);
         if switching {
             match (
                 client_side,
-                rparts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+                rparts
+                    .extensions
+                    .remove::<crate::upstream::UpstreamUpgrade>(),
                 upstream_protocol,
             ) {
                 (Some(client), Some(upstream), Some(protocol)) => {
@@ -546,11 +495,13 @@ impl Proxy {
 }
 
 /// Copies bytes both ways between an upgraded client and upstream until either closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    match tokio::join!(client, upstream) {
-        (Ok(client), Ok(upstream)) => {
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: crate::upstream::UpstreamUpgrade) {
+    let Some(mut upstream) = upstream.take() else {
+        return;
+    };
+    match client.await {
+        Ok(client) => {
             let mut client = hyper_util::rt::TokioIo::new(client);
-            let mut upstream = hyper_util::rt::TokioIo::new(upstream);
             match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
                 Ok((up, down)) => tracing::debug!(
                     bytes_up = up,
@@ -560,7 +511,7 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
                 Err(e) => tracing::debug!(error = %e, "upgraded connection ended with an error"),
             }
         }
-        (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "upgrade failed"),
+        Err(e) => tracing::warn!(error = %e, "upgrade failed"),
     }
 }
 
@@ -609,29 +560,6 @@ fn request_host(req: &Request<RequestBody>) -> Result<(Option<HeaderValue>, bool
             Some(HeaderValue::from_str(a.as_str()).map_err(|_| HostError::Invalid)?),
             false,
         )),
-    }
-}
-
-/// A body streamed to the upstream keeps the framing it came with: a
-/// length when it has one, else chunked. (hyper's client would send a GET
-/// whose length it does not know as having no body at all.) The client's
-/// `Trailer` announcement goes, since request trailers are dropped.
-fn frame_body(headers: &mut HeaderMap, body: &RequestBody) {
-    headers.remove(header::TRAILER);
-    headers.remove(header::CONTENT_LENGTH);
-    if body.is_end_stream() {
-        return;
-    }
-    match body.size_hint().exact() {
-        Some(n) => {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
-        None => {
-            headers.insert(
-                header::TRANSFER_ENCODING,
-                HeaderValue::from_static("chunked"),
-            );
-        }
     }
 }
 

@@ -299,3 +299,73 @@ async fn idle_connections_the_upstream_closed_are_replaced() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
     gw.stop().await;
 }
+
+/// An upstream that refuses an upload from its head alone, without reading
+/// the body: the client hears the refusal at once, not after both sides'
+/// buffers fill and a timeout passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_answers_before_the_body_is_heard_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
+                    .await;
+                // Holds the connection open without reading the body.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let yaml = config("", ROUTE).replace("timeout: 2s", "timeout: 20s");
+    let gw = gateway(&yaml, up).await;
+    let c = TestClient::new();
+    let big = Bytes::from(vec![b'x'; 32 * 1024 * 1024]);
+    let started = std::time::Instant::now();
+    let post = Request::post(gw.url("/upload"))
+        .body(Full::new(big))
+        .unwrap();
+    let r = c.send(post).await;
+    assert_eq!((r.status, r.text().as_str()), (413, "big"));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    gw.stop().await;
+}
+
+/// Bodies of every framing reach the upstream whole, in either framing, and
+/// a POST with a body is never sent twice when its connection dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_are_framed_as_they_came() {
+    let up = common::raw::recording_upstream(common::raw::answer_ok).await;
+    let gw = gateway(&config("", ROUTE), up.addr).await;
+    for (req, framing) in [
+        (
+            &b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"[..],
+            "content-length",
+        ),
+        (
+            b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n",
+            "transfer-encoding",
+        ),
+    ] {
+        let r = common::raw::exchange(gw.addr, req).await;
+        assert_eq!(r.status, 200);
+        let got = up.last();
+        assert_eq!(got.body, b"hello");
+        assert_eq!(got.all(framing).len(), 1, "{}", got.text());
+    }
+    gw.stop().await;
+}

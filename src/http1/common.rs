@@ -1,11 +1,14 @@
 //! What both directions of HTTP/1.1 share: how a body is framed, the
 //! hop-by-hop headers, token lists, and growing a read buffer.
 
+use bytes::Bytes;
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// Read buffer growth: one typical head in one read.
 pub const READ_RESERVE_BYTES: usize = 8 * 1024;
@@ -121,9 +124,69 @@ pub fn chunk_size_hex(n: usize, hex: &mut [u8; 16]) -> &[u8] {
     }
 }
 
+/// A stream with bytes already read from it in front: what hyper reads
+/// after a hand-off.
+pub struct Prefixed<T> {
+    prefix: Bytes,
+    io: T,
+}
+
+impl<T> Prefixed<T> {
+    pub fn new(prefix: Bytes, io: T) -> Self {
+        Prefixed { prefix, io }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     #[test]
     fn chunk_sizes_are_lowercase_hex() {
@@ -132,5 +195,16 @@ mod tests {
         assert_eq!(chunk_size_hex(255, &mut hex), b"ff");
         assert_eq!(chunk_size_hex(16 * 1024 + 1, &mut hex), b"4001");
         assert_eq!(chunk_size_hex(usize::MAX, &mut hex), b"ffffffffffffffff");
+    }
+
+    #[tokio::test]
+    async fn a_handed_off_stream_reads_its_prefix_first() {
+        let (mut near, far) = tokio::io::duplex(64);
+        let mut io = Prefixed::new(Bytes::from_static(b"abc"), far);
+        near.write_all(b"def").await.unwrap();
+        drop(near);
+        let mut got = Vec::new();
+        io.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"abcdef");
     }
 }

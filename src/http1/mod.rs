@@ -15,6 +15,6 @@ pub use client::{
     encode_request_head, parse_response_head,
 };
 pub use common::{
-    Added, Framing, HOP_BY_HOP, KEEP_ALIVE, READ_RESERVE_BYTES, chunk_size_hex, fill,
+    Added, Framing, HOP_BY_HOP, KEEP_ALIVE, Prefixed, READ_RESERVE_BYTES, chunk_size_hex, fill,
     is_connection_option, lists_token, poll_fill,
 };

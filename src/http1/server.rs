@@ -13,9 +13,9 @@
 //! `Content-Length` but `0`), so no framing disagreement can smuggle a second
 //! request past the proxy.
 
-use super::common::{READ_RESERVE_BYTES, chunk_size_hex, fill, lists_token};
+use super::common::{Prefixed, READ_RESERVE_BYTES, chunk_size_hex, fill, lists_token};
 use crate::proxy::{ConnInfo, Proxy, ProxyBody, RequestBody};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Body;
@@ -23,9 +23,9 @@ use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// The header count up to which the parse needs no heap (hyper's default limit).
@@ -676,69 +676,9 @@ fn extend_date(out: &mut Vec<u8>) {
     });
 }
 
-/// A stream with bytes already read from it in front: what hyper reads
-/// after a hand-off.
-pub struct Prefixed<T> {
-    prefix: Bytes,
-    io: T,
-}
-
-impl<T> Prefixed<T> {
-    pub fn new(prefix: Bytes, io: T) -> Self {
-        Prefixed { prefix, io }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if this.prefix.is_empty() {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
-        }
-        let n = this.prefix.len().min(buf.remaining());
-        buf.put_slice(&this.prefix.split_to(n));
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
 
     const LIMITS: HeadLimits = HeadLimits {
         read_timeout: Duration::from_secs(30),
@@ -1065,16 +1005,5 @@ mod tests {
         assert!(may_end_head(b"GET / HTTP/1.1\nHost: a\n\n", 20));
         assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: a\r\nX: b", 20));
         assert!(!may_end_head(b"GET / HTTP/1.1\r\n\r", 15));
-    }
-
-    #[tokio::test]
-    async fn a_handed_off_stream_reads_its_prefix_first() {
-        let (mut near, far) = tokio::io::duplex(64);
-        let mut io = Prefixed::new(Bytes::from_static(b"abc"), far);
-        near.write_all(b"def").await.unwrap();
-        drop(near);
-        let mut got = Vec::new();
-        io.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"abcdef");
     }
 }

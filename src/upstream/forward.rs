@@ -70,49 +70,6 @@ pub fn remove_internal(headers: &mut HeaderMap, names: &InternalHeaders) {
     }
 }
 
-/// Leaves a response from hyper's client with at most one plain
-/// `Content-Length`, and none beside `Transfer-Encoding` (which overrides
-/// it, RFC 9112 section 6.3): a list of equal lengths (`2, 2`) or a repeat
-/// becomes the one length; anything else goes. A client must never get a
-/// length the next hop could read its own way. (The own codec's responses
-/// are normalised as they are parsed.)
-pub fn normalize_length(headers: &mut HeaderMap) {
-    if holds(headers, &header::TRANSFER_ENCODING) {
-        headers.remove(header::CONTENT_LENGTH);
-        return;
-    }
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    let Some(first) = values.next() else {
-        return;
-    };
-    let plain = |v: &HeaderValue| !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit);
-    if plain(first) && values.next().is_none() {
-        return;
-    }
-    let mut length: Option<u64> = None;
-    let mut valid = true;
-    for part in headers
-        .get_all(header::CONTENT_LENGTH)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-    {
-        let part = part.trim_ascii();
-        let n = std::str::from_utf8(part)
-            .ok()
-            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|t| t.parse::<u64>().ok());
-        match (n, length) {
-            (Some(n), None) => length = Some(n),
-            (Some(n), Some(l)) if n == l => {}
-            _ => valid = false,
-        }
-    }
-    headers.remove(header::CONTENT_LENGTH);
-    if let (true, Some(n)) = (valid, length) {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-    }
-}
-
 /// Removes every request header a client could use to forge what the
 /// upstream is told: the internal prefix, the names routes fill from the
 /// session (`session_filled`), and, unless `allow_underscores`, every name
@@ -259,34 +216,6 @@ mod tests {
 
     fn names(h: &HeaderMap) -> Vec<&str> {
         h.keys().map(HeaderName::as_str).collect()
-    }
-
-    #[test]
-    fn response_lengths_are_left_single_and_plain() {
-        let with = |values: &[&'static str], te: bool| {
-            let mut h = HeaderMap::new();
-            for v in values {
-                h.append(header::CONTENT_LENGTH, HeaderValue::from_static(v));
-            }
-            if te {
-                h.insert(
-                    header::TRANSFER_ENCODING,
-                    HeaderValue::from_static("chunked"),
-                );
-            }
-            normalize_length(&mut h);
-            h.get_all(header::CONTENT_LENGTH)
-                .iter()
-                .map(|v| v.to_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(with(&["5"], false), ["5"]);
-        assert_eq!(with(&["2, 2"], false), ["2"]);
-        assert_eq!(with(&["2", "2"], false), ["2"]);
-        assert_eq!(with(&["2", "3"], false), Vec::<String>::new());
-        assert_eq!(with(&["abc"], false), Vec::<String>::new());
-        assert_eq!(with(&["+2"], false), Vec::<String>::new());
-        assert_eq!(with(&["3"], true), Vec::<String>::new());
     }
 
     #[test]

@@ -1,16 +1,20 @@
 //! The upstream side: pooled keep-alive connections, per-upstream timeouts,
 //! and the mapping of client failures onto 502 and 504.
 
+mod conn;
 pub mod ed25519;
 pub mod forward;
 pub mod identity;
 pub mod pool;
+mod response;
 mod stream;
 
+use crate::body::RequestBody;
 use crate::config::UpstreamConfig;
-use crate::error::ProxyError;
-use crate::proxy::RequestBody;
-use pool::{Pool, UpstreamBody, UpstreamError};
+use crate::http1::{Added, Framing};
+use pool::Pool;
+pub use pool::{UpstreamError, frame_request};
+pub use response::{UpstreamBody, UpstreamUpgrade};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use std::sync::Arc;
@@ -89,7 +93,7 @@ impl Upstreams {
         index: usize,
         path: &str,
         query: Option<&str>,
-    ) -> Result<http::Uri, ProxyError> {
+    ) -> Result<http::Uri, UpstreamError> {
         let u = &self.list[index];
         let mut pq = String::with_capacity(
             u.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
@@ -100,68 +104,26 @@ impl Upstreams {
             pq.push('?');
             pq.push_str(q);
         }
-        http::Uri::try_from(pq)
-            .map_err(|_| ProxyError::BadRequest("request path cannot be forwarded"))
+        http::Uri::try_from(pq).map_err(|_| UpstreamError::BadTarget)
     }
 
-    /// Sends a request [`pool::is_plain`] refuses, through hyper's client;
-    /// the timeout covers connecting and receiving the response head.
-    pub async fn send_with_hyper(
-        &self,
-        index: usize,
-        req: http::Request<RequestBody>,
-        upgrade: bool,
-    ) -> Result<http::Response<UpstreamBody>, ProxyError> {
-        let timeout = self.list[index].timeout;
-        timed(timeout, self.pools[index].send_with_hyper(req, upgrade)).await
-    }
-
-    /// Sends a request [`pool::is_plain`] accepts over sessiongate's own
-    /// HTTP/1.1 codec, with the same timeout. The head is borrowed, so the
-    /// request is not copied into this future.
-    pub async fn send_plain(
+    /// Sends a request to upstream `index` within its timeout, which covers
+    /// connecting, sending the request and receiving the response head,
+    /// counted from `now`, when the request arrived.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send(
         &self,
         index: usize,
         parts: &http::request::Parts,
-        added: &forward::Added,
+        added: &Added,
+        body: &mut RequestBody,
+        framing: Framing,
+        upgrade: bool,
         now: std::time::Instant,
-    ) -> Result<http::Response<UpstreamBody>, ProxyError> {
+    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
         let timeout = self.list[index].timeout;
-        let deadline = crate::deadline::after_from(now.into(), timeout);
-        match self.pools[index]
-            .send_plain(parts, added, now, deadline)
+        self.pools[index]
+            .send(parts, added, body, framing, upgrade, now, timeout)
             .await
-        {
-            Ok(resp) => Ok(resp),
-            Err(UpstreamError::TimedOut) => Err(ProxyError::UpstreamTimeout(timeout)),
-            Err(e) => Err(ProxyError::UpstreamUnreachable(e)),
-        }
-    }
-}
-
-/// Whether hyper's client failed because the client's body did: a 400
-/// for the client, not a 502 for the upstream.
-fn is_client_body_error(e: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<crate::proxy::ClientBodyError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
-async fn timed(
-    timeout: std::time::Duration,
-    send: impl Future<Output = Result<http::Response<UpstreamBody>, UpstreamError>>,
-) -> Result<http::Response<UpstreamBody>, ProxyError> {
-    match tokio::time::timeout(timeout, send).await {
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(UpstreamError::Http(e))) if is_client_body_error(&e) => {
-            Err(ProxyError::BadRequestBody(e))
-        }
-        Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable(e)),
-        Err(_) => Err(ProxyError::UpstreamTimeout(timeout)),
     }
 }

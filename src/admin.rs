@@ -1,16 +1,18 @@
 //! The admin listener: health, readiness, metrics and the JWKS. It never
 //! serves proxied traffic, and the proxy listeners never serve these paths.
 
+use crate::http1::{ConnInfo, Handler, RequestBody};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::session::Sessions;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
+use std::future::Future;
 use std::sync::Arc;
 
 pub struct Admin {
-    proxy: Arc<Proxy>,
+    /// Readiness is the session store's.
+    sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     /// The JWKS document, when a route signs with EdDSA.
     jwks: Option<Bytes>,
@@ -47,15 +49,15 @@ pub fn jwks(config: &crate::config::Config) -> Option<Bytes> {
 }
 
 impl Admin {
-    pub fn new(proxy: Arc<Proxy>, metrics: Arc<Metrics>, jwks: Option<Bytes>) -> Self {
+    pub fn new(sessions: Arc<Sessions>, metrics: Arc<Metrics>, jwks: Option<Bytes>) -> Self {
         Admin {
-            proxy,
+            sessions,
             metrics,
             jwks,
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle(&self, req: &Request<RequestBody>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return respond(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -65,7 +67,7 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
-            "/readyz" => match self.proxy.sessions.ping().await {
+            "/readyz" => match self.sessions.ping().await {
                 Ok(()) => respond(StatusCode::OK, "text/plain; charset=utf-8", "ready\n"),
                 Err(e) => {
                     tracing::warn!(error = %e, "readiness check: session store unavailable");
@@ -95,5 +97,18 @@ impl Admin {
                 "not found\n",
             ),
         }
+    }
+}
+
+impl Handler for Admin {
+    type Body = Full<Bytes>;
+
+    fn call(
+        self: &Arc<Self>,
+        request: Box<Request<RequestBody>>,
+        _conn: &ConnInfo,
+    ) -> impl Future<Output = Box<Response<Full<Bytes>>>> + Send {
+        let admin = self.clone();
+        async move { Box::new(admin.handle(&request).await) }
     }
 }

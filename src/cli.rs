@@ -1,7 +1,7 @@
 //! The command line: `run` (default), `check`, `clear-sessions`, `keygen`, `demo`.
 
+use crate::app::{Listeners, run};
 use crate::config::{self, Config, DEFAULT_CONFIG_PATH, StoreConfig};
-use crate::server::{Listeners, run};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;

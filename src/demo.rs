@@ -3,7 +3,7 @@
 //! cookies: it reads the session from `X-Session-Data` and changes it with
 //! `X-Session-Update` and `X-Session-Action`, as any upstream would.
 
-use crate::server::{Listeners, run};
+use crate::app::{Listeners, run};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};

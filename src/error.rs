@@ -16,7 +16,7 @@ pub enum ProxyError {
     #[error("bad request host")]
     BadHost(#[source] crate::router::HostError),
     #[error("the client's request body is malformed")]
-    BadRequestBody(#[source] crate::body::ClientBodyError),
+    BadRequestBody(#[source] crate::http1::ClientBodyError),
     #[error("method not allowed: a reverse proxy serves no CONNECT")]
     MethodNotAllowed,
     #[error("upstream unreachable")]

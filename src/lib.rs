@@ -3,7 +3,7 @@
 //! the contract.
 
 pub mod admin;
-pub mod body;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod deadline;
@@ -23,8 +23,8 @@ pub mod session;
 pub mod store;
 pub mod upstream;
 
+pub use app::{Listeners, RunError, run};
 pub use config::Config;
-pub use server::{Listeners, RunError, run};
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs) once; rustls
 /// refuses to pick one by itself when more than one is compiled in.

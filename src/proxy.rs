@@ -1,9 +1,9 @@
 //! One request through the gateway: route, load the session, enforce,
 //! forward with the session header, apply the upstream's write-back.
 
-pub use crate::body::{ClientBodyError, RequestBody};
 use crate::config::{Config, ForwardConfig, InternalHeaders, OnDeny, RouteConfig};
 use crate::error::ProxyError;
+use crate::http1::{ConnInfo, RequestBody};
 use crate::metrics::Metrics;
 use crate::record::now_ms;
 use crate::router::{self, HostError};
@@ -19,32 +19,11 @@ use crate::upstream::identity::{
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
 pub type ProxyBody = Either<crate::upstream::UpstreamBody, Full<Bytes>>;
-
-/// What the accept loop knows of a connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// The client's address as an `X-Forwarded-For` entry, formatted once
-    /// per connection rather than once per request.
-    pub client_ip: HeaderValue,
-    /// `http` or `https`, for `X-Forwarded-Proto`.
-    pub proto: &'static str,
-}
-
-impl ConnInfo {
-    pub fn new(remote: SocketAddr, proto: &'static str) -> Self {
-        ConnInfo {
-            client_ip: HeaderValue::try_from(remote.ip().to_string())
-                .expect("an IP address is ASCII"),
-            proto,
-        }
-    }
-}
 
 struct Route {
     cfg: RouteConfig,
@@ -59,6 +38,18 @@ fn pinned_in_place<F>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
+impl crate::http1::Handler for Proxy {
+    type Body = ProxyBody;
+
+    fn call(
+        self: &Arc<Self>,
+        request: Box<Request<RequestBody>>,
+        conn: &ConnInfo,
+    ) -> impl Future<Output = Box<Response<ProxyBody>>> + Send {
+        self.clone().handle(request, conn.clone())
+    }
+}
+
 /// A request id as text, for the log span.
 struct RequestIdDisplay<'a>(&'a HeaderValue);
 
@@ -68,6 +59,15 @@ impl std::fmt::Display for RequestIdDisplay<'_> {
     }
 }
 
+/// What can keep the proxy from starting: a signing key or a CA file.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
+    #[error("{0}")]
+    Upstream(#[from] crate::upstream::CaError),
+}
+
 pub struct Proxy {
     routes: Vec<Route>,
     router: router::Router,
@@ -75,13 +75,12 @@ pub struct Proxy {
     underscores_allowed: bool,
     /// Permits of upgraded (tunnelled) connections, `limits.max_connections` of them.
     tunnels: Arc<tokio::sync::Semaphore>,
-    max_tunnels: usize,
     unrouted: crate::metrics::RouteRecorder,
     /// Every header any route fills from the session outside the internal
     /// prefix: a client may send none of them, whichever route it takes.
     session_filled: Vec<http::HeaderName>,
     upstreams: Upstreams,
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
     headers: InternalHeaders,
     pub metrics: Arc<Metrics>,
 }
@@ -98,7 +97,7 @@ impl Proxy {
         config: &Config,
         backend: Backend,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, crate::server::RunError> {
+    ) -> Result<Self, SetupError> {
         let routes = config
             .routes
             .iter()
@@ -110,14 +109,14 @@ impl Proxy {
                 })
             })
             .collect::<Result<Vec<_>, IdentityError>>()?;
-        let sessions = Sessions::new(
+        let sessions = Arc::new(Sessions::new(
             backend,
             CookieCodec::new(config.session.cookie.clone(), &config.secrets),
             config.session.policy,
             config.session.on_store_error,
             config.session.save_every_request,
             metrics.clone(),
-        );
+        ));
         let mut session_filled: Vec<http::HeaderName> = Vec::new();
         for r in &config.routes {
             let names = r
@@ -134,7 +133,6 @@ impl Proxy {
         }
         Ok(Proxy {
             tunnels: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
-            max_tunnels: config.limits.max_connections,
             unrouted: metrics.route(NO_ROUTE_LABEL),
             router: router::Router::new(&config.routes, config.paths),
             underscores_allowed: config.underscores_in_headers,
@@ -293,12 +291,9 @@ impl Proxy {
             parts.version == http::Version::HTTP_11
                 && !forward::lists_token(protocol.as_bytes(), b"h2c")
         });
-        let client_side = upgrade
-            .as_ref()
-            .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
-        // A tunnel outlives its HTTP connection: it holds a permit of its own,
-        // so upgraded connections stay bounded and shutdown can wait for them.
-        let tunnel_permit = match &client_side {
+        // A tunnel holds a permit of its own, so that upgraded connections
+        // stay bounded.
+        let tunnel_permit = match &upgrade {
             Some(_) => Some(
                 self.tunnels
                     .clone()
@@ -378,19 +373,17 @@ impl Proxy {
             .flatten();
         forward::remove_hop_by_hop(&mut rparts.headers);
         if switching {
-            match (
-                client_side,
-                rparts
-                    .extensions
-                    .remove::<crate::upstream::UpstreamUpgrade>(),
-                upstream_protocol,
-            ) {
-                (Some(client), Some(upstream), Some(protocol)) => {
+            let upstream = rparts
+                .extensions
+                .remove::<crate::upstream::UpstreamUpgrade>()
+                .and_then(|u| u.take());
+            match (tunnel_permit, upstream, upstream_protocol) {
+                (Some(permit), Some(upstream), Some(protocol)) => {
                     forward::set_upgrade(&mut rparts.headers, protocol);
-                    tokio::spawn(async move {
-                        tunnel(client, upstream).await;
-                        drop(tunnel_permit);
-                    });
+                    // The server loop joins the client's connection to it.
+                    rparts
+                        .extensions
+                        .insert(crate::http1::Upgraded::new(upstream, permit));
                 }
                 _ => return Err(ProxyError::BadUpgrade),
             }
@@ -482,37 +475,6 @@ impl Proxy {
 
 fn forwards_session(f: &ForwardConfig) -> bool {
     f.header.is_some() || !f.headers.is_empty()
-}
-
-impl Proxy {
-    /// Waits until every tunnel has closed, or `timeout` has passed.
-    pub async fn drain_tunnels(&self, timeout: std::time::Duration) -> bool {
-        let all = u32::try_from(self.max_tunnels).unwrap_or(u32::MAX);
-        tokio::time::timeout(timeout, self.tunnels.acquire_many(all))
-            .await
-            .is_ok()
-    }
-}
-
-/// Copies bytes both ways between an upgraded client and upstream until either closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: crate::upstream::UpstreamUpgrade) {
-    let Some(mut upstream) = upstream.take() else {
-        return;
-    };
-    match client.await {
-        Ok(client) => {
-            let mut client = hyper_util::rt::TokioIo::new(client);
-            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                Ok((up, down)) => tracing::debug!(
-                    bytes_up = up,
-                    bytes_down = down,
-                    "upgraded connection closed"
-                ),
-                Err(e) => tracing::debug!(error = %e, "upgraded connection ended with an error"),
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "upgrade failed"),
-    }
 }
 
 /// What routing decided about a request, for the phases after it.

@@ -113,13 +113,14 @@ async fn a_client_asking_to_close_is_answered_then_closed() {
 }
 
 #[tokio::test]
-async fn heads_hyper_refuses_and_http_1_0_are_answered_by_hyper() {
+async fn malformed_heads_get_400_and_http_1_0_is_served_then_closed() {
     let up = upstream().await;
     let gw = gateway(&config("", JSON_ROUTE), up.addr).await;
     for (head, want) in [
         ("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", "HTTP/1.1 400 "),
         ("G@T / HTTP/1.1\r\n\r\n", "HTTP/1.1 400 "),
-        ("GET /old HTTP/1.0\r\nHost: a\r\n\r\n", "HTTP/1.0 200 "),
+        // A server answers in its own version (RFC 9110 section 2.5), as nginx does.
+        ("GET /old HTTP/1.0\r\nHost: a\r\n\r\n", "HTTP/1.1 200 "),
     ] {
         let mut s = TcpStream::connect(gw.addr).await.unwrap();
         s.write_all(head.as_bytes()).await.unwrap();
@@ -252,4 +253,55 @@ async fn a_head_trickled_byte_by_byte_is_served() {
     let all = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
     assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
     assert!(all.contains(r#""path":"/trickle""#), "{all}");
+}
+
+#[tokio::test]
+async fn a_client_expecting_100_continue_gets_it_before_sending_its_body() {
+    let up = upstream().await;
+    let gw = gateway(&config("", JSON_ROUTE), up.addr).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut interim))
+        .await
+        .expect("a 100 Continue before the body")
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").await.unwrap();
+    let (head, body) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains(r#""body_len":5"#), "{body}");
+    // Refused before the body is read: no 100, and the connection ends.
+    let routes =
+        "  - {match: {path_prefix: /}, upstream: app, forward: {mode: json}, require: [user_id]}";
+    let gw = gateway(&config("", routes), up.addr).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let all = read_to_close(&mut s, Duration::from_secs(15))
+        .await
+        .expect("closed after the refusal");
+    assert!(all.starts_with("HTTP/1.1 401"), "{all}");
+}
+
+#[tokio::test]
+async fn an_http_1_0_client_that_asks_keeps_its_connection() {
+    let up = upstream().await;
+    let gw = gateway(&config("", JSON_ROUTE), up.addr).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    for _ in 0..3 {
+        s.write_all(b"GET /old HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, _) = read_response(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(header(&head, "connection"), Some("keep-alive"), "{head}");
+    }
 }

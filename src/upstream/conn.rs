@@ -7,8 +7,8 @@
 //! body is then not sent (the connection is not reused).
 
 use super::stream::UpstreamStream;
-use crate::body::{ClientBodyError, RequestBody};
 use crate::http1::{self, Added, Framing, ResponseError, ResponseHead, chunk_size_hex, poll_fill};
+use crate::http1::{ClientBodyError, RequestBody};
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
 use hyper::body::Body;

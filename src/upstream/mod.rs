@@ -9,8 +9,8 @@ pub mod pool;
 mod response;
 mod stream;
 
-use crate::body::RequestBody;
 use crate::config::UpstreamConfig;
+use crate::http1::RequestBody;
 use crate::http1::{Added, Framing};
 use pool::Pool;
 pub use pool::{UpstreamError, frame_request};

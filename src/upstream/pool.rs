@@ -14,9 +14,9 @@
 use super::conn::{Answer, Conn, Failed, Silence, Wire};
 use super::response::{Rest, UpstreamBody, UpstreamUpgrade};
 use super::stream::UpstreamStream;
-use crate::body::{ClientBodyError, RequestBody};
 use crate::config::UpstreamConfig;
 use crate::http1::{Added, ChunkedDecoder, Framing, Prefixed, READ_RESERVE_BYTES, ResponseError};
+use crate::http1::{ClientBodyError, RequestBody};
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Response, header};
 use hyper::body::Body;

@@ -1,0 +1,214 @@
+//! The running gateway: the store opened, the proxy and the admin handlers
+//! built from the config and served on their listeners, the background
+//! work (sweeping expired sessions, reloading certificates on SIGHUP), and
+//! the shutdown: stop accepting, let in-flight requests finish (up to the
+//! drain timeout), close the store.
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::{Proxy, SetupError};
+use crate::record::now_ms;
+use crate::server::{self, Hangup, Serving, tls};
+use crate::session::Sessions;
+use crate::store;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// How often expired sessions are swept from stores without native expiry.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How long shutdown waits for finished connections to release the store.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// Admin connections served at once.
+const ADMIN_CONNECTIONS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    #[error("cannot open the session store: {0}")]
+    Store(#[from] store::OpenError),
+    #[error("{0}")]
+    Setup(#[from] SetupError),
+    #[error("listen[{0}].tls: {1}")]
+    Tls(usize, #[source] tls::TlsError),
+}
+
+/// The sockets `run` serves, bound beforehand so that tests can bind port 0.
+pub struct Listeners {
+    pub proxy: Vec<TcpListener>,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener of the config.
+    pub async fn bind(config: &Config) -> Result<Self, RunError> {
+        let mut proxy = Vec::new();
+        for l in &config.listen {
+            proxy.push(
+                TcpListener::bind(l.addr)
+                    .await
+                    .map_err(|e| RunError::Bind(l.addr, e))?,
+            );
+        }
+        let admin = match &config.admin {
+            Some(a) => Some(
+                TcpListener::bind(a.addr)
+                    .await
+                    .map_err(|e| RunError::Bind(a.addr, e))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { proxy, admin })
+    }
+}
+
+/// Serves the config on already-bound listeners until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let hangup = server::install_sighup();
+    let mut cert_stores = Vec::new();
+    let mut acceptors = Vec::new();
+    for (i, l) in config.listen.iter().enumerate() {
+        acceptors.push(match &l.tls {
+            Some(files) => {
+                let store =
+                    Arc::new(tls::CertStore::load(files.clone()).map_err(|e| RunError::Tls(i, e))?);
+                cert_stores.push(store.clone());
+                Some(tokio_rustls::TlsAcceptor::from(tls::server_config(store)))
+            }
+            None => None,
+        });
+    }
+    let metrics = Arc::new(Metrics::new());
+    let backend = store::open(&config.session, &config.secrets).await?;
+    let proxy = Arc::new(Proxy::new(&config, backend, metrics.clone())?);
+    let sessions = proxy.sessions.clone();
+    let admin = Arc::new(Admin::new(
+        sessions.clone(),
+        metrics,
+        crate::admin::jwks(&config),
+    ));
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+    let serving = Serving::new(
+        &config.limits,
+        connections,
+        graceful.clone(),
+        stop_rx.clone(),
+    );
+    let mut loops = JoinSet::new();
+    for (listener, acceptor) in listeners.proxy.into_iter().zip(acceptors) {
+        tracing::info!(addr = ?listener.local_addr().ok(), tls = acceptor.is_some(), "proxy listening");
+        loops.spawn(server::accept_loop(
+            listener,
+            acceptor,
+            proxy.clone(),
+            serving.clone(),
+        ));
+    }
+    if let Some(listener) = listeners.admin {
+        tracing::info!(addr = ?listener.local_addr().ok(), "admin listening");
+        let admin_serving = Serving {
+            connections: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
+            ..serving.clone()
+        };
+        loops.spawn(server::accept_loop(
+            listener,
+            None,
+            admin.clone(),
+            admin_serving,
+        ));
+    }
+    drop(serving);
+    let sweeper = tokio::spawn(sweep_loop(sessions.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(hangup, cert_stores));
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    let _ = stop_tx.send(true);
+    while loops.join_next().await.is_some() {}
+    sweeper.abort();
+    reloader.abort();
+    let _ = sweeper.await;
+    let _ = reloader.await;
+    let graceful =
+        Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("every accept loop has ended"));
+    match tokio::time::timeout(config.limits.drain_timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections drained"),
+        Err(_) => {
+            tracing::warn!(timeout = ?config.limits.drain_timeout, "drain timeout passed; closing remaining connections")
+        }
+    }
+    drop(admin);
+    drop(proxy);
+    close_store(sessions).await;
+    Ok(())
+}
+
+/// Waits for the last request task to let go of the sessions, then closes
+/// the store (flushing and unlocking an embedded file) off the async runtime.
+async fn close_store(mut sessions: Arc<Sessions>) {
+    let deadline = tokio::time::Instant::now() + STORE_CLOSE_WAIT;
+    loop {
+        match Arc::try_unwrap(sessions) {
+            Ok(s) => {
+                let _ = tokio::task::spawn_blocking(move || drop(s)).await;
+                return;
+            }
+            Err(shared) if tokio::time::Instant::now() < deadline => {
+                sessions = shared;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => {
+                tracing::warn!("connections still hold the session store; it closes when they end");
+                return;
+            }
+        }
+    }
+}
+
+/// SIGHUP re-reads every TLS certificate; established connections keep theirs.
+#[cfg_attr(not(unix), allow(unused_variables))]
+async fn reload_on_sighup(hup: Hangup, stores: Vec<Arc<tls::CertStore>>) {
+    #[cfg(unix)]
+    {
+        let Some(mut hup) = hup else { return };
+        while hup.recv().await.is_some() {
+            if stores.is_empty() {
+                tracing::info!("SIGHUP: no TLS certificates to reload");
+            }
+            for store in &stores {
+                match store.reload() {
+                    Ok(()) => tracing::info!("TLS certificates reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS certificates not reloaded; the previous ones stay in use")
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sweep_loop(sessions: Arc<Sessions>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match sessions.sweep(now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "expired sessions swept"),
+            Err(e) => tracing::warn!(error = %e, "sweeping expired sessions failed"),
+        }
+    }
+}

@@ -87,7 +87,20 @@ impl<'a> Arbitrary<'a> for Case {
     }
 }
 
+/// serde_json (with `raw_value`) reads an object with this key as a raw
+/// value, so the proxy refuses any update that holds it: it never reaches
+/// a store.
+pub const RESERVED_KEY: &str = "$serde_json::private::RawValue";
+
 impl Case {
+    /// Whether the proxy would refuse this case before any store saw it.
+    pub fn refused_by_the_proxy(&self) -> bool {
+        let (data, patches) = self.texts();
+        std::iter::once(&data)
+            .chain(&patches)
+            .any(|t| t.contains(RESERVED_KEY))
+    }
+
     /// The texts a store is given: compact JSON, as the proxy writes it.
     pub fn texts(&self) -> (String, Vec<String>) {
         let text = |o: &Object| serde_json::to_string(&o.0).expect("a map serializes");

@@ -85,9 +85,9 @@ fn benches(c: &mut Criterion) {
 
     let dir = std::env::temp_dir().join(format!("sg-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (private, _, _) = sessiongate::upstream::ed25519::generate();
+    let (private, _, _) = sessiongate::keys::ed25519::generate();
     std::fs::write(dir.join("k.pem"), private).unwrap();
-    let pair = sessiongate::upstream::ed25519::load_private(&dir.join("k.pem")).unwrap();
+    let pair = sessiongate::keys::ed25519::load_private(&dir.join("k.pem")).unwrap();
     let eddsa = signer(SigningKey::EdDsa {
         published: vec![pair.jwk.clone()],
         signing: pair,

@@ -33,7 +33,7 @@ fn respond(
 /// The JWKS of every route that signs with EdDSA, or `None` when none does.
 pub fn jwks(config: &crate::config::Config) -> Option<Bytes> {
     use crate::config::{ForwardMode, SigningKey};
-    let mut keys: Vec<&crate::upstream::ed25519::Jwk> = Vec::new();
+    let mut keys: Vec<&crate::keys::ed25519::Jwk> = Vec::new();
     for route in &config.routes {
         if let ForwardMode::Signed(s) = &route.forward.mode
             && let SigningKey::EdDsa { published, .. } = &s.key

@@ -36,8 +36,6 @@ pub enum RunError {
     Store(#[from] store::OpenError),
     #[error("{0}")]
     Setup(#[from] SetupError),
-    #[error("listen[{0}].tls: {1}")]
-    Tls(usize, #[source] tls::TlsError),
 }
 
 /// The sockets `run` serves, bound beforehand so that tests can bind port 0.
@@ -76,19 +74,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let hangup = server::install_sighup();
-    let mut cert_stores = Vec::new();
-    let mut acceptors = Vec::new();
-    for (i, l) in config.listen.iter().enumerate() {
-        acceptors.push(match &l.tls {
-            Some(files) => {
-                let store =
-                    Arc::new(tls::CertStore::load(files.clone()).map_err(|e| RunError::Tls(i, e))?);
-                cert_stores.push(store.clone());
-                Some(tokio_rustls::TlsAcceptor::from(tls::server_config(store)))
-            }
-            None => None,
-        });
-    }
+    let cert_stores: Vec<_> = config.listen.iter().filter_map(|l| l.tls.clone()).collect();
+    let acceptors: Vec<_> = config
+        .listen
+        .iter()
+        .map(|l| {
+            l.tls
+                .clone()
+                .map(|store| tokio_rustls::TlsAcceptor::from(tls::server_config(store)))
+        })
+        .collect();
     let metrics = Arc::new(Metrics::new());
     let backend = store::open(&config.session, &config.secrets).await?;
     let proxy = Arc::new(Proxy::new(&config, backend, metrics.clone())?);
@@ -180,7 +175,7 @@ async fn close_store(mut sessions: Arc<Sessions>) {
 
 /// SIGHUP re-reads every TLS certificate; established connections keep theirs.
 #[cfg_attr(not(unix), allow(unused_variables))]
-async fn reload_on_sighup(hup: Hangup, stores: Vec<Arc<tls::CertStore>>) {
+async fn reload_on_sighup(hup: Hangup, stores: Vec<Arc<crate::keys::CertStore>>) {
     #[cfg(unix)]
     {
         let Some(mut hup) = hup else { return };

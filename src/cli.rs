@@ -76,7 +76,7 @@ pub fn main() -> ExitCode {
 }
 
 fn write_ed25519_pair(prefix: &std::path::Path) -> ExitCode {
-    let (private, public, kid) = crate::upstream::ed25519::generate();
+    let (private, public, kid) = crate::keys::ed25519::generate();
     let private_path = PathBuf::from(format!("{}.pem", prefix.display()));
     let public_path = PathBuf::from(format!("{}.pub.pem", prefix.display()));
     let write = |path: &std::path::Path, text: &str, mode: u32| -> std::io::Result<()> {

@@ -12,6 +12,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http1;
+pub mod keys;
 pub mod logging;
 pub mod mac;
 pub mod metrics;

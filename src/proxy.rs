@@ -59,14 +59,10 @@ impl std::fmt::Display for RequestIdDisplay<'_> {
     }
 }
 
-/// What can keep the proxy from starting: a signing key or a CA file.
+/// What can keep the proxy from starting: a signing key it cannot use.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error("{0}")]
-    Identity(#[from] IdentityError),
-    #[error("{0}")]
-    Upstream(#[from] crate::upstream::CaError),
-}
+#[error("{0}")]
+pub struct SetupError(#[from] IdentityError);
 
 pub struct Proxy {
     routes: Vec<Route>,
@@ -138,7 +134,7 @@ impl Proxy {
             underscores_allowed: config.underscores_in_headers,
             routes,
             session_filled,
-            upstreams: Upstreams::new(config.upstreams.clone())?,
+            upstreams: Upstreams::new(config.upstreams.clone()),
             sessions,
             headers: config.headers.clone(),
             metrics,

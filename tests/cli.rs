@@ -597,7 +597,7 @@ async fn sighup_reloads_certificates_without_dropping_connections() {
     let proc = Running::start(&cfg, admin, &dir, &[]);
 
     sessiongate::install_crypto_provider();
-    let roots = sessiongate::upstream::root_store(Some(&first.ca)).unwrap();
+    let roots = sessiongate::keys::root_store(Some(&first.ca)).unwrap();
     let mut client = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();

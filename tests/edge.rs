@@ -25,7 +25,7 @@ fn dir(tag: &str) -> PathBuf {
 
 fn client_config(ca_pem: &Path, alpn: &[&[u8]]) -> rustls::ClientConfig {
     sessiongate::install_crypto_provider();
-    let roots = sessiongate::upstream::root_store(Some(ca_pem)).unwrap();
+    let roots = sessiongate::keys::root_store(Some(ca_pem)).unwrap();
     let mut c = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -331,11 +331,11 @@ async fn websocket_handshake_carries_the_session_header() {
 /// An echo upstream behind TLS, with a certificate from `ca`.
 async fn https_upstream(ca: &TestCa, d: &Path) -> SocketAddr {
     let leaf = ca.leaf(&["localhost"], d, "upstream");
-    let files = vec![sessiongate::config::TlsFiles {
+    let files = vec![sessiongate::keys::TlsFiles {
         cert: leaf.cert,
         key: leaf.key,
     }];
-    let store = Arc::new(sessiongate::server::tls::CertStore::load(files).unwrap());
+    let store = Arc::new(sessiongate::keys::CertStore::load(files).unwrap());
     let acceptor = tokio_rustls::TlsAcceptor::from(sessiongate::server::tls::server_config(store));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -398,8 +398,8 @@ async fn https_upstreams_are_verified_against_their_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eddsa_tokens_verify_with_the_published_jwks() {
     let d = dir("eddsa");
-    let (old_private, old_public, old_kid) = sessiongate::upstream::ed25519::generate();
-    let (new_private, _, new_kid) = sessiongate::upstream::ed25519::generate();
+    let (old_private, old_public, old_kid) = sessiongate::keys::ed25519::generate();
+    let (new_private, _, new_kid) = sessiongate::keys::ed25519::generate();
     std::fs::write(d.join("old.pem"), old_private).unwrap();
     std::fs::write(d.join("old.pub.pem"), old_public).unwrap();
     std::fs::write(d.join("new.pem"), new_private).unwrap();

@@ -181,7 +181,7 @@ async fn eddsa(lang: &str, test: &str) {
         return;
     };
     let dir = common::redis::temp_dir("interop");
-    let (private, _, _) = sessiongate::upstream::ed25519::generate();
+    let (private, _, _) = sessiongate::keys::ed25519::generate();
     let key = dir.join("signing.pem");
     std::fs::write(&key, private).unwrap();
     // The gateway needs the app's address, and the app the gateway's JWKS URL.

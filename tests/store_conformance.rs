@@ -508,7 +508,7 @@ fn redis_config(
         topology,
         key_prefix: prefix,
         timeout: Duration::from_secs(5),
-        ca: None,
+        ca_pem: None,
     }
 }
 
@@ -590,7 +590,7 @@ async fn redis_tls_conformance() {
     let url = format!("rediss://127.0.0.1:{port}");
     let ca_path = files.ca.clone();
     redis_suite("sg-tls:", |_, prefix| sessiongate::config::RedisConfig {
-        ca: Some(ca_path.clone()),
+        ca_pem: Some(std::fs::read(&ca_path).unwrap()),
         ..redis_config(
             sessiongate::config::RedisTopology::Standalone { url: url.clone() },
             prefix,
@@ -601,7 +601,7 @@ async fn redis_tls_conformance() {
     // A server certificate from another CA is refused.
     let other = common::tls::TestCa::new().leaf(&["127.0.0.1"], &dir, "other");
     let cfg = sessiongate::config::RedisConfig {
-        ca: Some(other.ca),
+        ca_pem: Some(std::fs::read(&other.ca).unwrap()),
         ..redis_config(
             sessiongate::config::RedisTopology::Standalone { url },
             "x:".into(),

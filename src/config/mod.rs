@@ -75,14 +75,9 @@ pub struct PathPolicy {
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub addr: SocketAddr,
-    /// Certificates chosen by SNI; the first is the default.
-    pub tls: Option<Vec<TlsFiles>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    /// Certificates chosen by SNI (the first is the default), loaded once
+    /// by validation; SIGHUP reloads them from their files.
+    pub tls: Option<std::sync::Arc<crate::keys::CertStore>>,
 }
 
 #[derive(Debug, Clone)]
@@ -145,7 +140,8 @@ pub struct RedisConfig {
     pub topology: RedisTopology,
     pub key_prefix: String,
     pub timeout: Duration,
-    pub ca: Option<PathBuf>,
+    /// The PEM of the CA that signed the server's certificate, for `rediss://`.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -198,7 +194,9 @@ pub struct UpstreamConfig {
     /// Path the upstream is mounted at, without a trailing slash ("" for the root).
     pub base_path: String,
     pub timeout: Duration,
-    pub ca: Option<PathBuf>,
+    /// For an https upstream: the roots its certificate is checked against
+    /// (its `ca` file, or the webpki roots), loaded once by validation.
+    pub roots: Option<std::sync::Arc<rustls::RootCertStore>>,
 }
 
 #[derive(Debug, Clone)]
@@ -246,8 +244,8 @@ pub enum SigningKey {
     Hs256(Secret),
     /// The first key signs; every listed key is published in the JWKS.
     EdDsa {
-        signing: crate::upstream::ed25519::SigningKeyPair,
-        published: Vec<crate::upstream::ed25519::Jwk>,
+        signing: crate::keys::ed25519::SigningKeyPair,
+        published: Vec<crate::keys::ed25519::Jwk>,
     },
 }
 

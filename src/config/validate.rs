@@ -228,19 +228,26 @@ fn listeners(value: Option<Value>, issues: &mut Issues) -> Vec<ListenerConfig> {
                     RawTlsSpec::Many(v) => v,
                 };
                 list.into_iter()
-                    .map(|t| TlsFiles {
+                    .map(|t| crate::keys::TlsFiles {
                         cert: PathBuf::from(t.cert),
                         key: PathBuf::from(t.key),
                     })
                     .collect::<Vec<_>>()
             });
-            if let Some(files) = &tls {
-                if files.is_empty() {
+            let tls = match tls {
+                None => None,
+                Some(files) if files.is_empty() => {
                     issues.push(format!("listen[{i}].tls"), "needs at least one certificate");
-                } else if let Err(e) = crate::server::tls::CertStore::load(files.clone()) {
-                    issues.push(format!("listen[{i}].tls"), e.to_string());
+                    None
                 }
-            }
+                Some(files) => match crate::keys::CertStore::load(files) {
+                    Ok(store) => Some(std::sync::Arc::new(store)),
+                    Err(e) => {
+                        issues.push(format!("listen[{i}].tls"), e.to_string());
+                        None
+                    }
+                },
+            };
             Some(ListenerConfig { addr, tls })
         })
         .collect()
@@ -538,15 +545,17 @@ fn store(raw: RawStore, issues: &mut Issues) -> StoreConfig {
                     "must not contain { or }: they would change the Cluster hash slot",
                 );
             }
-            if let Some(path) = &ca
-                && let Err(e) = std::fs::metadata(path)
-            {
-                issues.push("session.store.ca", format!("cannot read {path}: {e}"));
-            }
+            let ca_pem = ca.as_ref().and_then(|path| match std::fs::read(path) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    issues.push("session.store.ca", format!("cannot read {path}: {e}"));
+                    None
+                }
+            });
             StoreConfig::Redis(RedisConfig {
                 topology,
                 key_prefix,
-                ca: ca.map(PathBuf::from),
+                ca_pem,
                 timeout: duration(
                     &timeout,
                     "session.store.timeout",
@@ -611,13 +620,20 @@ fn upstreams(value: Option<Value>, issues: &mut Issues) -> Vec<UpstreamConfig> {
                 format!("unsupported scheme {scheme}: use http:// or https://"),
             );
         }
-        if let Some(ca) = &raw.ca {
-            if scheme != http::uri::Scheme::HTTPS {
-                issues.push(format!("{path}.ca"), "only applies to https:// upstreams");
-            } else if let Err(e) = crate::upstream::root_store(Some(std::path::Path::new(ca))) {
-                issues.push(format!("{path}.ca"), e.to_string());
-            }
+        if raw.ca.is_some() && scheme != http::uri::Scheme::HTTPS {
+            issues.push(format!("{path}.ca"), "only applies to https:// upstreams");
         }
+        let roots = if scheme == http::uri::Scheme::HTTPS {
+            match crate::keys::root_store(raw.ca.as_deref().map(std::path::Path::new)) {
+                Ok(roots) => Some(std::sync::Arc::new(roots)),
+                Err(e) => {
+                    issues.push(format!("{path}.ca"), e.to_string());
+                    None
+                }
+            }
+        } else {
+            None
+        };
         if uri.query().is_some() {
             issues.push(format!("{path}.url"), "must not have a query string");
         }
@@ -633,7 +649,7 @@ fn upstreams(value: Option<Value>, issues: &mut Issues) -> Vec<UpstreamConfig> {
             authority,
             base_path: uri.path().trim_end_matches('/').to_string(),
             timeout,
-            ca: raw.ca.map(PathBuf::from),
+            roots,
         });
     }
     out
@@ -851,7 +867,7 @@ fn forward(
 
 /// `forward.private_key`: the first file signs; every file is published.
 fn ed25519_keys(paths: &[String], path: &str, issues: &mut Issues) -> Option<SigningKey> {
-    use crate::upstream::ed25519;
+    use crate::keys::ed25519;
     let Some(first) = paths.first() else {
         issues.push(path, "needs at least one key file");
         return None;

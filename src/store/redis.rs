@@ -112,20 +112,11 @@ pub struct RedisStore {
     create_script: Script,
 }
 
-fn tls_certs(
-    ca: &Option<std::path::PathBuf>,
-) -> Result<Option<::redis::TlsCertificates>, OpenError> {
-    match ca {
-        None => Ok(None),
-        Some(path) => {
-            let pem =
-                std::fs::read(path).map_err(|e| OpenError::Io(path.display().to_string(), e))?;
-            Ok(Some(::redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem),
-            }))
-        }
-    }
+fn tls_certs(ca_pem: &Option<Vec<u8>>) -> Option<::redis::TlsCertificates> {
+    ca_pem.as_ref().map(|pem| ::redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.clone()),
+    })
 }
 
 fn open_err(what: &str) -> impl FnOnce(RedisError) -> OpenError + '_ {
@@ -137,7 +128,7 @@ impl RedisStore {
     /// start makes requests fail (per `on_store_error`) until it is back.
     pub async fn open(cfg: &RedisConfig, policy: Policy) -> Result<Self, OpenError> {
         crate::install_crypto_provider();
-        let certs = tls_certs(&cfg.ca)?;
+        let certs = tls_certs(&cfg.ca_pem);
         let topology = match &cfg.topology {
             RedisTopology::Standalone { url } => {
                 let client = match &certs {

@@ -37,6 +37,12 @@ pub(super) struct Wire {
     pub out: Vec<u8>,
 }
 
+/// Where a connection goes when its exchange is complete (its pool).
+pub(super) trait Home: Send + Sync {
+    /// Takes the connection back if `keep_alive` and it can carry another exchange.
+    fn put_back(&self, conn: Box<Conn>, keep_alive: bool, now: std::time::Instant);
+}
+
 /// How much of a failed exchange reached the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Silence {

@@ -435,9 +435,9 @@ mod tests {
     fn eddsa_tokens_carry_the_kid_and_verify_with_the_public_key() {
         let dir = std::env::temp_dir().join(format!("sg-identity-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (private, public, kid) = crate::upstream::ed25519::generate();
+        let (private, public, kid) = crate::keys::ed25519::generate();
         std::fs::write(dir.join("k.pem"), private).unwrap();
-        let pair = crate::upstream::ed25519::load_private(&dir.join("k.pem")).unwrap();
+        let pair = crate::keys::ed25519::load_private(&dir.join("k.pem")).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let signer = TokenSigner::new(&signing_config(SigningKey::EdDsa {
             published: vec![pair.jwk.clone()],

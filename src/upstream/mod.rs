@@ -2,7 +2,6 @@
 //! and the mapping of client failures onto 502 and 504.
 
 mod conn;
-pub mod ed25519;
 pub mod forward;
 pub mod identity;
 pub mod pool;
@@ -15,8 +14,6 @@ use crate::http1::{Added, Framing};
 use pool::Pool;
 pub use pool::{UpstreamError, frame_request};
 pub use response::{UpstreamBody, UpstreamUpgrade};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use std::sync::Arc;
 
 pub struct Upstreams {
@@ -25,61 +22,27 @@ pub struct Upstreams {
     list: Vec<UpstreamConfig>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot read the CA file {path}: {reason}")]
-pub struct CaError {
-    pub path: String,
-    pub reason: String,
-}
-
-/// The roots an https upstream is checked against: its `ca` file, or the webpki roots.
-pub fn root_store(ca: Option<&std::path::Path>) -> Result<rustls::RootCertStore, CaError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        Some(path) => {
-            let err = |reason: String| CaError {
-                path: path.display().to_string(),
-                reason,
-            };
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| err(e.to_string()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| err(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(err("no certificate in the file".into()));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| err(e.to_string()))?;
-            }
-        }
-    }
-    Ok(roots)
-}
-
 /// TLS settings for an https upstream: HTTP/1.1 by ALPN, TLS 1.2 or 1.3.
-fn tls_config(u: &UpstreamConfig) -> Result<Option<Arc<rustls::ClientConfig>>, CaError> {
-    if u.scheme != http::uri::Scheme::HTTPS {
-        return Ok(None);
-    }
+fn tls_config(u: &UpstreamConfig) -> Option<Arc<rustls::ClientConfig>> {
+    let roots = u.roots.clone()?;
     crate::install_crypto_provider();
     let mut tls = rustls::ClientConfig::builder_with_protocol_versions(&[
         &rustls::version::TLS13,
         &rustls::version::TLS12,
     ])
-    .with_root_certificates(root_store(u.ca.as_deref())?)
+    .with_root_certificates(roots)
     .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(Arc::new(tls)))
+    Some(Arc::new(tls))
 }
 
 impl Upstreams {
-    pub fn new(list: Vec<UpstreamConfig>) -> Result<Self, CaError> {
+    pub fn new(list: Vec<UpstreamConfig>) -> Self {
         let pools = list
             .iter()
-            .map(|u| Ok(Arc::new(Pool::new(u, tls_config(u)?))))
-            .collect::<Result<_, CaError>>()?;
-        Ok(Upstreams { pools, list })
+            .map(|u| Arc::new(Pool::new(u, tls_config(u))))
+            .collect();
+        Upstreams { pools, list }
     }
 
     pub fn get(&self, index: usize) -> &UpstreamConfig {

@@ -11,11 +11,11 @@
 //! next taken, and a request that a reused connection could not send is
 //! retried once on a new connection.
 
-use super::conn::{Answer, Conn, Failed, Silence, Wire};
-use super::response::{Rest, UpstreamBody, UpstreamUpgrade};
+use super::conn::{Answer, Conn, Failed, Home, Silence, Wire};
+use super::response::{UpstreamBody, UpstreamUpgrade};
 use super::stream::UpstreamStream;
 use crate::config::UpstreamConfig;
-use crate::http1::{Added, ChunkedDecoder, Framing, Prefixed, READ_RESERVE_BYTES, ResponseError};
+use crate::http1::{Added, Decoder, Framing, Prefixed, READ_RESERVE_BYTES, ResponseError};
 use crate::http1::{ClientBodyError, RequestBody};
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Response, header};
@@ -157,6 +157,26 @@ impl Connector {
     }
 }
 
+impl Home for Pool {
+    /// A connection whose exchange is complete; kept if it can carry another.
+    fn put_back(&self, mut conn: Box<Conn>, keep_alive: bool, now: Instant) {
+        // Bytes beyond the response would be read as the next one's.
+        if !keep_alive || !conn.wire.buf.is_empty() {
+            return;
+        }
+        if conn.wire.buf.capacity() > MAX_POOLED_BUFFER_BYTES {
+            conn.wire.buf = BytesMut::with_capacity(READ_RESERVE_BYTES);
+        }
+        if conn.wire.out.capacity() > MAX_POOLED_BUFFER_BYTES {
+            conn.wire.out = Vec::new();
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push((now, conn));
+        }
+    }
+}
+
 pub struct Pool {
     idle: IdleList,
     max_idle: usize,
@@ -208,24 +228,6 @@ impl Pool {
                 return Some(conn);
             }
             candidate = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        }
-    }
-
-    /// A connection whose exchange is complete; kept if it can carry another.
-    pub(super) fn put_back(&self, mut conn: Box<Conn>, keep_alive: bool, now: Instant) {
-        // Bytes beyond the response would be read as the next one's.
-        if !keep_alive || !conn.wire.buf.is_empty() {
-            return;
-        }
-        if conn.wire.buf.capacity() > MAX_POOLED_BUFFER_BYTES {
-            conn.wire.buf = BytesMut::with_capacity(READ_RESERVE_BYTES);
-        }
-        if conn.wire.out.capacity() > MAX_POOLED_BUFFER_BYTES {
-            conn.wire.out = Vec::new();
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.max_idle {
-            idle.push((now, conn));
         }
     }
 
@@ -323,12 +325,8 @@ impl Pool {
                     UpstreamBody::full(Some(data))
                 }
                 framing => {
-                    let rest = match framing {
-                        Framing::Length(n) => Rest::Length(n),
-                        Framing::Chunked => Rest::Chunked(ChunkedDecoder::default()),
-                        Framing::UntilClose | Framing::Empty => Rest::UntilClose,
-                    };
-                    UpstreamBody::streaming(conn, rest, keep_alive, self.clone())
+                    let rest = Decoder::new(framing).unwrap_or(Decoder::UntilClose);
+                    UpstreamBody::streaming(conn, rest, keep_alive, self.clone() as Arc<dyn Home>)
                 }
             }
         };

@@ -3,10 +3,9 @@
 //! body's last byte is in. And the upstream's side of an upgraded
 //! connection.
 
-use super::conn::Conn;
-use super::pool::Pool;
+use super::conn::{Conn, Home};
 use super::stream::UpstreamStream;
-use crate::http1::{BodyError, ChunkedDecoder, Decoded, Prefixed};
+use crate::http1::{BodyError, Decoded, Decoder, Prefixed};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -52,9 +51,9 @@ impl UpstreamBody {
 
     pub(super) fn streaming(
         conn: Box<Conn>,
-        rest: Rest,
+        rest: Decoder,
         keep_alive: bool,
-        pool: Arc<Pool>,
+        pool: Arc<dyn Home>,
     ) -> Self {
         UpstreamBody {
             inner: Inner::Streaming(Streaming {
@@ -83,36 +82,26 @@ impl Body for UpstreamBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Streaming(b) => matches!(b.rest, Rest::Length(0)),
+            Inner::Streaming(b) => b.rest.is_done(),
             Inner::Full(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Streaming(b) => match b.rest {
-                Rest::Length(n) => SizeHint::with_exact(n),
-                _ => SizeHint::default(),
-            },
+            Inner::Streaming(b) => b.rest.size_hint(),
             Inner::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
-}
-
-/// What is left of a body being read.
-pub(super) enum Rest {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
 }
 
 struct Streaming {
     /// Gone once the body has ended; a body dropped before its end takes
     /// the connection with it, since the rest of the body would be unread.
     conn: Option<Box<Conn>>,
-    rest: Rest,
+    rest: Decoder,
     keep_alive: bool,
-    pool: Arc<Pool>,
+    pool: Arc<dyn Home>,
 }
 
 impl Streaming {
@@ -130,27 +119,17 @@ impl Streaming {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            let step = match &mut self.rest {
-                Rest::Length(0) => Decoded::End,
-                Rest::Length(_) | Rest::UntilClose if conn.wire.buf.is_empty() => Decoded::NeedMore,
-                Rest::Length(left) => {
-                    let take = (*left).min(conn.wire.buf.len() as u64);
-                    *left -= take;
-                    Decoded::Data(conn.wire.buf.split_to(take as usize).freeze())
+            let step = match self.rest.decode(&mut conn.wire.buf) {
+                Ok(step) => step,
+                Err(e) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(e)));
                 }
-                Rest::UntilClose => Decoded::Data(conn.wire.buf.split().freeze()),
-                Rest::Chunked(decoder) => match decoder.decode(&mut conn.wire.buf) {
-                    Ok(step) => step,
-                    Err(e) => {
-                        self.conn = None;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                },
             };
             match step {
                 Decoded::Data(data) => {
                     // The connection goes back as soon as the last byte is in.
-                    if matches!(self.rest, Rest::Length(0)) {
+                    if self.rest.is_done() {
                         self.finish();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -163,10 +142,7 @@ impl Streaming {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(0)) => {
                         self.conn = None;
-                        return Poll::Ready(match self.rest {
-                            Rest::UntilClose => None,
-                            _ => Some(Err(BodyError::Incomplete)),
-                        });
+                        return Poll::Ready(self.rest.at_eof().err().map(Err));
                     }
                     Poll::Ready(Ok(_)) => {}
                     Poll::Ready(Err(e)) => {

@@ -6,7 +6,7 @@ use serde_json::json;
 use sessiongate::record::SessionData;
 use sessiongate::record::SessionId;
 use sessiongate::record::{Policy, SessionRecord, now_ms};
-use sessiongate::store::SessionStore;
+use sessiongate::store::ServerStore;
 use sessiongate::store::embedded::EmbeddedStore;
 use sessiongate::store::memory::MemoryStore;
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ fn rss_kib() -> u64 {
 }
 
 /// Reads per second of random live sessions, median of 5 rounds.
-async fn reads_per_second<S: SessionStore>(store: &S, ids: &[SessionId]) -> f64 {
+async fn reads_per_second<S: ServerStore>(store: &S, ids: &[SessionId]) -> f64 {
     let now = now_ms();
     let mut rounds = Vec::new();
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -165,14 +165,14 @@ async fn clear_sessions(config: Config) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let store = match crate::store::open(&config.session, &config.secrets).await {
-        Ok(crate::store::Backend::Server(s)) => s,
-        Ok(crate::store::Backend::Sealed(_)) => {
+        Ok(crate::store::Store::Cookie(_)) => {
             println!("0");
             eprintln!(
                 "the cookie store keeps each session in its browser, sealed with its own deadline"
             );
             return ExitCode::SUCCESS;
         }
+        Ok(s) => s,
         Err(e) => {
             eprintln!("sessiongate: cannot clear sessions: {e}");
             return ExitCode::FAILURE;

@@ -75,6 +75,17 @@ impl ProxyError {
     }
 }
 
+impl From<crate::session::SessionError> for ProxyError {
+    fn from(e: crate::session::SessionError) -> Self {
+        use crate::session::SessionError as S;
+        match e {
+            S::StoreRead(e) => ProxyError::StoreRead(e),
+            S::StoreWrite(e) => ProxyError::StoreWrite(e),
+            S::UpdateRefused(e) => ProxyError::UpdateRefused(e),
+        }
+    }
+}
+
 impl From<crate::upstream::UpstreamError> for ProxyError {
     fn from(e: crate::upstream::UpstreamError) -> Self {
         use crate::upstream::UpstreamError as U;

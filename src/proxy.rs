@@ -7,10 +7,9 @@ use crate::http1::{ConnInfo, RequestBody};
 use crate::metrics::Metrics;
 use crate::record::now_ms;
 use crate::router::{self, HostError};
-use crate::session::cookie::{CookieCodec, is_chunk_name, split_request_cookies};
-use crate::session::writeback::Writeback;
+use crate::session::cookie::{CookieCodec, is_chunk_name};
 use crate::session::{Loaded, Sessions};
-use crate::store::Backend;
+use crate::store::Store;
 use crate::upstream::Upstreams;
 use crate::upstream::forward::{self, X_REQUEST_ID};
 use crate::upstream::identity::{
@@ -89,11 +88,7 @@ const MAX_REQUEST_ID_LEN: usize = 200;
 const NO_ROUTE_LABEL: &str = "none";
 
 impl Proxy {
-    pub fn new(
-        config: &Config,
-        backend: Backend,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, SetupError> {
+    pub fn new(config: &Config, store: Store, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
         let routes = config
             .routes
             .iter()
@@ -106,7 +101,8 @@ impl Proxy {
             })
             .collect::<Result<Vec<_>, IdentityError>>()?;
         let sessions = Arc::new(Sessions::new(
-            backend,
+            store,
+            config.headers.clone(),
             CookieCodec::new(config.session.cookie.clone(), &config.secrets),
             config.session.policy,
             config.session.on_store_error,
@@ -256,6 +252,9 @@ impl Proxy {
         ))
     }
 
+    /// The phases after routing: load the session, enforce the route's
+    /// `require`, build the upstream request, send it, and apply the
+    /// upstream's write-back to the response.
     async fn forward(
         &self,
         route: &Route,
@@ -265,31 +264,66 @@ impl Proxy {
         request_id: &HeaderValue,
         start: Instant,
     ) -> Result<Box<Response<ProxyBody>>, ProxyError> {
-        let cfg = &route.cfg;
         let now = now_ms();
-        let (mut parts, body) = (*req).into_parts();
-
-        let cookies = split_request_cookies(&parts.headers, self.sessions.codec.name());
-        let loaded = self.sessions.load(&cookies, now).await?;
-        let forwarded_cookie = cookies.forwarded.clone();
-
-        if !cfg.require.is_empty() {
-            let fields = loaded.data().fields();
-            if cfg.require.iter().any(|k| !fields.contains(k)) {
-                return Ok(Box::new(deny(cfg, &parts)));
-            }
+        let (mut parts, mut body) = (*req).into_parts();
+        let (loaded, forwarded_cookie) = self.sessions.load_request(&parts.headers, now).await?;
+        if let Some(denied) = enforce(&route.cfg, &loaded, &parts) {
+            return Ok(denied);
         }
+        let outgoing = self.upstream_request(
+            route,
+            &mut parts,
+            &conn,
+            target,
+            forwarded_cookie,
+            &loaded,
+            request_id,
+            now,
+        )?;
+        let framing = crate::upstream::frame_request(&mut parts.headers, &body);
+        let resp = self
+            .upstreams
+            .send(
+                route.cfg.upstream,
+                &parts,
+                &outgoing.added,
+                &mut body,
+                framing,
+                outgoing.tunnel.is_some(),
+                start,
+            )
+            .await?;
+        self.respond(route, resp, &loaded, outgoing.tunnel).await
+    }
 
+    /// The build phase: the client's head made into the upstream's, in
+    /// place. Headers a client could forge and hop-by-hop headers go, the
+    /// session's cookies leave the `Cookie` header, exactly one `Host` is
+    /// set, and the proxy's own headers (`X-Forwarded-*`, `X-Request-Id`,
+    /// the session header) are set beside the map.
+    #[allow(clippy::too_many_arguments)]
+    fn upstream_request(
+        &self,
+        route: &Route,
+        parts: &mut http::request::Parts,
+        conn: &ConnInfo,
+        target: Target,
+        forwarded_cookie: Option<Option<HeaderValue>>,
+        loaded: &Loaded,
+        request_id: &HeaderValue,
+        now: u64,
+    ) -> Result<Outgoing, ProxyError> {
+        let cfg = &route.cfg;
         // An HTTP/1.1 Upgrade (WebSocket and others) keeps its Upgrade and
-        // Connection headers, and the client's side of the tunnel. Not h2c:
-        // after its 101 the tunnel would carry requests no rule ever sees.
+        // Connection headers. Not h2c: after its 101 the tunnel would carry
+        // requests no rule ever sees.
         let upgrade = forward::upgrade_protocol(&parts.headers).filter(|protocol| {
             parts.version == http::Version::HTTP_11
                 && !forward::lists_token(protocol.as_bytes(), b"h2c")
         });
         // A tunnel holds a permit of its own, so that upgraded connections
         // stay bounded.
-        let tunnel_permit = match &upgrade {
+        let tunnel = match &upgrade {
             Some(_) => Some(
                 self.tunnels
                     .clone()
@@ -306,8 +340,8 @@ impl Proxy {
             self.underscores_allowed,
         );
         forward::remove_hop_by_hop(h);
-        if let Some(protocol) = &upgrade {
-            forward::set_upgrade(h, protocol.clone());
+        if let Some(protocol) = upgrade {
+            forward::set_upgrade(h, protocol);
         }
         match forwarded_cookie {
             None => {}
@@ -339,28 +373,29 @@ impl Proxy {
             h.remove(&X_REQUEST_ID);
         }
         added.set(X_REQUEST_ID.clone(), request_id.clone());
-        self.session_headers(route, &loaded, &mut added, now);
-
+        self.session_headers(route, loaded, &mut added, now);
         let path = rewritten.unwrap_or_else(|| parts.uri.path().to_string());
         parts.uri = self.upstreams.uri(cfg.upstream, &path, parts.uri.query())?;
         parts.version = http::Version::HTTP_11;
+        Ok(Outgoing { added, tunnel })
+    }
 
-        let mut body = body;
-        let framing = crate::upstream::frame_request(&mut parts.headers, &body);
-        let resp = self
-            .upstreams
-            .send(
-                cfg.upstream,
-                &parts,
-                &added,
-                &mut body,
-                framing,
-                upgrade.is_some(),
-                start,
-            )
-            .await?;
+    /// The response phase: the upstream's session headers read and
+    /// stripped, hop-by-hop headers removed, an upgrade handed to the server
+    /// loop, `Vary: Cookie` added, and the write-back applied to the store
+    /// and the cookie.
+    async fn respond(
+        &self,
+        route: &Route,
+        resp: http::Response<crate::upstream::UpstreamBody>,
+        loaded: &Loaded,
+        tunnel: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Box<Response<ProxyBody>>, ProxyError> {
+        let cfg = &route.cfg;
         let (mut rparts, rbody) = resp.into_parts();
-        let outcome = self.take_writeback(&mut rparts.headers, rparts.status);
+        let outcome = self
+            .sessions
+            .take_writeback(&mut rparts.headers, rparts.status);
         let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
         // A 101 names the protocol in `Upgrade` (its `Connection: upgrade`
         // is consumed with the other connection options by the codec).
@@ -373,7 +408,7 @@ impl Proxy {
                 .extensions
                 .remove::<crate::upstream::UpstreamUpgrade>()
                 .and_then(|u| u.take());
-            match (tunnel_permit, upstream, upstream_protocol) {
+            match (tunnel, upstream, upstream_protocol) {
                 (Some(permit), Some(upstream), Some(protocol)) => {
                     forward::set_upgrade(&mut rparts.headers, protocol);
                     // The server loop joins the client's connection to it.
@@ -392,41 +427,12 @@ impl Proxy {
             // Boxed: a write's store futures are large, and most responses
             // write nothing; unboxed, every request would carry their space.
             let written =
-                pinned_in_place(|| self.sessions.write_back(&loaded, &wb, now_ms())).await?;
+                pinned_in_place(|| self.sessions.write_back(loaded, &wb, now_ms())).await?;
             for set_cookie in written {
                 rparts.headers.append(header::SET_COOKIE, set_cookie);
             }
         }
         Ok(Box::new(Response::from_parts(rparts, Either::Left(rbody))))
-    }
-
-    /// Reads and strips the upstream's session headers. `None` when the
-    /// response changes nothing (a 5xx, or no write-back and no rolling expiry).
-    fn take_writeback(
-        &self,
-        headers: &mut HeaderMap,
-        status: StatusCode,
-    ) -> Result<Option<Writeback>, ProxyError> {
-        let has_internal = headers.keys().any(|k| self.headers.is_internal(k));
-        if !has_internal {
-            return Ok((self.sessions.save_every_request && status.as_u16() < 500)
-                .then(Writeback::default));
-        }
-        let parsed = if status.as_u16() >= 500 {
-            // Django skips the save on server errors; the headers are stripped, never judged.
-            Ok(None)
-        } else {
-            Writeback::parse(
-                headers.get_all(&self.headers.update),
-                headers.get_all(&self.headers.action),
-            )
-            .map(|wb| (!wb.is_empty() || self.sessions.save_every_request).then_some(wb))
-        };
-        forward::remove_internal(headers, &self.headers);
-        parsed.map_err(|e| {
-            self.metrics.event(crate::metrics::SessionEvent::refused);
-            ProxyError::UpdateRefused(e)
-        })
     }
 
     /// The session's headers for the upstream. Their names were cleared from
@@ -471,6 +477,30 @@ impl Proxy {
 
 fn forwards_session(f: &ForwardConfig) -> bool {
     f.header.is_some() || !f.headers.is_empty()
+}
+
+/// What the build phase sets up besides the head: the proxy's headers,
+/// and an upgrade's tunnel permit.
+struct Outgoing {
+    added: forward::Added,
+    tunnel: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// The enforce phase: the `on_deny` answer when the session lacks a key the
+/// route requires.
+fn enforce(
+    cfg: &RouteConfig,
+    loaded: &Loaded,
+    parts: &http::request::Parts,
+) -> Option<Box<Response<ProxyBody>>> {
+    if cfg.require.is_empty() {
+        return None;
+    }
+    let fields = loaded.data().fields();
+    cfg.require
+        .iter()
+        .any(|k| !fields.contains(k))
+        .then(|| Box::new(deny(cfg, parts)))
 }
 
 /// What routing decided about a request, for the phases after it.

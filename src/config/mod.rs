@@ -184,6 +184,22 @@ impl InternalHeaders {
     pub fn is_internal(&self, name: &HeaderName) -> bool {
         name.as_str().starts_with(&self.prefix_lower)
     }
+
+    /// Removes every header under the internal prefix, so that neither a
+    /// client nor an upstream can forge one; allocates only when there is one.
+    pub fn remove_from(&self, headers: &mut http::HeaderMap) {
+        if !headers.keys().any(|k| self.is_internal(k)) {
+            return;
+        }
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| self.is_internal(k))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

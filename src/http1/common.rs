@@ -92,6 +92,14 @@ impl Added {
     }
 }
 
+/// Whether `headers` holds `name`, found by a pass over the names rather
+/// than a hashed lookup: a message carries a dozen headers or so, comparing
+/// two standard names compares two tags, and most of the names the proxy
+/// asks about are absent, which a lookup pays for in full.
+pub fn holds(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.keys().any(|k| k == name)
+}
+
 /// Reads more into `buf`, growing it by a typical head when it is nearly full.
 pub fn poll_fill<T: AsyncRead + Unpin>(
     io: &mut T,

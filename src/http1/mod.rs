@@ -23,7 +23,7 @@ pub use client::{
 };
 pub use common::{
     Added, Framing, HOP_BY_HOP, KEEP_ALIVE, Prefixed, READ_RESERVE_BYTES, chunk_size_hex, fill,
-    is_connection_option, lists_token, poll_fill,
+    holds, is_connection_option, lists_token, poll_fill,
 };
 pub use request::{H2_PREFACE, Head, HeadLimits, Parsed, Spare};
 pub use server::{ConnInfo, Handler, Io, Served, Tunnel, Upgraded, serve};

@@ -52,6 +52,15 @@ impl CookieCodec {
         &self.cfg.name
     }
 
+    /// The name of numbered cookie `i`: `NAME`, then `NAME.1`, `NAME.2`, ...
+    pub fn chunk_name(&self, i: usize) -> String {
+        if i == 0 {
+            self.cfg.name.clone()
+        } else {
+            format!("{}.{i}", self.cfg.name)
+        }
+    }
+
     fn mac(&self, key: &HmacKey, id: &SessionId) -> [u8; 32] {
         // The cookie name is bound in, so a value cannot be replayed under another cookie.
         key.clone()
@@ -221,7 +230,7 @@ pub fn split_request_cookies<'a>(headers: &'a HeaderMap, name: &str) -> RequestC
     let mut kept: Vec<&[u8]> = Vec::new();
     let mut removed = false;
     let mut header_count = 0;
-    let present = crate::upstream::forward::holds(headers, &header::COOKIE);
+    let present = crate::http1::holds(headers, &header::COOKIE);
     for value in present
         .then(|| headers.get_all(header::COOKIE))
         .into_iter()

@@ -5,14 +5,14 @@
 pub mod cookie;
 pub mod writeback;
 
-use crate::config::OnStoreError;
-use crate::error::ProxyError;
+use crate::config::{InternalHeaders, OnStoreError};
 use crate::metrics::{Metrics, SessionEvent, StoreOp};
 use crate::record::{
     Applied, Change, Policy, SessionData, SessionId, SessionRecord, UnixMillis, apply,
 };
-use crate::store::cookie::CookieStore;
-use crate::store::{Backend, SaveOp, SaveOutcome, SessionStore, Store, StoreError};
+use crate::store::{
+    Carries, Created, SaveOp, SaveOutcome, SessionStore, Store, StoreError, Ticket,
+};
 use cookie::{CookieCodec, RequestCookies};
 use http::HeaderValue;
 use std::future::Future;
@@ -20,11 +20,22 @@ use std::sync::Arc;
 use std::time::Instant;
 use writeback::Writeback;
 
+/// What can go wrong in the session layer; the proxy maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session store unavailable")]
+    StoreRead(#[source] StoreError),
+    #[error("session could not be saved")]
+    StoreWrite(#[source] StoreError),
+    #[error("upstream's session update refused")]
+    UpdateRefused(#[source] crate::record::UpdateError),
+}
+
 /// The session a request arrived with.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    /// The id, on a server-side store.
-    pub id: Option<SessionId>,
+    /// What the client holds for it.
+    pub ticket: Option<Ticket>,
     pub record: Option<Arc<SessionRecord>>,
     /// The store failed under `fail_open`: the request goes on with no session and nothing is written.
     pub degraded: bool,
@@ -43,7 +54,9 @@ impl Loaded {
 }
 
 pub struct Sessions {
-    pub backend: Backend,
+    pub store: Store,
+    /// The internal headers an upstream writes back with.
+    headers: InternalHeaders,
     pub codec: CookieCodec,
     pub policy: Policy,
     pub on_store_error: OnStoreError,
@@ -53,7 +66,8 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(
-        backend: Backend,
+        store: Store,
+        headers: InternalHeaders,
         codec: CookieCodec,
         policy: Policy,
         on_store_error: OnStoreError,
@@ -61,7 +75,8 @@ impl Sessions {
         metrics: Arc<Metrics>,
     ) -> Self {
         Sessions {
-            backend,
+            store,
+            headers,
             codec,
             policy,
             on_store_error,
@@ -81,72 +96,128 @@ impl Sessions {
         result
     }
 
+    /// The tickets a request's cookies hold, best first: signed ids (each
+    /// checked, and a prefetch of its session started first), or the sealed
+    /// session in its numbered cookies (at most two candidates: a request
+    /// cannot make the gateway decrypt at will).
+    fn tickets(&self, cookies: &RequestCookies<'_>) -> Vec<Ticket> {
+        match self.store.carries() {
+            Carries::Id => cookies
+                .session_values
+                .iter()
+                .filter_map(|value| {
+                    let (id, mac) = CookieCodec::parse(value)?;
+                    // In a large store the lookup misses the cache: its first
+                    // miss is taken while the MAC is checked (about 0.15 us)
+                    // instead of after. A forged id costs a prefetch, never a lookup.
+                    self.store.prefetch(&id);
+                    self.codec.verify(&id, &mac).then_some(Ticket::Id(id))
+                })
+                .collect(),
+            Carries::Session => cookies
+                .session_values
+                .iter()
+                .take(2)
+                .map(|main| {
+                    let last = cookies.chunks.iter().map(|(n, _)| *n).max().unwrap_or(0);
+                    let mut values = vec![main.to_string()];
+                    for n in 1..=last.min(crate::store::cookie::MAX_CHUNKS) {
+                        let chunk = cookies.chunks.iter().find(|(i, _)| *i == n);
+                        values.push(chunk.map_or_else(String::new, |(_, v)| v.to_string()));
+                    }
+                    Ticket::Sealed(values)
+                })
+                .collect(),
+        }
+    }
+
+    /// The load phase of a request: the session its cookies name, and the
+    /// `Cookie` header to forward without the session's cookies (`None`:
+    /// forward the headers as they are; `Some(None)`: no `Cookie` at all).
+    pub async fn load_request(
+        &self,
+        headers: &http::HeaderMap,
+        now: UnixMillis,
+    ) -> Result<(Loaded, Option<Option<HeaderValue>>), SessionError> {
+        let cookies = cookie::split_request_cookies(headers, self.codec.name());
+        let loaded = self.load(&cookies, now).await?;
+        Ok((loaded, cookies.forwarded))
+    }
+
+    /// Reads and strips an upstream response's session headers: what it
+    /// asks of the session, or `None` when it changes nothing (a 5xx, or no
+    /// write-back and no rolling expiry). A write-back that does not parse
+    /// is refused whole (and counted).
+    pub fn take_writeback(
+        &self,
+        headers: &mut http::HeaderMap,
+        status: http::StatusCode,
+    ) -> Result<Option<Writeback>, SessionError> {
+        let names = &self.headers;
+        if !headers.keys().any(|k| names.is_internal(k)) {
+            return Ok((self.save_every_request && status.as_u16() < 500).then(Writeback::default));
+        }
+        let parsed = if status.as_u16() >= 500 {
+            // Django skips the save on server errors; the headers are stripped, never judged.
+            Ok(None)
+        } else {
+            Writeback::parse(
+                headers.get_all(&names.update),
+                headers.get_all(&names.action),
+            )
+            .map(|wb| (!wb.is_empty() || self.save_every_request).then_some(wb))
+        };
+        names.remove_from(headers);
+        parsed.map_err(|e| self.refused(e))
+    }
+
     /// Finds the session the request's cookies name. Cookies that are
     /// malformed, forged, or name no live session are no session.
     pub async fn load(
         &self,
         cookies: &RequestCookies<'_>,
         now: UnixMillis,
-    ) -> Result<Loaded, ProxyError> {
-        let store = match &self.backend {
-            Backend::Server(store) => store,
-            Backend::Sealed(sealed) => {
-                // At most two candidates: a request cannot make us decrypt at will.
-                let record = cookies
-                    .session_values
-                    .iter()
-                    .take(2)
-                    .filter_map(|v| CookieStore::join(v, &cookies.chunks))
-                    .find_map(|joined| sealed.open(&joined, now));
-                return Ok(Loaded {
-                    id: None,
-                    record: record.map(Arc::new),
-                    degraded: false,
-                    chunks: cookies.chunks.iter().map(|(n, _)| *n).collect(),
-                });
-            }
-        };
-        for value in &cookies.session_values {
-            let Some((id, mac)) = CookieCodec::parse(value) else {
-                continue;
-            };
-            // In a large store the lookup misses the cache: its first miss
-            // is taken while the MAC is checked (about 0.15 us) instead of
-            // after. A forged id costs a prefetch, never a lookup.
-            store.prefetch(&id);
-            if !self.codec.verify(&id, &mac) {
-                continue;
-            }
-            match self.timed(StoreOp::load, store.load(&id, now)).await {
+    ) -> Result<Loaded, SessionError> {
+        let chunks = cookies.chunks.iter().map(|(n, _)| *n).collect();
+        for ticket in self.tickets(cookies) {
+            match self
+                .timed(StoreOp::load, self.store.load(&ticket, now))
+                .await
+            {
                 Ok(Some(record)) => {
                     return Ok(Loaded {
-                        id: Some(id),
+                        ticket: Some(ticket),
                         record: Some(record),
+                        chunks,
                         ..Loaded::default()
                     });
                 }
                 Ok(None) => continue,
                 Err(e) => match self.on_store_error {
-                    OnStoreError::FailClosed => return Err(ProxyError::StoreRead(e)),
+                    OnStoreError::FailClosed => return Err(SessionError::StoreRead(e)),
                     OnStoreError::FailOpen => {
                         tracing::warn!(error = %e, "session store unavailable; forwarding with an empty session (fail_open)");
                         return Ok(Loaded {
                             degraded: true,
+                            chunks,
                             ..Loaded::default()
                         });
                     }
                 },
             }
         }
-        Ok(Loaded::default())
+        Ok(Loaded {
+            chunks,
+            ..Loaded::default()
+        })
     }
 
     /// A write that failed after the upstream answered: 502 under
     /// `fail_closed`; under `fail_open` the write is dropped and the response passes.
-    fn write_failed(&self, e: StoreError) -> Result<(), ProxyError> {
+    fn write_failed(&self, e: StoreError) -> Result<(), SessionError> {
         self.metrics.event(SessionEvent::store_write_failed);
         match self.on_store_error {
-            OnStoreError::FailClosed => Err(ProxyError::StoreWrite(e)),
+            OnStoreError::FailClosed => Err(SessionError::StoreWrite(e)),
             OnStoreError::FailOpen => {
                 self.metrics.event(SessionEvent::dropped);
                 tracing::warn!(error = %e, "session write dropped: store unavailable (fail_open)");
@@ -155,61 +226,89 @@ impl Sessions {
         }
     }
 
-    fn refused(&self, e: crate::record::UpdateError) -> ProxyError {
+    fn refused(&self, e: crate::record::UpdateError) -> SessionError {
         self.metrics.event(SessionEvent::refused);
-        ProxyError::UpdateRefused(e)
+        SessionError::UpdateRefused(e)
     }
 
-    fn cookie_for(&self, id: &SessionId, record: &SessionRecord, now: UnixMillis) -> HeaderValue {
-        self.codec
-            .set_cookie(&self.codec.encode(id), record, &self.policy, now)
+    /// The `Set-Cookie`s that give the client a ticket, and expire any of
+    /// the numbered cookies it holds beyond the new ticket's.
+    fn cookies_for(
+        &self,
+        ticket: &Ticket,
+        record: &SessionRecord,
+        held: &[usize],
+        now: UnixMillis,
+    ) -> Vec<HeaderValue> {
+        let mut out = Vec::new();
+        let count = match ticket {
+            Ticket::Id(id) => {
+                let value = self.codec.encode(id);
+                out.push(self.codec.set_cookie(&value, record, &self.policy, now));
+                1
+            }
+            Ticket::Sealed(values) => {
+                for (i, value) in values.iter().enumerate() {
+                    let name = self.codec.chunk_name(i);
+                    out.push(
+                        self.codec
+                            .set_cookie_named(&name, value, record, &self.policy, now),
+                    );
+                }
+                values.len()
+            }
+        };
+        self.expire_chunks(held, count, &mut out);
+        out
     }
 
-    /// Applies an upstream's write-back; returns the `Set-Cookie` headers to send.
+    /// Expires the numbered cookies the client holds from `from` on.
+    fn expire_chunks(&self, held: &[usize], from: usize, out: &mut Vec<HeaderValue>) {
+        for n in held {
+            if *n >= from.max(1) {
+                out.push(self.codec.removal_named(&self.codec.chunk_name(*n)));
+            }
+        }
+    }
+
+    /// The main cookie expired, with every numbered one the client holds.
+    fn removal(&self, held: &[usize]) -> Vec<HeaderValue> {
+        let mut out = vec![self.codec.removal()];
+        self.expire_chunks(held, 1, &mut out);
+        out
+    }
+
+    /// Applies an upstream's write-back; returns the `Set-Cookie` headers to
+    /// send. One path for every store: a flush deletes, a write without a
+    /// session creates, anything else is one atomic save in the store.
     pub async fn write_back(
         &self,
         loaded: &Loaded,
         wb: &Writeback,
         now: UnixMillis,
-    ) -> Result<Vec<HeaderValue>, ProxyError> {
-        match &self.backend {
-            Backend::Server(store) => Ok(self
-                .write_back_server(store, loaded, wb, now)
-                .await?
-                .into_iter()
-                .collect()),
-            Backend::Sealed(sealed) => self.write_back_sealed(sealed, loaded, wb, now),
-        }
-    }
-
-    async fn write_back_server(
-        &self,
-        store: &Store,
-        loaded: &Loaded,
-        wb: &Writeback,
-        now: UnixMillis,
-    ) -> Result<Option<HeaderValue>, ProxyError> {
+    ) -> Result<Vec<HeaderValue>, SessionError> {
         if loaded.degraded {
             if !wb.is_empty() {
                 self.metrics.event(SessionEvent::dropped);
                 tracing::warn!("session write dropped: the session could not be read (fail_open)");
             }
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let change = Change {
             patches: &wb.patches,
             expiry_s: wb.expiry,
         };
-        let mut set_cookie = None;
+        let held = &loaded.chunks;
         if wb.flush {
             // A session that replaces the flushed one is checked first, so a
             // refused update leaves the old session untouched.
             let replacement = self.new_session(&change, now)?;
-            if let Some(id) = &loaded.id {
-                match self.timed(StoreOp::delete, store.delete(id)).await {
+            let mut cookies = Vec::new();
+            if let Some(ticket) = &loaded.ticket {
+                match self.timed(StoreOp::delete, self.store.delete(ticket)).await {
                     Ok(true) => {
                         self.metrics.event(SessionEvent::flushed);
-                        set_cookie = Some(self.codec.removal());
+                        cookies = self.removal(held);
                     }
                     Ok(false) => {
                         // Already flushed, cycled by a concurrent login, or expired:
@@ -218,28 +317,28 @@ impl Sessions {
                         tracing::info!(
                             "session flush dropped: the session ended while the request was in flight"
                         );
-                        return Ok(None);
+                        return Ok(Vec::new());
                     }
                     Err(e) => {
                         self.write_failed(e)?;
-                        return Ok(None);
+                        return Ok(Vec::new());
                     }
                 }
             }
             if let Some((id, record)) = replacement {
-                return self.create(store, id, record, now, set_cookie).await;
+                return self.create(id, record, now, held, cookies).await;
             }
-            return Ok(set_cookie);
+            return Ok(cookies);
         }
-        let Some(id) = &loaded.id else {
+        let Some(ticket) = &loaded.ticket else {
             return match self.new_session(&change, now)? {
-                Some((id, record)) => self.create(store, id, record, now, set_cookie).await,
-                None => Ok(None),
+                Some((id, record)) => self.create(id, record, now, held, Vec::new()).await,
+                None => Ok(Vec::new()),
             };
         };
         let asked = !wb.patches.is_empty() || wb.expiry.is_some() || wb.cycle;
         if !asked && !self.save_every_request {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let cycle_to = wb.cycle.then(|| {
             let new_id = SessionId::generate();
@@ -251,16 +350,19 @@ impl Sessions {
             cycle_to,
             now_ms: now,
         };
-        match self.timed(StoreOp::save, store.save(id, &op)).await {
+        match self
+            .timed(StoreOp::save, self.store.save(ticket, &op))
+            .await
+        {
             Ok(SaveOutcome::Saved { id, record }) => {
                 if wb.cycle {
                     self.metrics.event(SessionEvent::cycled);
                 }
-                set_cookie = Some(self.cookie_for(&id, &record, now));
+                Ok(self.cookies_for(&id, &record, held, now))
             }
             Ok(SaveOutcome::Emptied) => {
                 self.metrics.event(SessionEvent::flushed);
-                set_cookie = Some(self.codec.removal());
+                Ok(self.removal(held))
             }
             Ok(SaveOutcome::Gone) => {
                 // Flushed, cycled or expired while this request was in flight:
@@ -269,85 +371,14 @@ impl Sessions {
                 tracing::info!(
                     "session write dropped: the session ended while the request was in flight"
                 );
+                Ok(Vec::new())
             }
-            Ok(SaveOutcome::Refused(e)) => return Err(self.refused(e)),
-            Err(e) => self.write_failed(e)?,
-        }
-        Ok(set_cookie)
-    }
-
-    /// The cookie store: the new state is computed here and sent back as
-    /// cookies; concurrent writes are last-writer-wins by nature.
-    fn write_back_sealed(
-        &self,
-        sealed: &CookieStore,
-        loaded: &Loaded,
-        wb: &Writeback,
-        now: UnixMillis,
-    ) -> Result<Vec<HeaderValue>, ProxyError> {
-        let change = Change {
-            patches: &wb.patches,
-            expiry_s: wb.expiry,
-        };
-        let current = if wb.flush {
-            None
-        } else {
-            loaded.record.as_deref()
-        };
-        let next = match current {
-            None => self.new_session(&change, now)?.map(|(_, r)| r),
-            Some(_) if wb.is_empty() && !self.save_every_request => return Ok(Vec::new()),
-            Some(record) => match apply(record.clone(), &change, &self.policy, now) {
-                Ok(Applied::Saved(mut r)) => {
-                    if wb.cycle {
-                        r.sid = self.codec.sid(&SessionId::generate());
-                    }
-                    Some(r)
-                }
-                Ok(Applied::Emptied) => None,
-                Err(e) => return Err(self.refused(e)),
-            },
-        };
-        let chunks = match &next {
-            Some(r) => sealed.split(&sealed.seal(r)).map_err(|e| {
-                self.refused(crate::record::UpdateError::TooLarge {
-                    size: e.needed,
-                    max: e.available,
-                })
-            })?,
-            None if loaded.record.is_none() => return Ok(Vec::new()),
-            None => Vec::new(),
-        };
-        let mut cookies = Vec::with_capacity(chunks.len() + loaded.chunks.len() + 1);
-        if let Some(r) = &next {
-            for (i, value) in chunks.iter().enumerate() {
-                cookies.push(self.codec.set_cookie_named(
-                    &sealed.chunk_name(i),
-                    value,
-                    r,
-                    &self.policy,
-                    now,
-                ));
-            }
-        } else {
-            cookies.push(self.codec.removal());
-        }
-        // Chunks the browser holds beyond the new value's are expired.
-        for n in &loaded.chunks {
-            if *n >= chunks.len().max(1) {
-                cookies.push(self.codec.removal_named(&sealed.chunk_name(*n)));
+            Ok(SaveOutcome::Refused(e)) => Err(self.refused(e)),
+            Err(e) => {
+                self.write_failed(e)?;
+                Ok(Vec::new())
             }
         }
-        if wb.flush && loaded.record.is_some() {
-            self.metrics.event(SessionEvent::flushed);
-        }
-        match (current, &next) {
-            (None, Some(_)) => self.metrics.event(SessionEvent::created),
-            (Some(_), Some(_)) if wb.cycle => self.metrics.event(SessionEvent::cycled),
-            (Some(_), None) => self.metrics.event(SessionEvent::flushed),
-            _ => {}
-        }
-        Ok(cookies)
     }
 
     /// The session an upstream's write creates, if the data comes out non-empty.
@@ -355,7 +386,7 @@ impl Sessions {
         &self,
         change: &Change<'_>,
         now: UnixMillis,
-    ) -> Result<Option<(SessionId, SessionRecord)>, ProxyError> {
+    ) -> Result<Option<(SessionId, SessionRecord)>, SessionError> {
         if change.patches.is_empty() {
             return Ok(None);
         }
@@ -370,20 +401,21 @@ impl Sessions {
 
     async fn create(
         &self,
-        store: &Store,
         id: SessionId,
         record: SessionRecord,
         now: UnixMillis,
-        otherwise: Option<HeaderValue>,
-    ) -> Result<Option<HeaderValue>, ProxyError> {
+        held: &[usize],
+        otherwise: Vec<HeaderValue>,
+    ) -> Result<Vec<HeaderValue>, SessionError> {
         match self
-            .timed(StoreOp::create, store.create(&id, &record))
+            .timed(StoreOp::create, self.store.create(&id, &record))
             .await
         {
-            Ok(()) => {
+            Ok(Created::Stored(ticket)) => {
                 self.metrics.event(SessionEvent::created);
-                Ok(Some(self.cookie_for(&id, &record, now)))
+                Ok(self.cookies_for(&ticket, &record, held, now))
             }
+            Ok(Created::Refused(e)) => Err(self.refused(e)),
             Err(e) => {
                 self.write_failed(e)?;
                 Ok(otherwise)
@@ -393,20 +425,14 @@ impl Sessions {
 
     /// Deletes expired sessions; counted as `expired` events.
     pub async fn sweep(&self, now: UnixMillis) -> Result<u64, StoreError> {
-        let Backend::Server(store) = &self.backend else {
-            return Ok(0);
-        };
         let n = self
-            .timed(StoreOp::clear_expired, store.clear_expired(now))
+            .timed(StoreOp::clear_expired, self.store.clear_expired(now))
             .await?;
         self.metrics.event_n(SessionEvent::expired, n);
         Ok(n)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Server(store) => self.timed(StoreOp::ping, store.ping()).await,
-            Backend::Sealed(_) => Ok(()),
-        }
+        self.timed(StoreOp::ping, self.store.ping()).await
     }
 }

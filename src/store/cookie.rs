@@ -12,12 +12,14 @@
 //! cookie stays valid until its own sealed deadline (a flush or cycle cannot
 //! revoke it), and concurrent writes are last-writer-wins.
 
+use super::{Carries, Created, SaveOp, SaveOutcome, SessionStore, StoreError, Ticket};
 use crate::config::Secret;
-use crate::record::{SessionRecord, UnixMillis};
+use crate::record::{Applied, Policy, SessionId, SessionRecord, UnixMillis, UpdateError, apply};
 use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::sync::Arc;
 
 const VERSION: u8 = 1;
 const HKDF_SALT: &[u8] = b"sessiongate/v1/cookie-store";
@@ -38,10 +40,11 @@ pub struct TooLargeForCookies {
 pub struct CookieStore {
     name: String,
     keys: Vec<LessSafeKey>,
+    policy: Policy,
 }
 
 impl CookieStore {
-    pub fn new(secrets: &[Secret], cookie_name: &str) -> Self {
+    pub fn new(secrets: &[Secret], cookie_name: &str, policy: Policy) -> Self {
         assert!(!secrets.is_empty(), "config validation guarantees a secret");
         let keys = secrets
             .iter()
@@ -57,6 +60,7 @@ impl CookieStore {
         CookieStore {
             name: cookie_name.to_string(),
             keys,
+            policy,
         }
     }
 
@@ -162,10 +166,110 @@ impl CookieStore {
     }
 }
 
+impl CookieStore {
+    /// The record a ticket's cookies hold, if they open.
+    fn opened(&self, ticket: &Ticket, now: UnixMillis) -> Option<SessionRecord> {
+        let Ticket::Sealed(values) = ticket else {
+            return None;
+        };
+        let main = values.first()?;
+        let chunks: Vec<(usize, &str)> = values
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, v)| (i, v.as_str()))
+            .collect();
+        self.open(&CookieStore::join(main, &chunks)?, now)
+    }
+
+    /// A record sealed into the values of its cookies.
+    fn ticket(&self, record: &SessionRecord) -> Result<Ticket, UpdateError> {
+        self.split(&self.seal(record))
+            .map(Ticket::Sealed)
+            .map_err(|e| UpdateError::TooLarge {
+                size: e.needed,
+                max: e.available,
+            })
+    }
+}
+
+/// The cookie store holds nothing: every operation works on what the
+/// client sent. Writes are last-writer-wins, and a deleted session's old
+/// cookie stays valid until its sealed deadline (`revocable` is false).
+impl SessionStore for CookieStore {
+    fn carries(&self) -> Carries {
+        Carries::Session
+    }
+
+    fn revocable(&self) -> bool {
+        false
+    }
+
+    async fn load(
+        &self,
+        ticket: &Ticket,
+        now_ms: UnixMillis,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        Ok(self.opened(ticket, now_ms).map(Arc::new))
+    }
+
+    async fn create(&self, _id: &SessionId, record: &SessionRecord) -> Result<Created, StoreError> {
+        Ok(match self.ticket(record) {
+            Ok(ticket) => Created::Stored(ticket),
+            Err(e) => Created::Refused(e),
+        })
+    }
+
+    async fn save(
+        &self,
+        ticket: &Ticket,
+        op: &SaveOp<'_>,
+    ) -> Result<SaveOutcome<Ticket>, StoreError> {
+        let Some(current) = self.opened(ticket, op.now_ms) else {
+            return Ok(SaveOutcome::Gone);
+        };
+        let mut record = match apply(current, &op.change, &self.policy, op.now_ms) {
+            Ok(Applied::Saved(r)) => r,
+            Ok(Applied::Emptied) => return Ok(SaveOutcome::Emptied),
+            Err(e) => return Ok(SaveOutcome::Refused(e)),
+        };
+        if let Some((_, new_sid)) = &op.cycle_to {
+            record.sid = new_sid.clone();
+        }
+        Ok(match self.ticket(&record) {
+            Ok(ticket) => SaveOutcome::Saved {
+                id: ticket,
+                record: Arc::new(record),
+            },
+            Err(e) => SaveOutcome::Refused(e),
+        })
+    }
+
+    /// Nothing to delete on the server: the pipeline expires the cookie.
+    async fn delete(&self, ticket: &Ticket) -> Result<bool, StoreError> {
+        Ok(matches!(ticket, Ticket::Sealed(_)))
+    }
+
+    async fn clear_expired(&self, _now_ms: UnixMillis) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::SessionData;
+
+    const POLICY: Policy = Policy {
+        ttl_s: 60,
+        absolute_ttl_s: None,
+        expire_at_browser_close: false,
+        max_bytes: 65_536,
+    };
 
     fn record(now: UnixMillis) -> SessionRecord {
         let mut r = SessionRecord::new("sid".into(), now);
@@ -180,7 +284,7 @@ mod tests {
 
     #[test]
     fn sealed_record_opens_and_expires() {
-        let s = CookieStore::new(&[secret('a')], "sessionid");
+        let s = CookieStore::new(&[secret('a')], "sessionid", POLICY);
         let sealed = s.seal(&record(1000));
         assert_eq!(s.open(&sealed, 2000), Some(record(1000)));
         assert_eq!(
@@ -193,18 +297,18 @@ mod tests {
 
     #[test]
     fn tampered_or_foreign_values_do_not_open() {
-        let s = CookieStore::new(&[secret('a')], "sessionid");
+        let s = CookieStore::new(&[secret('a')], "sessionid", POLICY);
         let sealed = s.seal(&record(0));
         let mut bytes = sealed.clone().into_bytes();
         let i = bytes.len() / 2;
         bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
         assert_eq!(s.open(std::str::from_utf8(&bytes).unwrap(), 1), None);
         assert_eq!(
-            CookieStore::new(&[secret('b')], "sessionid").open(&sealed, 1),
+            CookieStore::new(&[secret('b')], "sessionid", POLICY).open(&sealed, 1),
             None
         );
         assert_eq!(
-            CookieStore::new(&[secret('a')], "other").open(&sealed, 1),
+            CookieStore::new(&[secret('a')], "other", POLICY).open(&sealed, 1),
             None,
             "bound to the cookie name"
         );
@@ -215,8 +319,8 @@ mod tests {
 
     #[test]
     fn rotation_opens_old_values() {
-        let old = CookieStore::new(&[secret('o')], "sessionid");
-        let rotated = CookieStore::new(&[secret('n'), secret('o')], "sessionid");
+        let old = CookieStore::new(&[secret('o')], "sessionid", POLICY);
+        let rotated = CookieStore::new(&[secret('n'), secret('o')], "sessionid", POLICY);
         assert_eq!(rotated.open(&old.seal(&record(0)), 1), Some(record(0)));
         assert_eq!(
             old.open(&rotated.seal(&record(0)), 1),
@@ -227,7 +331,7 @@ mod tests {
 
     #[test]
     fn large_values_split_into_numbered_chunks_and_rejoin() {
-        let s = CookieStore::new(&[secret('a')], "sessionid");
+        let s = CookieStore::new(&[secret('a')], "sessionid", POLICY);
         let mut r = record(0);
         r.data = SessionData::from_map(
             serde_json::json!({"blob": "x".repeat(9000)})

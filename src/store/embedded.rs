@@ -8,7 +8,7 @@
 //! sessions, or else by a point lookup on the request's own task.
 
 use super::table::{Lookup, SessionTable};
-use super::{OpenError, SaveOp, SaveOutcome, SessionStore, StoreError};
+use super::{OpenError, SaveOp, SaveOutcome, ServerStore, StoreError};
 use crate::record::{Applied, Change, Policy, SessionRecord, UnixMillis, apply};
 use crate::record::{ID_BYTES, SessionId};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
@@ -498,7 +498,7 @@ fn clear_expired(
     Ok(dead.len() as u64)
 }
 
-impl SessionStore for EmbeddedStore {
+impl ServerStore for EmbeddedStore {
     async fn load(
         &self,
         id: &SessionId,

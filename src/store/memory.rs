@@ -4,7 +4,7 @@
 //! atomic per session.
 
 use super::table::{Lookup, SessionTable};
-use super::{SaveOp, SaveOutcome, SessionStore, StoreError};
+use super::{SaveOp, SaveOutcome, ServerStore, StoreError};
 use crate::record::SessionId;
 use crate::record::{Applied, Policy, SessionRecord, UnixMillis, apply};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,7 +67,7 @@ impl MemoryStore {
     }
 }
 
-impl SessionStore for MemoryStore {
+impl ServerStore for MemoryStore {
     async fn load(
         &self,
         id: &SessionId,

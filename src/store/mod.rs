@@ -1,5 +1,8 @@
-//! Session stores. Every store implements `SessionStore`, and one shared
-//! conformance suite (tests/store_conformance.rs) runs against each.
+//! Session stores. Every store is a `SessionStore`, the cookie store
+//! included, and one shared conformance suite (tests/store_conformance.rs)
+//! runs against each. The stores that keep sessions on the server implement
+//! the id-based `ServerStore`, which makes them a `SessionStore` whose
+//! tickets are session ids.
 //!
 //! The write path is one atomic operation per response (`save`): the store
 //! applies the upstream's change to its own current copy, so concurrent
@@ -28,6 +31,32 @@ pub enum StoreError {
     Corrupt(#[source] serde_json::Error),
 }
 
+/// What the client holds for a session: the session's id (the cookie
+/// carries it, signed), or, for the cookie store, the session itself,
+/// sealed, as the values of its numbered cookies (index = chunk number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ticket {
+    Id(SessionId),
+    Sealed(Vec<String>),
+}
+
+/// What a store's session cookie carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carries {
+    /// A session id, signed by the cookie codec.
+    Id,
+    /// The sealed session, in up to five numbered cookies.
+    Session,
+}
+
+/// The outcome of creating a session.
+#[derive(Debug)]
+pub enum Created {
+    Stored(Ticket),
+    /// Too large for where it would live (the cookie store's cookies).
+    Refused(UpdateError),
+}
+
 /// A save of an existing session.
 #[derive(Debug, Clone)]
 pub struct SaveOp<'a> {
@@ -38,9 +67,10 @@ pub struct SaveOp<'a> {
 }
 
 #[derive(Debug)]
-pub enum SaveOutcome {
+pub enum SaveOutcome<K = SessionId> {
     Saved {
-        id: SessionId,
+        /// Where the session now is: the same id or ticket, or a new one after a cycle.
+        id: K,
         record: Arc<SessionRecord>,
     },
     /// The data became empty and the session was deleted.
@@ -51,7 +81,19 @@ pub enum SaveOutcome {
     Refused(UpdateError),
 }
 
-pub trait SessionStore: Send + Sync + 'static {
+impl<K> SaveOutcome<K> {
+    pub fn map_id<L>(self, f: impl FnOnce(K) -> L) -> SaveOutcome<L> {
+        match self {
+            SaveOutcome::Saved { id, record } => SaveOutcome::Saved { id: f(id), record },
+            SaveOutcome::Emptied => SaveOutcome::Emptied,
+            SaveOutcome::Gone => SaveOutcome::Gone,
+            SaveOutcome::Refused(e) => SaveOutcome::Refused(e),
+        }
+    }
+}
+
+/// A store that keeps sessions on the server, by id.
+pub trait ServerStore: Send + Sync + 'static {
     /// The live session under `id`, or `None` when absent or expired.
     fn load(
         &self,
@@ -86,12 +128,112 @@ pub trait SessionStore: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// What every store is, whether it keeps sessions on the server or in the
+/// client's cookie: the session pipeline speaks only this.
+pub trait SessionStore: Send + Sync + 'static {
+    /// What the session cookie carries for this store.
+    fn carries(&self) -> Carries;
+
+    /// Whether deleting a session (a flush, a cycle, a revocation) ends it
+    /// for every copy of its cookie. Not so for the cookie store: a copy of
+    /// an old cookie stays valid until its own sealed deadline.
+    fn revocable(&self) -> bool;
+
+    /// The live session a ticket names, or `None` when absent, expired,
+    /// forged, or not this store's kind of ticket.
+    fn load(
+        &self,
+        ticket: &Ticket,
+        now_ms: UnixMillis,
+    ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send;
+
+    /// Stores a new session, under `id` where the store keeps sessions by id.
+    fn create(
+        &self,
+        id: &SessionId,
+        record: &SessionRecord,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send;
+
+    /// Applies a change to the current copy of a live session, atomically
+    /// where the store is shared.
+    fn save(
+        &self,
+        ticket: &Ticket,
+        op: &SaveOp<'_>,
+    ) -> impl Future<Output = Result<SaveOutcome<Ticket>, StoreError>> + Send;
+
+    /// Deletes a session; `true` when there was one to delete.
+    fn delete(&self, ticket: &Ticket) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes expired sessions and says how many; 0 where expiry is native.
+    fn clear_expired(
+        &self,
+        now_ms: UnixMillis,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Whether the store answers (for `/readyz`).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl<S: ServerStore> SessionStore for S {
+    fn carries(&self) -> Carries {
+        Carries::Id
+    }
+
+    fn revocable(&self) -> bool {
+        true
+    }
+
+    async fn load(
+        &self,
+        ticket: &Ticket,
+        now_ms: UnixMillis,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        match ticket {
+            Ticket::Id(id) => ServerStore::load(self, id, now_ms).await,
+            Ticket::Sealed(_) => Ok(None),
+        }
+    }
+
+    async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<Created, StoreError> {
+        ServerStore::create(self, id, record).await?;
+        Ok(Created::Stored(Ticket::Id(*id)))
+    }
+
+    async fn save(
+        &self,
+        ticket: &Ticket,
+        op: &SaveOp<'_>,
+    ) -> Result<SaveOutcome<Ticket>, StoreError> {
+        match ticket {
+            Ticket::Id(id) => Ok(ServerStore::save(self, id, op).await?.map_id(Ticket::Id)),
+            Ticket::Sealed(_) => Ok(SaveOutcome::Gone),
+        }
+    }
+
+    async fn delete(&self, ticket: &Ticket) -> Result<bool, StoreError> {
+        match ticket {
+            Ticket::Id(id) => ServerStore::delete(self, id).await,
+            Ticket::Sealed(_) => Ok(false),
+        }
+    }
+
+    async fn clear_expired(&self, now_ms: UnixMillis) -> Result<u64, StoreError> {
+        ServerStore::clear_expired(self, now_ms).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        ServerStore::ping(self).await
+    }
+}
+
 /// The configured store. An enum rather than a trait object: the trait's
 /// futures stay unboxed on the hot path.
 pub enum Store {
     Memory(memory::MemoryStore),
     Embedded(embedded::EmbeddedStore),
     Redis(self::redis::RedisStore),
+    Cookie(cookie::CookieStore),
 }
 
 impl Store {
@@ -102,7 +244,7 @@ impl Store {
         match self {
             Store::Memory(s) => s.prefetch(id),
             Store::Embedded(s) => s.prefetch(id),
-            Store::Redis(_) => {}
+            Store::Redis(_) | Store::Cookie(_) => {}
         }
     }
 
@@ -111,6 +253,7 @@ impl Store {
             Store::Memory(_) => "memory",
             Store::Embedded(_) => "embedded",
             Store::Redis(_) => "redis",
+            Store::Cookie(_) => "cookie",
         }
     }
 }
@@ -124,55 +267,83 @@ fn boxed<'a, T>(
 }
 
 impl SessionStore for Store {
+    fn carries(&self) -> Carries {
+        match self {
+            Store::Memory(s) => s.carries(),
+            Store::Embedded(s) => s.carries(),
+            Store::Redis(s) => s.carries(),
+            Store::Cookie(s) => s.carries(),
+        }
+    }
+
+    fn revocable(&self) -> bool {
+        match self {
+            Store::Memory(s) => s.revocable(),
+            Store::Embedded(s) => s.revocable(),
+            Store::Redis(s) => s.revocable(),
+            Store::Cookie(s) => s.revocable(),
+        }
+    }
+
     async fn load(
         &self,
-        id: &SessionId,
+        ticket: &Ticket,
         now_ms: UnixMillis,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         match self {
-            Store::Memory(s) => s.load(id, now_ms).await,
-            Store::Embedded(s) => s.load(id, now_ms).await,
-            Store::Redis(s) => boxed(s.load(id, now_ms)).await,
+            Store::Memory(s) => SessionStore::load(s, ticket, now_ms).await,
+            Store::Embedded(s) => SessionStore::load(s, ticket, now_ms).await,
+            Store::Redis(s) => boxed(SessionStore::load(s, ticket, now_ms)).await,
+            Store::Cookie(s) => s.load(ticket, now_ms).await,
         }
     }
 
-    async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
+    async fn create(&self, id: &SessionId, record: &SessionRecord) -> Result<Created, StoreError> {
         match self {
-            Store::Memory(s) => s.create(id, record).await,
-            Store::Embedded(s) => s.create(id, record).await,
-            Store::Redis(s) => boxed(s.create(id, record)).await,
+            Store::Memory(s) => SessionStore::create(s, id, record).await,
+            Store::Embedded(s) => SessionStore::create(s, id, record).await,
+            Store::Redis(s) => boxed(SessionStore::create(s, id, record)).await,
+            Store::Cookie(s) => s.create(id, record).await,
         }
     }
 
-    async fn save(&self, id: &SessionId, op: &SaveOp<'_>) -> Result<SaveOutcome, StoreError> {
+    async fn save(
+        &self,
+        ticket: &Ticket,
+        op: &SaveOp<'_>,
+    ) -> Result<SaveOutcome<Ticket>, StoreError> {
         match self {
-            Store::Memory(s) => s.save(id, op).await,
-            Store::Embedded(s) => s.save(id, op).await,
-            Store::Redis(s) => boxed(s.save(id, op)).await,
+            Store::Memory(s) => SessionStore::save(s, ticket, op).await,
+            Store::Embedded(s) => SessionStore::save(s, ticket, op).await,
+            Store::Redis(s) => boxed(SessionStore::save(s, ticket, op)).await,
+            Store::Cookie(s) => s.save(ticket, op).await,
         }
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+    async fn delete(&self, ticket: &Ticket) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(s) => s.delete(id).await,
-            Store::Embedded(s) => s.delete(id).await,
-            Store::Redis(s) => boxed(s.delete(id)).await,
+            Store::Memory(s) => SessionStore::delete(s, ticket).await,
+            Store::Embedded(s) => SessionStore::delete(s, ticket).await,
+            Store::Redis(s) => boxed(SessionStore::delete(s, ticket)).await,
+            Store::Cookie(s) => s.delete(ticket).await,
         }
     }
 
     async fn clear_expired(&self, now_ms: UnixMillis) -> Result<u64, StoreError> {
         match self {
-            Store::Memory(s) => s.clear_expired(now_ms).await,
-            Store::Embedded(s) => s.clear_expired(now_ms).await,
-            Store::Redis(s) => boxed(s.clear_expired(now_ms)).await,
+            Store::Memory(s) => SessionStore::clear_expired(s, now_ms).await,
+            Store::Embedded(s) => SessionStore::clear_expired(s, now_ms).await,
+            Store::Redis(s) => boxed(SessionStore::clear_expired(s, now_ms)).await,
+            Store::Cookie(s) => s.clear_expired(now_ms).await,
         }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         match self {
-            Store::Memory(s) => s.ping().await,
-            Store::Embedded(s) => s.ping().await,
-            Store::Redis(s) => boxed(s.ping()).await,
+            Store::Memory(s) => SessionStore::ping(s).await,
+            Store::Embedded(s) => SessionStore::ping(s).await,
+            Store::Redis(s) => boxed(SessionStore::ping(s)).await,
+            Store::Cookie(s) => s.ping().await,
         }
     }
 }
@@ -189,17 +360,11 @@ pub enum OpenError {
     Backend(String, #[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Where sessions live: a server-side store, or the cookie itself.
-pub enum Backend {
-    Server(Store),
-    Sealed(cookie::CookieStore),
-}
-
 /// Opens the configured store.
 pub async fn open(
     cfg: &crate::config::SessionConfig,
     secrets: &[crate::config::Secret],
-) -> Result<Backend, OpenError> {
+) -> Result<Store, OpenError> {
     use crate::config::StoreConfig;
     let policy = cfg.policy;
     let store = match &cfg.store {
@@ -217,11 +382,8 @@ pub async fn open(
         }
         StoreConfig::Redis(r) => Store::Redis(self::redis::RedisStore::open(r, policy).await?),
         StoreConfig::Cookie => {
-            return Ok(Backend::Sealed(cookie::CookieStore::new(
-                secrets,
-                &cfg.cookie.name,
-            )));
+            Store::Cookie(cookie::CookieStore::new(secrets, &cfg.cookie.name, policy))
         }
     };
-    Ok(Backend::Server(store))
+    Ok(store)
 }

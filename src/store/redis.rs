@@ -7,7 +7,7 @@
 //! under `{prefix}{<id>}`: the braces are a Cluster hash tag, so everything a
 //! script touches is in one slot.
 
-use super::{OpenError, SaveOp, SaveOutcome, SessionStore, StoreError};
+use super::{OpenError, SaveOp, SaveOutcome, ServerStore, StoreError};
 use crate::config::{RedisConfig, RedisTopology};
 use crate::record::SessionData;
 use crate::record::SessionId;
@@ -290,7 +290,7 @@ fn record(mut fields: Vec<Option<String>>) -> Result<SessionRecord, StoreError> 
     })
 }
 
-impl SessionStore for RedisStore {
+impl ServerStore for RedisStore {
     async fn load(
         &self,
         id: &SessionId,

@@ -2,7 +2,7 @@
 //! (RFC 9110 section 7.6.1), `X-Forwarded-*`, and the internal-prefix filter.
 
 use crate::config::InternalHeaders;
-pub use crate::http1::{Added, KEEP_ALIVE, lists_token};
+pub use crate::http1::{Added, KEEP_ALIVE, holds, lists_token};
 use crate::http1::{HOP_BY_HOP, is_connection_option};
 use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -11,14 +11,6 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Whether `headers` holds `name`, found by a pass over the names rather
-/// than a hashed lookup: a message carries a dozen headers or so, comparing
-/// two standard names compares two tags, and most of the names the proxy
-/// asks about are absent, which a lookup pays for in full.
-pub fn holds(headers: &HeaderMap, name: &HeaderName) -> bool {
-    headers.keys().any(|k| k == name)
-}
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -51,22 +43,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
-    }
-}
-
-/// Removes every header under the internal prefix, so that neither a client
-/// nor an upstream can forge one; returns nothing, allocates only when there is one.
-pub fn remove_internal(headers: &mut HeaderMap, names: &InternalHeaders) {
-    if !headers.keys().any(|k| names.is_internal(k)) {
-        return;
-    }
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| names.is_internal(k))
-        .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(name);
     }
 }
 

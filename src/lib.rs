@@ -2,29 +2,34 @@
 //! front of any backend. See README.md for the user's guide and SPEC.md for
 //! the contract.
 
-pub mod admin;
-pub mod app;
-pub mod cli;
+// The layers, top down: the app (run) wires the proxy and the admin
+// handlers to the server; the proxy phases use the router, the session
+// pipeline and the upstream client; sessions use the stores; everything
+// builds on the record model, the config, the keys and the HTTP/1 codec.
+mod admin;
+mod app;
+mod cli;
 pub mod config;
-pub mod deadline;
-pub mod demo;
-pub mod error;
+mod deadline;
+mod demo;
+mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http1;
 pub mod keys;
-pub mod logging;
-pub mod mac;
-pub mod metrics;
-pub mod proxy;
+mod logging;
+mod mac;
+mod metrics;
+mod proxy;
 pub mod record;
-pub mod router;
+mod router;
 pub mod server;
 pub mod session;
 pub mod store;
 pub mod upstream;
 
 pub use app::{Listeners, RunError, run};
+pub use cli::main;
 pub use config::Config;
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs) once; rustls

@@ -48,10 +48,6 @@ impl Router {
         }
     }
 
-    pub fn policy(&self) -> &PathPolicy {
-        &self.policy
-    }
-
     /// The path routes are matched against; see [`path::read`].
     pub fn read_path<'a>(&self, raw: &'a str) -> Result<Cow<'a, str>, PathError> {
         path::read(raw, &self.policy)

@@ -1,7 +1,7 @@
 //! One request through the gateway: route, load the session, enforce,
 //! forward with the session header, apply the upstream's write-back.
 
-use crate::config::{Config, ForwardConfig, InternalHeaders, OnDeny, RouteConfig};
+use crate::config::{Config, ForwardConfig, InternalHeaders, RouteConfig};
 use crate::error::ProxyError;
 use crate::http1::{ConnInfo, RequestBody};
 use crate::metrics::Metrics;
@@ -21,6 +21,12 @@ use http_body_util::{Either, Full};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
+
+mod answers;
+mod request_id;
+
+use answers::{deny, refusal};
+use request_id::request_id;
 
 pub type ProxyBody = Either<crate::upstream::UpstreamBody, Full<Bytes>>;
 
@@ -77,14 +83,11 @@ pub struct Proxy {
     upstreams: Upstreams,
     pub sessions: Arc<Sessions>,
     headers: InternalHeaders,
-    pub metrics: Arc<Metrics>,
 }
 
 /// Headers the proxy sets on every request: `X-Forwarded-For`, `-Proto`,
 /// `-Host`, `X-Request-Id` and the session's header (and, as JSON, its sid).
 const PROXY_SET_HEADERS: usize = 6;
-/// Longest `X-Request-Id` accepted from a client; longer ones are replaced.
-const MAX_REQUEST_ID_LEN: usize = 200;
 const NO_ROUTE_LABEL: &str = "none";
 
 impl Proxy {
@@ -133,7 +136,6 @@ impl Proxy {
             upstreams: Upstreams::new(config.upstreams.clone()),
             sessions,
             headers: config.headers.clone(),
-            metrics,
         })
     }
 
@@ -579,163 +581,4 @@ fn strip_upstream_session_cookies(headers: &mut HeaderMap, name: &str) {
         headers.append(header::SET_COOKIE, v);
     }
     tracing::warn!("upstream tried to set the gateway's session cookie; removed");
-}
-
-/// The client's `X-Request-Id` when it is sane, or a new one: 32 hex digits
-/// from a per-thread generator (an id needs to be unique, not secret, and a
-/// syscall per request for it would be waste).
-fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if forward::holds(headers, &X_REQUEST_ID)
-        && let Some(v) = headers.get(&X_REQUEST_ID)
-        && !v.is_empty()
-        && v.len() <= MAX_REQUEST_ID_LEN
-        && v.as_bytes().iter().all(u8::is_ascii_graphic)
-    {
-        return v.clone();
-    }
-    let n = next_id();
-    let mut out = [0u8; 32];
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (pair, byte) in out.chunks_exact_mut(2).zip(n.to_be_bytes()) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 15)];
-    }
-    HeaderValue::from_bytes(&out).expect("hex digits")
-}
-
-thread_local! {
-    static ID_STATE: std::cell::Cell<(u64, u64)> = std::cell::Cell::new({
-        let mut seed = [0u8; 16];
-        getrandom::fill(&mut seed).expect("the operating system's random number generator failed");
-        (u64::from_le_bytes(seed[..8].try_into().expect("8 bytes")) | 1, u64::from_le_bytes(seed[8..].try_into().expect("8 bytes")))
-    });
-}
-
-/// xorshift128+ twice: 128 bits, seeded per thread from the OS.
-fn next_id() -> u128 {
-    ID_STATE.with(|state| {
-        let (mut a, mut b) = state.get();
-        let mut step = || {
-            let mut x = a;
-            let y = b;
-            a = y;
-            x ^= x << 23;
-            x ^= x >> 17;
-            x ^= y ^ (y >> 26);
-            b = x;
-            x.wrapping_add(y)
-        };
-        let id = ((step() as u128) << 64) | step() as u128;
-        state.set((a, b));
-        id
-    })
-}
-
-fn text_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
-        body.as_bytes(),
-    ))));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
-
-pub fn error_response(e: &ProxyError) -> Response<ProxyBody> {
-    text_response(e.status(), e.public_message())
-}
-
-/// The answer to a request that failed. A malformed HTTP/1 request also
-/// ends its connection, as nginx ends it: whatever follows it on the
-/// connection was sent by a client that frames requests its own way.
-fn refusal(e: &ProxyError, version: http::Version) -> Response<ProxyBody> {
-    let mut resp = error_response(e);
-    if resp.status() == StatusCode::BAD_REQUEST && version <= http::Version::HTTP_11 {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
-}
-
-fn accepts_json(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/json") || v.contains("+json"))
-}
-
-/// The `on_deny` answer for a request whose session lacks a required key.
-fn deny(cfg: &RouteConfig, parts: &http::request::Parts) -> Response<ProxyBody> {
-    let mut resp = match &cfg.on_deny {
-        OnDeny::Status(status) if accepts_json(&parts.headers) => {
-            let body = format!(
-                "{{\"error\":\"session required\",\"status\":{}}}",
-                status.as_u16()
-            );
-            let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
-            *r.status_mut() = *status;
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            r
-        }
-        OnDeny::Status(status) => text_response(*status, "session required\n"),
-        OnDeny::Redirect(target) => {
-            let original = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let encoded =
-                percent_encoding::utf8_percent_encode(original, URI_COMPONENT).to_string();
-            let location = target.replace("{uri}", &encoded);
-            let mut r = text_response(StatusCode::FOUND, "session required\n");
-            r.headers_mut().insert(
-                header::LOCATION,
-                HeaderValue::try_from(location)
-                    .expect("redirect target validated at startup; encoded part is ASCII"),
-            );
-            r
-        }
-    };
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    forward::add_vary_cookie(resp.headers_mut());
-    resp
-}
-
-/// Everything but RFC 3986 unreserved characters is encoded, like JavaScript's encodeURIComponent.
-const URI_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_request_ids_are_distinct_lowercase_hex() {
-        let ids: Vec<HeaderValue> = (0..64).map(|_| request_id(&HeaderMap::new())).collect();
-        for id in &ids {
-            assert_eq!(id.len(), 32);
-            assert!(
-                id.as_bytes()
-                    .iter()
-                    .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-            );
-        }
-        let distinct: std::collections::HashSet<_> = ids.iter().collect();
-        assert_eq!(distinct.len(), ids.len());
-    }
-
-    #[test]
-    fn a_printable_client_request_id_is_kept() {
-        let mut h = HeaderMap::new();
-        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&h), "abc-123");
-        h.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
-        assert_ne!(request_id(&h), "has space");
-    }
 }

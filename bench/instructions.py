@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Instructions per request, counted by valgrind's callgrind: the same
+total on a busy machine as on a quiet one, so two builds (or a build and
+its baseline) compare without a clock.
+
+Each target runs under `valgrind --tool=callgrind` in front of one nginx
+upstream; for each workload a keep-alive client sends warm-up requests,
+then the counters are zeroed, exactly `--requests` requests are sent, and
+the count is dumped. nginx as a plain reverse
+proxy runs under the same script, as the ceiling.
+
+  anon   no cookie
+  read   a session cookie: the session is loaded and signed into the header
+  write  a session cookie, and the upstream answers with X-Session-Update
+
+--check FILE fails (exit 1) when a workload of sessiongate grows by more
+than 5% over the baseline in FILE; --write FILE records one.
+"""
+
+import argparse
+import glob
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import free_port, nginx_conf, wait_port, SECRET, JWT_SECRET  # noqa: E402
+
+WORKLOADS = [("anon", "/", False), ("read", "/", True), ("write", "/write", True)]
+TOLERANCE = 0.05
+
+
+def sessiongate_conf(work, port, upstream):
+    path = os.path.join(work, "sessiongate.yaml")
+    with open(path, "w") as f:
+        f.write(f"""
+listen: [{{addr: "127.0.0.1:{port}"}}]
+admin: {{addr: "127.0.0.1:{free_port()}"}}
+secrets: ["{SECRET}"]
+log: {{format: json}}
+session:
+  cookie: {{secure: false}}
+  store: {{kind: memory}}
+upstreams:
+  app: {{url: "http://127.0.0.1:{upstream}"}}
+routes:
+  - match: {{path_prefix: /}}
+    upstream: app
+    forward: {{mode: signed, secret: "{JWT_SECRET}"}}
+""")
+    return path
+
+
+def requests(port, path, cookie, n):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Host": "bench.local"}
+    if cookie:
+        headers["Cookie"] = cookie
+    for _ in range(n):
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise SystemExit(f"{path}: status {resp.status}")
+    conn.close()
+
+
+def login(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/login", headers={"Host": "bench.local"})
+    resp = conn.getresponse()
+    resp.read()
+    for k, v in resp.getheaders():
+        if k.lower() == "set-cookie" and v.startswith("sessionid="):
+            return v.split(";")[0]
+    raise SystemExit("no session cookie from /login")
+
+
+def callgrind(pid, *args):
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
+
+
+def totals(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    raise SystemExit(f"no totals in {path}")
+
+
+def measure(name, argv, port, work, n, warm, with_cookie, env=None):
+    out = os.path.join(work, f"callgrind.{name}")
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", *argv],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, timeout=120)
+        time.sleep(0.5)
+        # nginx runs with `master_process off`: the process counted serves.
+        pid = proc.pid
+        cookie = login(port) if with_cookie else None
+        counts = {}
+        for workload, path, needs_cookie in WORKLOADS:
+            c = cookie if needs_cookie else None
+            requests(port, path, c, warm)
+            # Zeroed, then dumped right after: what lies between is the
+            # requests (an idle proxy waits in epoll and counts nothing).
+            callgrind(pid, "-z")
+            requests(port, path, c, n)
+            before = set(glob.glob(f"{out}.{pid}*"))
+            callgrind(pid, "-d")
+            for _ in range(100):
+                new = set(glob.glob(f"{out}.{pid}*")) - before
+                if new:
+                    break
+                time.sleep(0.1)
+            time.sleep(0.3)
+            counts[workload] = totals(sorted(new)[-1]) / n
+        return counts
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--binary", required=True)
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--warm", type=int, default=200)
+    p.add_argument("--no-nginx", action="store_true", help="skip nginx's count")
+    p.add_argument("--check", help="baseline file: fail when a workload grows by more than 5%%")
+    p.add_argument("--write", help="record this run as the baseline in this file")
+    p.add_argument("--json", help="write the counts here")
+    a = p.parse_args()
+    work = tempfile.mkdtemp(prefix="sg-instr-")
+    upstream = free_port()
+    up_conf = nginx_conf(work, "upstream", upstream, f"""
+  server {{
+    listen 127.0.0.1:{upstream};
+    location /login {{ add_header X-Session-Update '{{"user_id":42,"name":"bench","roles":["user"]}}'; return 200 "ok\\n"; }}
+    location /write {{ add_header X-Session-Update '{{"n":1}}'; return 200 "ok\\n"; }}
+    location / {{ return 200 "ok\\n"; }}
+  }}""")
+    up = subprocess.Popen(["nginx", "-c", up_conf, "-p", work], stderr=subprocess.DEVNULL)
+    results = {}
+    try:
+        wait_port(upstream)
+        port = free_port()
+        env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG="warn")
+        results["sessiongate"] = measure(
+            "sessiongate", [a.binary, "--config", sessiongate_conf(work, port, upstream)],
+            port, work, a.requests, a.warm, True, env)
+        if not a.no_nginx:
+            port = free_port()
+            conf = nginx_conf(work, "proxy", port, f"""
+  upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}""")
+            # One process, counted whole: no master forking a worker.
+            with open(conf) as f:
+                text = f.read().replace("master_process on;", "master_process off;")
+            with open(conf, "w") as f:
+                f.write(text)
+            counts = measure("nginx", ["nginx", "-c", conf, "-p", work], port, work,
+                             a.requests, a.warm, False)
+            # nginx sets no session cookie: its read and write are plain proxied requests.
+            results["nginx"] = counts
+    finally:
+        up.terminate()
+        up.wait()
+
+    sg = results["sessiongate"]
+    print(f"instructions per request, {a.requests} requests per workload (callgrind)")
+    print("| workload | sessiongate | nginx | x nginx |")
+    print("| --- | ---: | ---: | ---: |")
+    for w, _, _ in WORKLOADS:
+        ng = results.get("nginx", {}).get(w)
+        ratio = f"{sg[w] / ng:.2f}" if ng else "-"
+        shown = f"{ng:,.0f}" if ng else "-"
+        print(f"| {w} | {sg[w]:,.0f} | {shown} | {ratio} |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=2)
+    if a.write:
+        with open(a.write, "w") as f:
+            json.dump({w: round(v) for w, v in sg.items()}, f, indent=2)
+            f.write("\n")
+    if a.check:
+        with open(a.check) as f:
+            base = json.load(f)
+        failed = False
+        for w, v in sg.items():
+            grown = v / base[w] - 1
+            verdict = "ok" if grown <= TOLERANCE else "GREW"
+            print(f"{w}: {v:,.0f} against a baseline of {base[w]:,} ({grown:+.1%}) {verdict}")
+            failed |= grown > TOLERANCE
+        if failed:
+            raise SystemExit(f"a workload grew by more than {TOLERANCE:.0%} over {a.check}")
+
+
+if __name__ == "__main__":
+    main()

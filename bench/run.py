@@ -191,10 +191,15 @@ def main():
     ap.add_argument("--targets", default=",".join(TARGETS),
                     help="comma-separated subset to run (nginx is always run: it is the baseline)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset to run")
+    ap.add_argument("--compare", metavar="BINARY",
+                    help="another build, run beside this one on each chosen store as target STORE-base")
     a = ap.parse_args()
     targets = [t for t in TARGETS if t in a.targets.split(",") or t == "nginx"]
+    compared = [f"{t}-base" for t in targets if a.compare and t in ("memory", "embedded", "redis")]
     workloads = [w for w in WORKLOADS if w in a.workloads.split(",")]
-    partial = targets != TARGETS or workloads != WORKLOADS
+    partial = targets != TARGETS or workloads != WORKLOADS or bool(compared)
+    targets = targets + compared
+    all_targets = TARGETS + compared
 
     work = tempfile.mkdtemp(prefix="sessiongate-bench-")
     procs = Procs()
@@ -228,22 +233,27 @@ def main():
             "embedded": f"{{kind: embedded, path: {work}/sessions.db}}",
             "redis": f"{{kind: redis, url: \"redis://127.0.0.1:{redis_port}\"}}",
         }
+        for name in compared:
+            base = name.removesuffix("-base")
+            store = stores[base].replace("sessions.db", "sessions-base.db")
+            stores[name] = store
         pids = {}
         for name, store in stores.items():
             ports[name] = free_port()
             conf = sessiongate_conf(work, name, ports[name], upstream, store)
-            pids[name] = procs.start([a.binary, "--config", conf], cpu=0, env=env).pid
+            binary = a.compare if name.endswith("-base") else a.binary
+            pids[name] = procs.start([binary, "--config", conf], cpu=0, env=env).pid
         for port in ports.values():
             wait_port(port)
         time.sleep(0.3)
         workers = subprocess.run(["pgrep", "-P", str(nginx_proxy.pid)], capture_output=True, text=True).stdout.split()
         pids["nginx"] = int(workers[0])
 
-        cookies = {t: login_cookie(ports[t]) if t in stores else None for t in TARGETS}
+        cookies = {t: login_cookie(ports[t]) if t in stores else None for t in all_targets}
         for t in stores:
             assert cookies[t], f"no session cookie from {t}"
 
-        results = {(w, t): [] for w in WORKLOADS for t in TARGETS}
+        results = {(w, t): [] for w in WORKLOADS for t in all_targets}
         for r in range(a.rounds):
             for w in workloads:
                 path = "/write" if w == "write" else "/"
@@ -259,7 +269,7 @@ def main():
                         res["sys_us"] = (after[1] - before[1]) / n * 1e6
                         res["cpu_us"] = res["user_us"] + res["sys_us"]
                     results[(w, t)].append(res)
-                    print(f"round {r + 1} {w:<5} {t:<8} {res['rps']:>9.0f} req/s  p50 {res['p50_ms']:.2f} ms"
+                    print(f"round {r + 1} {w:<5} {t:<13} {res['rps']:>9.0f} req/s  p50 {res['p50_ms']:.2f} ms"
                           f"  p99 {res['p99_ms']:.2f} ms  errors {res['errors']}", flush=True)
         rss = {t: peak_rss_mib(pids[t]) for t in pids}
         if partial:
@@ -294,7 +304,8 @@ def report_partial(results, targets, workloads):
             rps = median([r["rps"] for r in rs])
             cpu = median([r["cpu_us"] for r in rs if "cpu_us" in r])
             p99 = median([r["p99_ms"] for r in rs])
-            print(f"{w:<5} {t:<8} {rps:>9.0f} req/s {rps / base_rps:5.2f}x  p99 {p99:.2f} ms"
+            ratio = paired_ratio(rs, base, "rps")
+            print(f"{w:<5} {t:<13} {rps:>9.0f} req/s {ratio:5.2f}x  p99 {p99:.2f} ms"
                   f"  CPU {cpu:5.1f} us/req {cpu / base_cpu if cpu == cpu else float('nan'):5.2f}x"
                   f" (user {median([r['user_us'] for r in rs if 'user_us' in r]):.1f},"
                   f" system {median([r['sys_us'] for r in rs if 'sys_us' in r]):.1f})")

@@ -5,3 +5,4 @@ mod common;
 const HTTP2: bool = false;
 
 include!("suite/sessions.rs");
+include!("suite/lifecycle.rs");

@@ -6,3 +6,4 @@ mod common;
 const HTTP2: bool = true;
 
 include!("suite/sessions.rs");
+include!("suite/lifecycle.rs");

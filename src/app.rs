@@ -127,6 +127,13 @@ pub async fn run(
     }
     drop(serving);
     let sweeper = tokio::spawn(sweep_loop(sessions.clone()));
+    let summaries = tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(crate::logging::WINDOW_S));
+        loop {
+            tick.tick().await;
+            crate::logging::flush_summaries();
+        }
+    });
     let reloader = tokio::spawn(reload_on_sighup(hangup, cert_stores));
 
     shutdown.await;
@@ -135,6 +142,7 @@ pub async fn run(
     while loops.join_next().await.is_some() {}
     sweeper.abort();
     reloader.abort();
+    summaries.abort();
     let _ = sweeper.await;
     let _ = reloader.await;
     let graceful =

@@ -55,6 +55,25 @@ impl ProxyError {
         }
     }
 
+    /// The class its log line is rate-limited under.
+    pub fn log_class(&self) -> crate::logging::LogClass {
+        use crate::logging::LogClass;
+        match self {
+            ProxyError::NoRoute
+            | ProxyError::BadRequest(_)
+            | ProxyError::BadPath(_)
+            | ProxyError::BadHost(_)
+            | ProxyError::BadRequestBody(_)
+            | ProxyError::MethodNotAllowed
+            | ProxyError::TooManyUpgrades => LogClass::refused,
+            ProxyError::UpstreamUnreachable(_)
+            | ProxyError::UpstreamTimeout(_)
+            | ProxyError::UpdateRefused(_)
+            | ProxyError::BadUpgrade => LogClass::upstream,
+            ProxyError::StoreRead(_) | ProxyError::StoreWrite(_) => LogClass::store,
+        }
+    }
+
     /// The short body the client sees; details stay in the log.
     pub fn public_message(&self) -> &'static str {
         match self {

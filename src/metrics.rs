@@ -142,6 +142,11 @@ impl Metrics {
             "Failed session store operations",
             store_errors.clone(),
         );
+        registry.register(
+            "log_suppressed",
+            "Log lines a client could trigger that were suppressed by the rate limit, by class",
+            crate::logging::SUPPRESSED.clone(),
+        );
         let store_ops = STORE_OPS.map(|op| {
             let labels = OpLabels { op };
             (

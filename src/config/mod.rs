@@ -281,6 +281,16 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub format: LogFormat,
+    pub access: AccessLog,
+}
+
+/// `log.access`: one line per request, none, or a sampled share.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AccessLog {
+    On,
+    Off,
+    /// The share of requests logged, in (0, 1).
+    Sample(f64),
 }
 
 /// Protections against slow and hostile clients, and the shutdown drain.

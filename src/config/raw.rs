@@ -241,6 +241,23 @@ pub struct RawOnDeny {
 pub struct RawLog {
     #[serde(default)]
     pub format: Option<RawLogFormat>,
+    /// `on`, `off`, or `{sample: 0.1}`; YAML 1.1's booleans are accepted too.
+    #[serde(default)]
+    pub access: Option<RawAccess>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawAccess {
+    Bool(bool),
+    Word(String),
+    Sample(RawSample),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSample {
+    pub sample: f64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

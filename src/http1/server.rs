@@ -163,7 +163,23 @@ where
             Next::Request(head) => head,
             Next::Http2 => return Served::Http2(Prefixed::new(buf.freeze(), io)),
             Next::Reject(status) => {
+                crate::limited!(
+                    crate::logging::LogClass::malformed_request,
+                    warn,
+                    client = %conn.client_ip.to_str().unwrap_or("-"),
+                    status = status.as_u16(),
+                    "request head refused"
+                );
                 let _ = reject(&mut io, &mut out, status).await;
+                return Served::Done;
+            }
+            Next::TimedOut => {
+                crate::limited!(
+                    crate::logging::LogClass::head_timeout,
+                    warn,
+                    client = %conn.client_ip.to_str().unwrap_or("-"),
+                    "no whole request head within header_read_timeout; connection closed"
+                );
                 return Served::Done;
             }
             Next::Closed => return Served::Done,
@@ -322,6 +338,8 @@ enum Next {
     Request(Head),
     Http2,
     Reject(StatusCode),
+    /// Part of a head arrived, not all of it, within the head timeout.
+    TimedOut,
     Closed,
 }
 
@@ -374,7 +392,9 @@ impl<S: Future> Waiting<'_, S> {
                     },
                 },
                 () = self.timer.as_mut() => if crate::deadline::passed(self.timer.as_mut(), deadline) {
-                    return Next::Closed;
+                    // An idle keep-alive connection ends quietly; a head
+                    // that trickles in and stops is worth a (limited) line.
+                    return if buf.is_empty() { Next::Closed } else { Next::TimedOut };
                 },
                 _ = self.stopping.as_mut(), if buf.is_empty() => return Next::Closed,
             }

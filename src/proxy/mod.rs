@@ -74,6 +74,8 @@ pub struct Proxy {
     router: router::Router,
     /// `underscores_in_headers`: forward request headers with `_` in their names.
     underscores_allowed: bool,
+    /// `log.access`.
+    access: crate::config::AccessLog,
     /// Permits of upgraded (tunnelled) connections, `limits.max_connections` of them.
     tunnels: Arc<tokio::sync::Semaphore>,
     unrouted: crate::metrics::RouteRecorder,
@@ -131,12 +133,22 @@ impl Proxy {
             unrouted: metrics.route(NO_ROUTE_LABEL),
             router: router::Router::new(&config.routes, config.paths),
             underscores_allowed: config.underscores_in_headers,
+            access: config.log.access,
             routes,
             session_filled,
             upstreams: Upstreams::new(config.upstreams.clone()),
             sessions,
             headers: config.headers.clone(),
         })
+    }
+
+    /// Whether this request gets an access-log line (`log.access`).
+    fn access_logged(&self) -> bool {
+        match self.access {
+            crate::config::AccessLog::On => true,
+            crate::config::AccessLog::Off => false,
+            crate::config::AccessLog::Sample(share) => request_id::sampled(share),
+        }
     }
 
     /// Never fails: every error becomes a response. Boxed, as the request
@@ -149,9 +161,10 @@ impl Proxy {
     ) -> Box<Response<ProxyBody>> {
         let start = Instant::now();
         let request_id = request_id(req.headers());
-        // What the access log needs is copied only when it is on.
-        let access = tracing::enabled!(target: "sessiongate::access", tracing::Level::INFO)
-            .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        // What the access log needs is copied only when this request is logged.
+        let access = (self.access_logged()
+            && tracing::enabled!(target: "sessiongate::access", tracing::Level::INFO))
+        .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let span = tracing::info_span!("request", request_id = %RequestIdDisplay(&request_id));
         // Boxed: the request's state is then built once, in place, instead of
         // being copied through every layer that awaits it.
@@ -196,7 +209,7 @@ impl Proxy {
         let (index, target) = match self.route(&req) {
             Ok(routed) => routed,
             Err(e) => {
-                tracing::warn!(error = %crate::error::Chain(&e), "request refused");
+                log_failure(&e);
                 return (None, Box::new(refusal(&e, version)));
             }
         };
@@ -206,10 +219,7 @@ impl Proxy {
         {
             Ok(resp) => resp,
             Err(e) => {
-                match e.status().as_u16() {
-                    500.. => tracing::error!(error = %crate::error::Chain(&e), "request failed"),
-                    _ => tracing::warn!(error = %crate::error::Chain(&e), "request refused"),
-                }
+                log_failure(&e);
                 Box::new(refusal(&e, version))
             }
         };
@@ -469,7 +479,7 @@ impl Proxy {
                 match plain_header_value(value) {
                     Some(v) => h.set(name.clone(), v),
                     None => {
-                        tracing::warn!(header = %name, "session value cannot be sent as a header (control characters); skipped")
+                        crate::limited!(crate::logging::LogClass::upstream, warn, header = %name, "session value cannot be sent as a header (control characters); skipped")
                     }
                 }
             }
@@ -479,6 +489,16 @@ impl Proxy {
 
 fn forwards_session(f: &ForwardConfig) -> bool {
     f.header.is_some() || !f.headers.is_empty()
+}
+
+/// A failed request's line, through the log's rate limit: a client can
+/// make every request fail.
+fn log_failure(e: &ProxyError) {
+    let class = e.log_class();
+    match e.status().as_u16() {
+        500.. => crate::limited!(class, error, error = %crate::error::Chain(e), "request failed"),
+        _ => crate::limited!(class, warn, error = %crate::error::Chain(e), "request refused"),
+    }
 }
 
 /// What the build phase sets up besides the head: the proxy's headers,
@@ -580,5 +600,9 @@ fn strip_upstream_session_cookies(headers: &mut HeaderMap, name: &str) {
     for v in kept {
         headers.append(header::SET_COOKIE, v);
     }
-    tracing::warn!("upstream tried to set the gateway's session cookie; removed");
+    crate::limited!(
+        crate::logging::LogClass::upstream,
+        warn,
+        "upstream tried to set the gateway's session cookie; removed"
+    );
 }

@@ -37,6 +37,13 @@ thread_local! {
 }
 
 /// xorshift128+ twice: 128 bits, seeded per thread from the OS.
+/// Whether a request falls in a sampled `share` (0 to 1), drawn from the
+/// same per-thread generator.
+pub(super) fn sampled(share: f64) -> bool {
+    let draw = (next_id() >> 75) as f64 / (1u64 << 53) as f64;
+    draw < share
+}
+
 fn next_id() -> u128 {
     ID_STATE.with(|state| {
         let (mut a, mut b) = state.get();

@@ -95,7 +95,7 @@ pub async fn accept_loop<H: Handler>(
             r = listener.accept() => match r {
                 Ok(pair) => pair,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    crate::limited!(crate::logging::LogClass::accept, warn, error = %e, "accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
@@ -135,8 +135,25 @@ pub async fn accept_loop<H: Handler>(
                                     .await
                             }
                         }
-                        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}").into()),
-                        Err(_) => Err("TLS handshake timed out".into()),
+                        Ok(Err(e)) => {
+                            crate::limited!(
+                                crate::logging::LogClass::tls_handshake,
+                                warn,
+                                client = %conn.client_ip.to_str().unwrap_or("-"),
+                                error = %e,
+                                "TLS handshake failed"
+                            );
+                            Ok(())
+                        }
+                        Err(_) => {
+                            crate::limited!(
+                                crate::logging::LogClass::tls_handshake,
+                                warn,
+                                client = %conn.client_ip.to_str().unwrap_or("-"),
+                                "TLS handshake timed out"
+                            );
+                            Ok(())
+                        }
                     }
                 }
             };
@@ -191,6 +208,7 @@ where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     H: Handler,
 {
+    let client = conn.client_ip.clone();
     let handler = handler.clone();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let handled = {
@@ -204,5 +222,14 @@ where
         async move { Ok::<_, Infallible>(*handled.await) }
     });
     let connection = serving.h2.serve_connection(TokioIo::new(io), service);
-    watcher.watch(connection).await.map_err(Into::into)
+    if let Err(e) = watcher.watch(connection).await {
+        crate::limited!(
+            crate::logging::LogClass::http2,
+            warn,
+            client = %client.to_str().unwrap_or("-"),
+            error = %e,
+            "HTTP/2 connection ended with an error"
+        );
+    }
+    Ok(())
 }

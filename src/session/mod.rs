@@ -196,7 +196,7 @@ impl Sessions {
                 Err(e) => match self.on_store_error {
                     OnStoreError::FailClosed => return Err(SessionError::StoreRead(e)),
                     OnStoreError::FailOpen => {
-                        tracing::warn!(error = %e, "session store unavailable; forwarding with an empty session (fail_open)");
+                        crate::limited!(crate::logging::LogClass::store, warn, error = %e, "session store unavailable; forwarding with an empty session (fail_open)");
                         return Ok(Loaded {
                             degraded: true,
                             chunks,
@@ -220,7 +220,7 @@ impl Sessions {
             OnStoreError::FailClosed => Err(SessionError::StoreWrite(e)),
             OnStoreError::FailOpen => {
                 self.metrics.event(SessionEvent::dropped);
-                tracing::warn!(error = %e, "session write dropped: store unavailable (fail_open)");
+                crate::limited!(crate::logging::LogClass::store, warn, error = %e, "session write dropped: store unavailable (fail_open)");
                 Ok(())
             }
         }
@@ -290,7 +290,11 @@ impl Sessions {
         if loaded.degraded {
             if !wb.is_empty() {
                 self.metrics.event(SessionEvent::dropped);
-                tracing::warn!("session write dropped: the session could not be read (fail_open)");
+                crate::limited!(
+                    crate::logging::LogClass::store,
+                    warn,
+                    "session write dropped: the session could not be read (fail_open)"
+                );
             }
             return Ok(Vec::new());
         }

@@ -149,6 +149,7 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
                 Some(RawLogFormat::Json) => LogFormat::Json,
                 Some(RawLogFormat::Pretty) | None => LogFormat::Pretty,
             },
+            access: access_log(raw.access, &mut issues),
         });
     let limits = take("limits")
         .map_or_else(
@@ -198,6 +199,30 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
             })
         }
         _ => Err(ConfigError { issues: issues.0 }),
+    }
+}
+
+fn access_log(raw: Option<RawAccess>, issues: &mut Issues) -> AccessLog {
+    match raw {
+        None | Some(RawAccess::Bool(true)) => AccessLog::On,
+        Some(RawAccess::Bool(false)) => AccessLog::Off,
+        Some(RawAccess::Word(w)) if w == "on" => AccessLog::On,
+        Some(RawAccess::Word(w)) if w == "off" => AccessLog::Off,
+        Some(RawAccess::Sample(RawSample { sample })) if sample > 0.0 && sample <= 1.0 => {
+            if sample == 1.0 {
+                AccessLog::On
+            } else {
+                AccessLog::Sample(sample)
+            }
+        }
+        Some(RawAccess::Sample(_)) => {
+            issues.push("log.access.sample", "must be a share above 0 and at most 1");
+            AccessLog::On
+        }
+        Some(RawAccess::Word(_)) => {
+            issues.push("log.access", "expected on, off, or {sample: SHARE}");
+            AccessLog::On
+        }
     }
 }
 

@@ -26,7 +26,11 @@ pub enum Command {
     /// Run the proxy until SIGINT or SIGTERM (the default).
     Run,
     /// Validate the config: prints `ok`, or every problem with its YAML path.
-    Check,
+    Check {
+        /// Also print, per route, what its upstream reads of the session and may write.
+        #[arg(long)]
+        explain: bool,
+    },
     /// Delete expired sessions from the configured store and print how many.
     ClearSessions,
     /// Print a new random secret for `secrets`; with --ed25519, write a key pair for EdDSA signing.
@@ -53,8 +57,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => with_config(&cli.config, |config| block_on(serve(config))),
-        Command::Check => match config::load(&cli.config) {
-            Ok(_) => {
+        Command::Check { explain } => match config::load(&cli.config) {
+            Ok(config) => {
+                if explain {
+                    print!("{}", config::explain(&config));
+                }
                 println!("ok");
                 ExitCode::SUCCESS
             }

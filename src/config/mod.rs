@@ -3,6 +3,7 @@
 //! reporting every problem with its YAML path.
 
 pub mod duration;
+mod explain;
 pub mod raw;
 pub mod secret;
 mod validate;
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use explain::explain;
 pub use secret::Secret;
 pub use validate::from_value;
 
@@ -237,6 +239,33 @@ pub struct ForwardConfig {
     pub headers: Vec<(HeaderName, String)>,
     /// Allow-list of top-level keys the upstream sees.
     pub keys: Option<Vec<String>>,
+    /// What the upstream may write back (`writable_keys`, `actions`).
+    pub writes: WriteScope,
+}
+
+/// What a route's upstream may change in the session (SPEC section 8.9):
+/// the top-level keys it may set or remove (`None`: every key), and the
+/// actions it may take. Anything else refuses its whole write-back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteScope {
+    pub keys: Option<Vec<String>>,
+    pub flush: bool,
+    pub cycle: bool,
+    pub expiry: bool,
+    pub revoke_others: bool,
+}
+
+impl Default for WriteScope {
+    /// Every key, every action.
+    fn default() -> Self {
+        WriteScope {
+            keys: None,
+            flush: true,
+            cycle: true,
+            expiry: true,
+            revoke_others: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -201,6 +201,21 @@ pub struct RawForward {
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub keys: Option<Vec<String>>,
+    /// The top-level keys this route's upstream may set or remove.
+    #[serde(default)]
+    pub writable_keys: Option<Vec<String>>,
+    /// The actions this route's upstream may take.
+    #[serde(default)]
+    pub actions: Option<Vec<RawAction>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawAction {
+    Flush,
+    Cycle,
+    Expiry,
+    RevokeOthers,
 }
 
 #[derive(Debug, Deserialize)]

@@ -209,7 +209,7 @@ impl Proxy {
         let (index, target) = match self.route(&req) {
             Ok(routed) => routed,
             Err(e) => {
-                log_failure(&e);
+                log_failure(&e, NO_ROUTE_LABEL);
                 return (None, Box::new(refusal(&e, version)));
             }
         };
@@ -219,7 +219,7 @@ impl Proxy {
         {
             Ok(resp) => resp,
             Err(e) => {
-                log_failure(&e);
+                log_failure(&e, &self.routes[index].cfg.label);
                 Box::new(refusal(&e, version))
             }
         };
@@ -405,9 +405,9 @@ impl Proxy {
     ) -> Result<Box<Response<ProxyBody>>, ProxyError> {
         let cfg = &route.cfg;
         let (mut rparts, rbody) = resp.into_parts();
-        let outcome = self
-            .sessions
-            .take_writeback(&mut rparts.headers, rparts.status);
+        let outcome =
+            self.sessions
+                .take_writeback(&mut rparts.headers, rparts.status, &cfg.forward.writes);
         let switching = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
         // A 101 names the protocol in `Upgrade` (its `Connection: upgrade`
         // is consumed with the other connection options by the codec).
@@ -493,11 +493,15 @@ fn forwards_session(f: &ForwardConfig) -> bool {
 
 /// A failed request's line, through the log's rate limit: a client can
 /// make every request fail.
-fn log_failure(e: &ProxyError) {
+fn log_failure(e: &ProxyError, route: &str) {
     let class = e.log_class();
     match e.status().as_u16() {
-        500.. => crate::limited!(class, error, error = %crate::error::Chain(e), "request failed"),
-        _ => crate::limited!(class, warn, error = %crate::error::Chain(e), "request refused"),
+        500.. => {
+            crate::limited!(class, error, route, error = %crate::error::Chain(e), "request failed")
+        }
+        _ => {
+            crate::limited!(class, warn, route, error = %crate::error::Chain(e), "request refused")
+        }
     }
 }
 

@@ -19,6 +19,10 @@ pub enum UpdateError {
     BadExpiry,
     #[error("session would be {size} bytes, over the limit of {max}")]
     TooLarge { size: usize, max: usize },
+    #[error("this route's upstream may not write the key {0:?} (forward.writable_keys)")]
+    NotWritable(String),
+    #[error("this route's upstream may not take the action {0} (forward.actions)")]
+    ActionNotAllowed(&'static str),
 }
 
 pub fn parse_update(raw: &[u8]) -> Result<Map<String, Value>, UpdateError> {

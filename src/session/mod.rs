@@ -152,6 +152,7 @@ impl Sessions {
         &self,
         headers: &mut http::HeaderMap,
         status: http::StatusCode,
+        scope: &crate::config::WriteScope,
     ) -> Result<Option<Writeback>, SessionError> {
         let names = &self.headers;
         if !headers.keys().any(|k| names.is_internal(k)) {
@@ -165,6 +166,7 @@ impl Sessions {
                 headers.get_all(&names.update),
                 headers.get_all(&names.action),
             )
+            .and_then(|wb| wb.check(scope).map(|()| wb))
             .map(|wb| (!wb.is_empty() || self.save_every_request).then_some(wb))
         };
         names.remove_from(headers);

@@ -1,6 +1,7 @@
 //! What an upstream asks of the session in its response headers: JSON Merge
 //! Patches in update headers, and actions (`flush`, `cycle`, `expiry=N`).
 
+use crate::config::WriteScope;
 use crate::record::{MAX_LIFETIME_S, UpdateError, parse_update};
 use http::HeaderValue;
 use serde_json::{Map, Value};
@@ -37,6 +38,29 @@ impl Writeback {
         Ok(wb)
     }
 
+    /// Checks everything asked against what the route's upstream may
+    /// write: a top-level key outside `writable_keys` (set, removed, or
+    /// changed inside) or an action outside `actions` refuses it all.
+    pub fn check(&self, scope: &WriteScope) -> Result<(), UpdateError> {
+        if let Some(allowed) = &scope.keys {
+            for patch in &self.patches {
+                if let Some(key) = patch.keys().find(|k| !allowed.contains(k)) {
+                    return Err(UpdateError::NotWritable(key.chars().take(64).collect()));
+                }
+            }
+        }
+        for (asked, allowed, name) in [
+            (self.flush, scope.flush, "flush"),
+            (self.cycle, scope.cycle, "cycle"),
+            (self.expiry.is_some(), scope.expiry, "expiry"),
+        ] {
+            if asked && !allowed {
+                return Err(UpdateError::ActionNotAllowed(name));
+            }
+        }
+        Ok(())
+    }
+
     fn add_actions(&mut self, raw: &[u8]) -> Result<(), UpdateError> {
         let text = std::str::from_utf8(raw)
             .map_err(|_| UpdateError::UnknownAction("<not UTF-8>".into()))?;
@@ -68,6 +92,48 @@ impl Writeback {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scope_refuses_keys_and_actions_outside_it() {
+        let scope = WriteScope {
+            keys: Some(vec!["cart".into(), "prefs".into()]),
+            flush: false,
+            ..WriteScope::default()
+        };
+        let wb = |update: &'static str, action: &'static str| {
+            let u = HeaderValue::from_static(update);
+            let a = HeaderValue::from_static(action);
+            let actions = if action.is_empty() { vec![] } else { vec![&a] };
+            Writeback::parse([&u], actions).unwrap()
+        };
+        assert!(
+            wb(r#"{"cart":[1],"prefs":{"x":null}}"#, "")
+                .check(&scope)
+                .is_ok()
+        );
+        assert!(
+            wb(r#"{"cart":[1]}"#, "cycle, expiry=60")
+                .check(&scope)
+                .is_ok()
+        );
+        assert!(matches!(
+            wb(r#"{"cart":[1],"user_id":1}"#, "").check(&scope),
+            Err(UpdateError::NotWritable(k)) if k == "user_id"
+        ));
+        assert!(matches!(
+            wb(r#"{"user_id":null}"#, "").check(&scope),
+            Err(UpdateError::NotWritable(_))
+        ));
+        assert!(matches!(
+            wb(r#"{}"#, "flush").check(&scope),
+            Err(UpdateError::ActionNotAllowed("flush"))
+        ));
+        assert!(
+            wb(r#"{"user_id":1}"#, "flush")
+                .check(&WriteScope::default())
+                .is_ok()
+        );
+    }
 
     #[test]
     fn actions_parse() {

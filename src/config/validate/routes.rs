@@ -283,11 +283,25 @@ fn forward(
             ))
         })
         .collect();
+    let writes = match raw.actions {
+        None => WriteScope {
+            keys: raw.writable_keys,
+            ..WriteScope::default()
+        },
+        Some(actions) => WriteScope {
+            keys: raw.writable_keys,
+            flush: actions.contains(&RawAction::Flush),
+            cycle: actions.contains(&RawAction::Cycle),
+            expiry: actions.contains(&RawAction::Expiry),
+            revoke_others: actions.contains(&RawAction::RevokeOthers),
+        },
+    };
     ok.then_some(ForwardConfig {
         mode,
         header,
         headers: copied,
         keys: raw.keys,
+        writes,
     })
 }
 

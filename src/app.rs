@@ -30,11 +30,11 @@ const ADMIN_CONNECTIONS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot listen on {0}: {1}")]
+    #[error("cannot listen on {0}")]
     Bind(SocketAddr, #[source] std::io::Error),
-    #[error("cannot open the session store: {0}")]
+    #[error("cannot open the session store")]
     Store(#[from] store::OpenError),
-    #[error("{0}")]
+    #[error(transparent)]
     Setup(#[from] SetupError),
 }
 
@@ -211,7 +211,9 @@ async fn sweep_loop(sessions: Arc<Sessions>) {
         match sessions.sweep(now_ms()).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "expired sessions swept"),
-            Err(e) => tracing::warn!(error = %e, "sweeping expired sessions failed"),
+            Err(e) => {
+                tracing::warn!(error = %crate::error::Chain(&e), "sweeping expired sessions failed")
+            }
         }
     }
 }

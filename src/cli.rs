@@ -150,14 +150,14 @@ pub async fn serve(config: Config) -> ExitCode {
     let listeners = match Listeners::bind(&config).await {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start");
+            tracing::error!(error = %crate::error::Chain(&e), "cannot start");
             return ExitCode::FAILURE;
         }
     };
     match run(config, listeners, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start");
+            tracing::error!(error = %crate::error::Chain(&e), "cannot start");
             ExitCode::FAILURE
         }
     }
@@ -181,7 +181,10 @@ async fn clear_sessions(config: Config) -> ExitCode {
         }
         Ok(s) => s,
         Err(e) => {
-            eprintln!("sessiongate: cannot clear sessions: {e}");
+            eprintln!(
+                "sessiongate: cannot clear sessions: {}",
+                crate::error::Chain(&e)
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -192,7 +195,10 @@ async fn clear_sessions(config: Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("sessiongate: clearing expired sessions failed: {e}");
+            eprintln!(
+                "sessiongate: clearing expired sessions failed: {}",
+                crate::error::Chain(&e)
+            );
             ExitCode::FAILURE
         }
     }

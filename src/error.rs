@@ -139,6 +139,22 @@ impl std::fmt::Display for Chain<'_> {
 mod tests {
     use super::*;
 
+    /// Each cause once: a message that embedded its source would print it
+    /// twice in a chain ("X: X").
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        let io = std::io::Error::other("disk on fire");
+        let e = ProxyError::StoreRead(StoreError::Backend(Box::new(io)));
+        let text = Chain(&e).to_string();
+        assert_eq!(text.matches("disk on fire").count(), 1, "{text}");
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let e = ProxyError::UpdateRefused(UpdateError::InvalidJson(json));
+        let text = Chain(&e).to_string();
+        assert_eq!(text.matches("EOF").count(), 1, "{text}");
+        let open = crate::store::OpenError::Io("data/x.db".into(), std::io::Error::other("denied"));
+        assert_eq!(Chain(&open).to_string(), "cannot open data/x.db: denied");
+    }
+
     #[test]
     fn each_error_maps_to_its_status() {
         let cases: Vec<(ProxyError, u16)> = vec![

@@ -9,7 +9,7 @@ pub const MAX_LIFETIME_S: u64 = 10 * 365 * 86_400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
-    #[error("session update is not valid JSON: {0}")]
+    #[error("session update is not valid JSON")]
     InvalidJson(#[source] serde_json::Error),
     #[error("session update is not a JSON object")]
     NotObject,

@@ -198,7 +198,7 @@ impl Sessions {
                 Err(e) => match self.on_store_error {
                     OnStoreError::FailClosed => return Err(SessionError::StoreRead(e)),
                     OnStoreError::FailOpen => {
-                        crate::limited!(crate::logging::LogClass::store, warn, error = %e, "session store unavailable; forwarding with an empty session (fail_open)");
+                        crate::limited!(crate::logging::LogClass::store, warn, error = %crate::error::Chain(&e), "session store unavailable; forwarding with an empty session (fail_open)");
                         return Ok(Loaded {
                             degraded: true,
                             chunks,
@@ -222,7 +222,7 @@ impl Sessions {
             OnStoreError::FailClosed => Err(SessionError::StoreWrite(e)),
             OnStoreError::FailOpen => {
                 self.metrics.event(SessionEvent::dropped);
-                crate::limited!(crate::logging::LogClass::store, warn, error = %e, "session write dropped: store unavailable (fail_open)");
+                crate::limited!(crate::logging::LogClass::store, warn, error = %crate::error::Chain(&e), "session write dropped: store unavailable (fail_open)");
                 Ok(())
             }
         }

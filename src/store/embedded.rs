@@ -48,7 +48,7 @@ fn decode(bytes: &[u8]) -> Result<SessionRecord, StoreError> {
 /// A record that cannot be read is no session, never an error on every request.
 fn readable(decoded: Result<SessionRecord, StoreError>) -> Option<SessionRecord> {
     decoded
-        .map_err(|e| crate::limited!(crate::logging::LogClass::store, warn, error = %e, "unreadable session record treated as no session"))
+        .map_err(|e| crate::limited!(crate::logging::LogClass::store, warn, error = %crate::error::Chain(&e), "unreadable session record treated as no session"))
         .ok()
 }
 

@@ -25,9 +25,9 @@ use std::sync::Arc;
 pub enum StoreError {
     #[error("store operation timed out")]
     Timeout,
-    #[error("store backend error: {0}")]
+    #[error("store backend error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("stored session is corrupt: {0}")]
+    #[error("stored session is corrupt")]
     Corrupt(#[source] serde_json::Error),
 }
 
@@ -354,9 +354,9 @@ pub enum OpenError {
         "{0} is in use by another process (a running sessiongate sweeps expired sessions itself)"
     )]
     Locked(String),
-    #[error("cannot open {0}: {1}")]
+    #[error("cannot open {0}")]
     Io(String, #[source] std::io::Error),
-    #[error("cannot open {0}: {1}")]
+    #[error("cannot open {0}")]
     Backend(String, #[source] Box<dyn std::error::Error + Send + Sync>),
 }
 

@@ -25,6 +25,8 @@ use tokio::task::JoinSet;
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// How long shutdown waits for finished connections to release the store.
 const STORE_CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// How often idle upstream connections past their timeout are closed.
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// Admin connections served at once.
 const ADMIN_CONNECTIONS: usize = 64;
 
@@ -44,23 +46,34 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
 }
 
+/// Binds `addr` with a listen queue of `backlog` connections (the kernel
+/// caps it at `net.core.somaxconn`); tokio's own bind asks for 1024.
+fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, RunError> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| RunError::Bind(addr, e))?;
+    #[cfg(unix)]
+    socket
+        .set_reuseaddr(true)
+        .map_err(|e| RunError::Bind(addr, e))?;
+    socket.bind(addr).map_err(|e| RunError::Bind(addr, e))?;
+    socket.listen(backlog).map_err(|e| RunError::Bind(addr, e))
+}
+
 impl Listeners {
     /// Binds every listener of the config.
     pub async fn bind(config: &Config) -> Result<Self, RunError> {
-        let mut proxy = Vec::new();
-        for l in &config.listen {
-            proxy.push(
-                TcpListener::bind(l.addr)
-                    .await
-                    .map_err(|e| RunError::Bind(l.addr, e))?,
-            );
-        }
+        let backlog = config.limits.listen_backlog;
+        let proxy = config
+            .listen
+            .iter()
+            .map(|l| bind(l.addr, backlog))
+            .collect::<Result<_, _>>()?;
         let admin = match &config.admin {
-            Some(a) => Some(
-                TcpListener::bind(a.addr)
-                    .await
-                    .map_err(|e| RunError::Bind(a.addr, e))?,
-            ),
+            Some(a) => Some(bind(a.addr, backlog)?),
             None => None,
         };
         Ok(Listeners { proxy, admin })
@@ -127,6 +140,19 @@ pub async fn run(
     }
     drop(serving);
     let sweeper = tokio::spawn(sweep_loop(sessions.clone()));
+    let idle_closer = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(IDLE_CHECK_INTERVAL);
+            loop {
+                tick.tick().await;
+                let closed = proxy.upstreams().close_idle(std::time::Instant::now());
+                if closed > 0 {
+                    tracing::debug!(closed, "idle upstream connections closed");
+                }
+            }
+        })
+    };
     let summaries = tokio::spawn(async {
         let mut tick = tokio::time::interval(Duration::from_secs(crate::logging::WINDOW_S));
         loop {
@@ -143,6 +169,9 @@ pub async fn run(
     sweeper.abort();
     reloader.abort();
     summaries.abort();
+    idle_closer.abort();
+    let _ = summaries.await;
+    let _ = idle_closer.await;
     let _ = sweeper.await;
     let _ = reloader.await;
     let graceful =

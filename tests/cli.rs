@@ -662,3 +662,40 @@ async fn sighup_reloads_certificates_without_dropping_connections() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// A reload signal sent while the process is still starting does not end
+/// it (SIGHUP's default action would).
+#[test]
+fn sighup_in_the_first_milliseconds_does_not_kill_the_process() {
+    let dir = temp_dir("early-hup");
+    let cfg = write_config(
+        &dir,
+        free_addr(),
+        free_addr(),
+        free_addr(),
+        "{kind: memory}",
+        "",
+    );
+    for _ in 0..5 {
+        let mut child = sessiongate(&["--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id().to_string();
+        // The dynamic loader runs before any of the program's code can
+        // change a signal's disposition; the signals start once it is done
+        // (a few milliseconds) and keep coming through the whole start.
+        std::thread::sleep(Duration::from_millis(5));
+        for _ in 0..100 {
+            let _ = Command::new("kill").args(["-HUP", &pid]).status();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the process died of an early SIGHUP"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -621,3 +621,60 @@ async fn upgraded_connections_are_bounded() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The listen queue is `limits.listen_backlog` (the kernel caps it at
+/// somaxconn), and a burst of a thousand connections is accepted without a
+/// SYN retransmission's one-second wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_connections_is_queued_not_dropped() {
+    let up = upstream().await;
+    let yaml = config("", JSON_ROUTE).replace("{upstream}", &up.addr.to_string())
+        + "listen: [{addr: \"127.0.0.1:0\"}]\nadmin: {addr: \"127.0.0.1:0\"}\nlimits: {listen_backlog: 2048}\n";
+    let config = sessiongate::config::from_yaml(&yaml).unwrap();
+    let listeners = sessiongate::Listeners::bind(&config).await.unwrap();
+    let addr = listeners.proxy[0].local_addr().unwrap();
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .map(|s| s.trim().parse().unwrap())
+        .unwrap_or(4096);
+    let ss = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", addr.port())])
+        .output()
+        .expect("ss (iproute2) runs");
+    let line = String::from_utf8_lossy(&ss.stdout).to_string();
+    let queue: u32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert_eq!(queue, 2048.min(somaxconn), "{line}");
+
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let gw = tokio::spawn(sessiongate::run(config, listeners, async move {
+        let _ = rx.await;
+    }));
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        burst.spawn(async move {
+            let started = std::time::Instant::now();
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let connected = started.elapsed();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out).await;
+            assert!(
+                out.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+            connected
+        });
+    }
+    let mut slowest = Duration::ZERO;
+    while let Some(connected) = burst.join_next().await {
+        slowest = slowest.max(connected.unwrap());
+    }
+    assert!(
+        slowest < Duration::from_millis(900),
+        "a connection waited {slowest:?}"
+    );
+    let _ = tx.send(());
+    gw.await.unwrap().unwrap();
+}

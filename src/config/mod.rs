@@ -37,6 +37,9 @@ pub const DEFAULT_HEADER_PREFIX: &str = "X-Session";
 pub const DEFAULT_DENY_STATUS: u16 = 401;
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Connections the kernel queues per listener before they are accepted:
+/// enough for a burst of a thousand (the kernel caps it at `somaxconn`).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
@@ -327,6 +330,9 @@ pub enum AccessLog {
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// The kernel's queue of connections not yet accepted, per listener
+    /// (nginx's `backlog=`).
+    pub listen_backlog: u32,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub drain_timeout: Duration,

@@ -290,6 +290,8 @@ pub struct RawLimits {
     #[serde(default)]
     pub max_connections: Option<u64>,
     #[serde(default)]
+    pub listen_backlog: Option<u64>,
+    #[serde(default)]
     pub max_header_bytes: Option<u64>,
     #[serde(default)]
     pub max_headers: Option<u64>,

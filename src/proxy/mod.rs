@@ -142,6 +142,11 @@ impl Proxy {
         })
     }
 
+    /// The upstream connections idle in the pools; the app closes the old ones.
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+
     /// Whether this request gets an access-log line (`log.access`).
     fn access_logged(&self) -> bool {
         match self.access {

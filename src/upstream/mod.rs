@@ -45,6 +45,16 @@ impl Upstreams {
         Upstreams { pools, list }
     }
 
+    /// Closes every pool's connections idle past the idle timeout; how many.
+    pub fn close_idle(&self, now: std::time::Instant) -> usize {
+        self.pools.iter().map(|p| p.close_idle(now)).sum()
+    }
+
+    /// Connections idle in the pools.
+    pub fn idle_count(&self) -> usize {
+        self.pools.iter().map(|p| p.idle_count()).sum()
+    }
+
     pub fn get(&self, index: usize) -> &UpstreamConfig {
         &self.list[index]
     }

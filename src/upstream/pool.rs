@@ -209,6 +209,28 @@ impl Pool {
         }
     }
 
+    /// Closes the idle connections that have waited past the idle timeout
+    /// (`now` is passed in so that tests control the clock); says how many.
+    /// Run in the background, so that an upstream that sees no traffic is
+    /// not held open for ever.
+    pub fn close_idle(&self, now: Instant) -> usize {
+        let expired: Vec<_> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let n = idle
+                .iter()
+                .take_while(|(since, _)| now.duration_since(*since) > POOL_IDLE_TIMEOUT)
+                .count();
+            idle.drain(..n).collect()
+        };
+        // Closing sockets (and sending TLS close_notify) outside the lock.
+        expired.len()
+    }
+
+    /// How many connections wait in the pool.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// An idle connection that can take a request, if one is left.
     fn take_idle(&self, now: Instant) -> Option<Box<Conn>> {
         let (expired, mut candidate): (Vec<_>, _) = {
@@ -338,5 +360,68 @@ impl Pool {
             resp.extensions_mut().insert(u);
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An idle connection is closed by `close_idle` once past the idle
+    /// timeout, and the upstream sees it close.
+    #[tokio::test]
+    async fn idle_connections_past_the_timeout_are_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            // The next read ends when the pool closes the connection.
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let _ = closed_tx.send(n);
+        });
+        let yaml = format!(
+            "secrets: [\"{}\"]\nupstreams: {{app: {{url: \"http://{addr}\"}}}}\nroutes: [{{match: {{path_prefix: /}}, upstream: app, forward: {{mode: none}}}}]",
+            "s".repeat(32)
+        );
+        let cfg = crate::config::from_yaml(&yaml).unwrap();
+        let pool = Arc::new(Pool::new(&cfg.upstreams[0], None));
+        let (parts, ()) = http::Request::get("/")
+            .header("host", "a")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let start = Instant::now();
+        let resp = pool
+            .send(
+                &parts,
+                &Added::default(),
+                &mut RequestBody::Empty,
+                Framing::Empty,
+                false,
+                start,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        drop(resp);
+        assert_eq!(pool.idle_count(), 1);
+        assert_eq!(pool.close_idle(start + Duration::from_secs(30)), 0);
+        assert_eq!(
+            pool.close_idle(start + POOL_IDLE_TIMEOUT + Duration::from_secs(1)),
+            1
+        );
+        assert_eq!(pool.idle_count(), 0);
+        let read = tokio::time::timeout(Duration::from_secs(5), closed_rx)
+            .await
+            .expect("the upstream saw the close")
+            .unwrap();
+        assert_eq!(read, 0);
     }
 }

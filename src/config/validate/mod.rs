@@ -380,6 +380,13 @@ fn limits(raw: RawLimits, issues: &mut Issues) -> Limits {
             DEFAULT_MAX_CONNECTIONS,
             issues,
         ),
+        listen_backlog: count(
+            raw.listen_backlog,
+            "limits.listen_backlog",
+            DEFAULT_LISTEN_BACKLOG as usize,
+            issues,
+        )
+        .min(u32::MAX as usize) as u32,
         max_header_bytes: count(
             raw.max_header_bytes,
             "limits.max_header_bytes",

@@ -57,6 +57,23 @@ impl Admin {
         }
     }
 
+    /// 200 when the store answers; its error (a write outage included,
+    /// where the store knows of one) otherwise.
+    async fn ready(&self) -> Response<Full<Bytes>> {
+        match self.sessions.ping().await {
+            Ok(()) => respond(StatusCode::OK, "text/plain; charset=utf-8", "ready\n"),
+            Err(e) => {
+                let text = crate::logging::Chain(&e).to_string();
+                tracing::warn!(error = %text, "readiness check: session store unavailable");
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    format!("session store unavailable: {text}\n"),
+                )
+            }
+        }
+    }
+
     pub async fn handle(&self, req: &Request<RequestBody>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return respond(
@@ -67,16 +84,13 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
-            "/readyz" => match self.sessions.ping().await {
-                Ok(()) => respond(StatusCode::OK, "text/plain; charset=utf-8", "ready\n"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "readiness check: session store unavailable");
-                    respond(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain; charset=utf-8",
-                        "session store unavailable\n",
-                    )
-                }
+            "/readyz" => match self.sessions.fault() {
+                Some(fault) => respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    format!("session store faulted, restart needed: {fault}\n"),
+                ),
+                None => self.ready().await,
             },
             "/metrics" => respond(
                 StatusCode::OK,

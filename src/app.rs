@@ -241,7 +241,7 @@ async fn sweep_loop(sessions: Arc<Sessions>) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "expired sessions swept"),
             Err(e) => {
-                tracing::warn!(error = %crate::error::Chain(&e), "sweeping expired sessions failed")
+                tracing::warn!(error = %crate::logging::Chain(&e), "sweeping expired sessions failed")
             }
         }
     }

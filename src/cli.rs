@@ -150,14 +150,14 @@ pub async fn serve(config: Config) -> ExitCode {
     let listeners = match Listeners::bind(&config).await {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(error = %crate::error::Chain(&e), "cannot start");
+            tracing::error!(error = %crate::logging::Chain(&e), "cannot start");
             return ExitCode::FAILURE;
         }
     };
     match run(config, listeners, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %crate::error::Chain(&e), "cannot start");
+            tracing::error!(error = %crate::logging::Chain(&e), "cannot start");
             ExitCode::FAILURE
         }
     }
@@ -183,7 +183,7 @@ async fn clear_sessions(config: Config) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "sessiongate: cannot clear sessions: {}",
-                crate::error::Chain(&e)
+                crate::logging::Chain(&e)
             );
             return ExitCode::FAILURE;
         }
@@ -197,7 +197,7 @@ async fn clear_sessions(config: Config) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "sessiongate: clearing expired sessions failed: {}",
-                crate::error::Chain(&e)
+                crate::logging::Chain(&e)
             );
             ExitCode::FAILURE
         }

@@ -107,7 +107,7 @@ pub async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     let listeners = match Listeners::bind(&config).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("sessiongate demo: {}", crate::error::Chain(&e));
+            eprintln!("sessiongate demo: {}", crate::logging::Chain(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -117,7 +117,7 @@ pub async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     match run(config, listeners, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sessiongate demo: {}", crate::error::Chain(&e));
+            eprintln!("sessiongate demo: {}", crate::logging::Chain(&e));
             ExitCode::FAILURE
         }
     }

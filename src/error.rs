@@ -119,25 +119,10 @@ impl From<crate::upstream::UpstreamError> for ProxyError {
     }
 }
 
-/// An error with its whole chain of causes, for logs: "client error
-/// (Connect): invalid peer certificate: UnknownIssuer" says what to fix.
-pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logging::Chain;
 
     /// Each cause once: a message that embedded its source would print it
     /// twice in a chain ("X: X").

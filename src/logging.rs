@@ -134,6 +134,22 @@ pub fn flush_summaries() {
     }
 }
 
+/// An error with its whole chain of causes, for logs: "client error
+/// (Connect): invalid peer certificate: UnknownIssuer" says what to fix.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
 /// A line a client can trigger, through [`allow`]:
 /// `limited!(LogClass::refused, warn, error = %e, "request refused")`.
 #[macro_export]

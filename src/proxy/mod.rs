@@ -310,7 +310,7 @@ impl Proxy {
                 start,
             )
             .await?;
-        self.respond(route, resp, &loaded, outgoing.tunnel).await
+        self.respond(route, resp, loaded, outgoing.tunnel).await
     }
 
     /// The build phase: the client's head made into the upstream's, in
@@ -405,7 +405,7 @@ impl Proxy {
         &self,
         route: &Route,
         resp: http::Response<crate::upstream::UpstreamBody>,
-        loaded: &Loaded,
+        loaded: Loaded,
         tunnel: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<Box<Response<ProxyBody>>, ProxyError> {
         let cfg = &route.cfg;
@@ -444,7 +444,7 @@ impl Proxy {
             // Boxed: a write's store futures are large, and most responses
             // write nothing; unboxed, every request would carry their space.
             let written =
-                pinned_in_place(|| self.sessions.write_back(loaded, &wb, now_ms())).await?;
+                pinned_in_place(|| self.sessions.write_back_detached(loaded, wb, now_ms())).await?;
             for set_cookie in written {
                 rparts.headers.append(header::SET_COOKIE, set_cookie);
             }
@@ -502,10 +502,10 @@ fn log_failure(e: &ProxyError, route: &str) {
     let class = e.log_class();
     match e.status().as_u16() {
         500.. => {
-            crate::limited!(class, error, route, error = %crate::error::Chain(e), "request failed")
+            crate::limited!(class, error, route, error = %crate::logging::Chain(e), "request failed")
         }
         _ => {
-            crate::limited!(class, warn, route, error = %crate::error::Chain(e), "request refused")
+            crate::limited!(class, warn, route, error = %crate::logging::Chain(e), "request refused")
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::store::{
     Carries, Created, SaveOp, SaveOutcome, SessionStore, Store, StoreError, Ticket,
 };
 use cookie::{CookieCodec, RequestCookies};
+use futures_util::FutureExt;
 use http::HeaderValue;
 use std::future::Future;
 use std::sync::Arc;
@@ -62,6 +63,9 @@ pub struct Sessions {
     pub on_store_error: OnStoreError,
     pub save_every_request: bool,
     metrics: Arc<Metrics>,
+    /// What the last store panic said, if one happened: readiness fails
+    /// from then on, since a store that panicked may not be trusted.
+    fault: std::sync::Mutex<Option<String>>,
 }
 
 impl Sessions {
@@ -82,6 +86,7 @@ impl Sessions {
             on_store_error,
             save_every_request,
             metrics,
+            fault: std::sync::Mutex::new(None),
         }
     }
 
@@ -91,9 +96,26 @@ impl Sessions {
         fut: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let start = Instant::now();
-        let result = fut.await;
+        // A panic inside a store (redb's on a corrupt page) fails this one
+        // operation; unwinding further would reset the client's connection
+        // without an answer.
+        let result = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(result) => result,
+            Err(payload) => Err(self.panicked(StoreError::panicked(payload))),
+        };
         self.metrics.store_op(op, start.elapsed(), result.is_ok());
         result
+    }
+
+    fn panicked(&self, e: StoreError) -> StoreError {
+        tracing::error!(error = %e, "session store operation panicked; readiness now fails");
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        e
+    }
+
+    /// The panic that made the store untrustworthy, if any.
+    pub fn fault(&self) -> Option<String> {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The tickets a request's cookies hold, best first: signed ids (each
@@ -198,7 +220,7 @@ impl Sessions {
                 Err(e) => match self.on_store_error {
                     OnStoreError::FailClosed => return Err(SessionError::StoreRead(e)),
                     OnStoreError::FailOpen => {
-                        crate::limited!(crate::logging::LogClass::store, warn, error = %crate::error::Chain(&e), "session store unavailable; forwarding with an empty session (fail_open)");
+                        crate::limited!(crate::logging::LogClass::store, warn, error = %crate::logging::Chain(&e), "session store unavailable; forwarding with an empty session (fail_open)");
                         return Ok(Loaded {
                             degraded: true,
                             chunks,
@@ -222,7 +244,7 @@ impl Sessions {
             OnStoreError::FailClosed => Err(SessionError::StoreWrite(e)),
             OnStoreError::FailOpen => {
                 self.metrics.event(SessionEvent::dropped);
-                crate::limited!(crate::logging::LogClass::store, warn, error = %crate::error::Chain(&e), "session write dropped: store unavailable (fail_open)");
+                crate::limited!(crate::logging::LogClass::store, warn, error = %crate::logging::Chain(&e), "session write dropped: store unavailable (fail_open)");
                 Ok(())
             }
         }
@@ -381,6 +403,37 @@ impl Sessions {
             }
             Ok(SaveOutcome::Refused(e)) => Err(self.refused(e)),
             Err(e) => {
+                self.write_failed(e)?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// `write_back` on a task of its own where a store operation can wait:
+    /// once a write has started it completes or fails as a whole, even if
+    /// the client hangs up and its request is dropped half-way (a flush then
+    /// its replacement, a Cluster cycle's steps). A task costs about 4,300
+    /// instructions per write (bench/instructions.sh), so the stores whose
+    /// operations finish in one poll go without.
+    pub async fn write_back_detached(
+        self: &Arc<Self>,
+        loaded: Loaded,
+        wb: Writeback,
+        now: UnixMillis,
+    ) -> Result<Vec<HeaderValue>, SessionError> {
+        if !self.store.waits_on_writes() {
+            return self.write_back(&loaded, &wb, now).await;
+        }
+        let sessions = self.clone();
+        let task = tokio::spawn(async move { sessions.write_back(&loaded, &wb, now).await });
+        match task.await {
+            Ok(written) => written,
+            // Store panics are caught in `timed`; this is one elsewhere.
+            Err(join) => {
+                let e = match join.try_into_panic() {
+                    Ok(payload) => self.panicked(StoreError::panicked(payload)),
+                    Err(_) => StoreError::Backend("the write-back task was cancelled".into()),
+                };
                 self.write_failed(e)?;
                 Ok(Vec::new())
             }

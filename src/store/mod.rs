@@ -29,6 +29,24 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("stored session is corrupt")]
     Corrupt(#[source] serde_json::Error),
+    /// The store's code panicked: a bug, or a corrupt file that the storage
+    /// engine does not survive. The request fails; the process goes on.
+    #[error("the session store failed unexpectedly: {0}")]
+    Panicked(String),
+}
+
+impl StoreError {
+    /// The text of a caught panic's payload.
+    pub fn panicked(payload: Box<dyn std::any::Any + Send>) -> StoreError {
+        let text = match payload.downcast::<String>() {
+            Ok(s) => *s,
+            Err(p) => match p.downcast::<&'static str>() {
+                Ok(s) => s.to_string(),
+                Err(_) => "a panic without a message".to_string(),
+            },
+        };
+        StoreError::Panicked(text)
+    }
 }
 
 /// What the client holds for a session: the session's id (the cookie
@@ -232,7 +250,9 @@ impl<S: ServerStore> SessionStore for S {
 pub enum Store {
     Memory(memory::MemoryStore),
     Embedded(embedded::EmbeddedStore),
-    Redis(self::redis::RedisStore),
+    /// Boxed: its scripts and connection handles make it several times the
+    /// size of the others.
+    Redis(Box<self::redis::RedisStore>),
     Cookie(cookie::CookieStore),
 }
 
@@ -245,6 +265,18 @@ impl Store {
             Store::Memory(s) => s.prefetch(id),
             Store::Embedded(s) => s.prefetch(id),
             Store::Redis(_) | Store::Cookie(_) => {}
+        }
+    }
+
+    /// Whether a store operation can stop half-way through a write-back,
+    /// waiting on another thread or process: there a write-back is run on a
+    /// task of its own, so that a client hanging up cannot cut it in two.
+    /// The memory and cookie stores finish every operation in the poll that
+    /// starts it, so nothing can come between their steps.
+    pub fn waits_on_writes(&self) -> bool {
+        match self {
+            Store::Memory(_) | Store::Cookie(_) => false,
+            Store::Embedded(_) | Store::Redis(_) => true,
         }
     }
 
@@ -293,7 +325,7 @@ impl SessionStore for Store {
         match self {
             Store::Memory(s) => SessionStore::load(s, ticket, now_ms).await,
             Store::Embedded(s) => SessionStore::load(s, ticket, now_ms).await,
-            Store::Redis(s) => boxed(SessionStore::load(s, ticket, now_ms)).await,
+            Store::Redis(s) => boxed(SessionStore::load(&**s, ticket, now_ms)).await,
             Store::Cookie(s) => s.load(ticket, now_ms).await,
         }
     }
@@ -302,7 +334,7 @@ impl SessionStore for Store {
         match self {
             Store::Memory(s) => SessionStore::create(s, id, record).await,
             Store::Embedded(s) => SessionStore::create(s, id, record).await,
-            Store::Redis(s) => boxed(SessionStore::create(s, id, record)).await,
+            Store::Redis(s) => boxed(SessionStore::create(&**s, id, record)).await,
             Store::Cookie(s) => s.create(id, record).await,
         }
     }
@@ -315,7 +347,7 @@ impl SessionStore for Store {
         match self {
             Store::Memory(s) => SessionStore::save(s, ticket, op).await,
             Store::Embedded(s) => SessionStore::save(s, ticket, op).await,
-            Store::Redis(s) => boxed(SessionStore::save(s, ticket, op)).await,
+            Store::Redis(s) => boxed(SessionStore::save(&**s, ticket, op)).await,
             Store::Cookie(s) => s.save(ticket, op).await,
         }
     }
@@ -324,7 +356,7 @@ impl SessionStore for Store {
         match self {
             Store::Memory(s) => SessionStore::delete(s, ticket).await,
             Store::Embedded(s) => SessionStore::delete(s, ticket).await,
-            Store::Redis(s) => boxed(SessionStore::delete(s, ticket)).await,
+            Store::Redis(s) => boxed(SessionStore::delete(&**s, ticket)).await,
             Store::Cookie(s) => s.delete(ticket).await,
         }
     }
@@ -333,7 +365,7 @@ impl SessionStore for Store {
         match self {
             Store::Memory(s) => SessionStore::clear_expired(s, now_ms).await,
             Store::Embedded(s) => SessionStore::clear_expired(s, now_ms).await,
-            Store::Redis(s) => boxed(SessionStore::clear_expired(s, now_ms)).await,
+            Store::Redis(s) => boxed(SessionStore::clear_expired(&**s, now_ms)).await,
             Store::Cookie(s) => s.clear_expired(now_ms).await,
         }
     }
@@ -342,7 +374,7 @@ impl SessionStore for Store {
         match self {
             Store::Memory(s) => SessionStore::ping(s).await,
             Store::Embedded(s) => SessionStore::ping(s).await,
-            Store::Redis(s) => boxed(SessionStore::ping(s)).await,
+            Store::Redis(s) => boxed(SessionStore::ping(&**s)).await,
             Store::Cookie(s) => s.ping().await,
         }
     }
@@ -354,6 +386,12 @@ pub enum OpenError {
         "{0} is in use by another process (a running sessiongate sweeps expired sessions itself)"
     )]
     Locked(String),
+    #[error(
+        "the session store file is corrupt: {0} (restore it from a backup, or move it away to start empty)"
+    )]
+    Corrupt(String),
+    #[error("{0} is not a session store file: {1} (move it away, or point store.path elsewhere)")]
+    NotAStore(String, &'static str),
     #[error("cannot open {0}")]
     Io(String, #[source] std::io::Error),
     #[error("cannot open {0}")]
@@ -380,7 +418,9 @@ pub async fn open(
                     .map_err(|e| OpenError::Backend("embedded store".into(), Box::new(e)))??;
             Store::Embedded(store)
         }
-        StoreConfig::Redis(r) => Store::Redis(self::redis::RedisStore::open(r, policy).await?),
+        StoreConfig::Redis(r) => {
+            Store::Redis(Box::new(self::redis::RedisStore::open(r, policy).await?))
+        }
         StoreConfig::Cookie => {
             Store::Cookie(cookie::CookieStore::new(secrets, &cfg.cookie.name, policy))
         }

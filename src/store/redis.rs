@@ -24,10 +24,24 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 const SAVE_SCRIPT: &str = concat!(
+    include_str!("redis/deadline.lua"),
     include_str!("redis/merge.lua"),
     include_str!("redis/save.lua")
 );
-const CREATE_SCRIPT: &str = include_str!("redis/create.lua");
+const CREATE_SCRIPT: &str = concat!(
+    include_str!("redis/deadline.lua"),
+    include_str!("redis/create.lua")
+);
+const DELETE_SCRIPT: &str = concat!(
+    include_str!("redis/deadline.lua"),
+    include_str!("redis/delete.lua")
+);
+/// Ends a Cluster cycle that failed: the old session loses its mark and
+/// gets its own deadline back.
+const RELEASE_SCRIPT: &str = "if redis.call('HDEL', KEYS[1], 'm') == 1 then \
+     local e = redis.call('HGET', KEYS[1], 'e') \
+     if e then redis.call('PEXPIREAT', KEYS[1], e) end \
+     end return 1";
 /// Reconnection attempts of the connection manager before a command fails;
 /// it keeps trying in the background afterwards.
 const RECONNECT_RETRIES: usize = 2;
@@ -110,6 +124,8 @@ pub struct RedisStore {
     policy: Policy,
     save_script: Script,
     create_script: Script,
+    delete_script: Script,
+    release_script: Script,
 }
 
 fn tls_certs(ca_pem: &Option<Vec<u8>>) -> Option<::redis::TlsCertificates> {
@@ -214,6 +230,8 @@ impl RedisStore {
             policy,
             save_script: Script::new(SAVE_SCRIPT),
             create_script: Script::new(CREATE_SCRIPT),
+            delete_script: Script::new(DELETE_SCRIPT),
+            release_script: Script::new(RELEASE_SCRIPT),
         })
     }
 
@@ -233,6 +251,66 @@ impl RedisStore {
         }
     }
 
+    /// The latest moment, in Unix milliseconds, at which a write sent now
+    /// may still be applied: past it, `run` has told the client it failed.
+    /// The scripts compare it with Redis's own clock (`TIME`), so clocks
+    /// must agree to well within the timeout (they must anyway, for
+    /// `PEXPIREAT`).
+    fn deadline(&self) -> UnixMillis {
+        crate::record::now_ms() + self.timeout.as_millis() as u64
+    }
+
+    /// How long a Cluster cycle keeps the old session marked as moving: the
+    /// two steps that follow the mark, each bounded by the timeout.
+    fn mark_ms(&self) -> u64 {
+        2 * self.timeout.as_millis() as u64
+    }
+
+    /// The rest of a Cluster cycle: the new session is created, then the old
+    /// one deleted. Should the creation fail, the old session is released
+    /// unchanged; should the deletion fail, the old session expires by
+    /// itself when its mark ends, so it is never served for long.
+    async fn finish_move(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        record: &SessionRecord,
+    ) -> Result<(), StoreError> {
+        let old_key = self.key(old);
+        if let Err(e) = ServerStore::create(self, new, record).await {
+            let release = &self.release_script;
+            let released = self
+                .run(|mut c| async move { release.key(&old_key).invoke_async::<i64>(&mut c).await })
+                .await;
+            if let Err(r) = released {
+                crate::limited!(
+                    crate::logging::LogClass::store,
+                    warn,
+                    error = %crate::logging::Chain(&r),
+                    "a failed session cycle could not release the old session; it expires when its mark ends"
+                );
+            }
+            return Err(e);
+        }
+        let deleted = self
+            .run(|mut c| async move {
+                ::redis::cmd("DEL")
+                    .arg(&old_key)
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(e) = deleted {
+            crate::limited!(
+                crate::logging::LogClass::store,
+                warn,
+                error = %crate::logging::Chain(&e),
+                "a cycled session's old id could not be deleted; it expires when its mark ends"
+            );
+        }
+        Ok(())
+    }
+
     /// Runs one store operation under the command timeout.
     async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
@@ -250,6 +328,25 @@ impl RedisStore {
             s.invalidate().await;
         }
         result
+    }
+}
+
+/// A write script's reply that is not one of its outcomes. `late` means
+/// Redis ran the write past its deadline by its own clock yet answered
+/// before the timeout by sessiongate's: the two clocks disagree.
+fn unexpected(script: &str, reply: &[String]) -> StoreError {
+    match (reply.first().map(String::as_str), reply.get(1)) {
+        (Some("late"), Some(redis_ms)) => StoreError::Backend(
+            format!(
+                "Redis refused a {script} past its deadline by its own clock ({redis_ms} ms \
+                 since the epoch, sessiongate's is {}): the clocks disagree",
+                crate::record::now_ms()
+            )
+            .into(),
+        ),
+        _ => StoreError::Backend(
+            format!("unexpected reply from the {script} script: {reply:?}").into(),
+        ),
     }
 }
 
@@ -318,28 +415,47 @@ impl ServerStore for RedisStore {
         let data = r.data.as_str();
         let expiry = r.expiry_s.map(|x| x.to_string()).unwrap_or_default();
         let script = &self.create_script;
-        self.run(|mut c| async move {
-            script
-                .key(&key)
-                .arg(data)
-                .arg(&r.sid)
-                .arg(r.created_ms)
-                .arg(r.expires_ms)
-                .arg(expiry)
-                .invoke_async::<i64>(&mut c)
-                .await
-        })
-        .await?;
-        Ok(())
+        let reply: Vec<String> = self
+            .run(|mut c| async move {
+                script
+                    .key(&key)
+                    .arg(data)
+                    .arg(&r.sid)
+                    .arg(r.created_ms)
+                    .arg(r.expires_ms)
+                    .arg(expiry)
+                    .arg(self.deadline())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("created") => Ok(()),
+            _ => Err(unexpected("create", &reply)),
+        }
     }
 
     async fn save(&self, id: &SessionId, op: &SaveOp<'_>) -> Result<SaveOutcome, StoreError> {
         let key = self.key(id);
         let script = &self.save_script;
         let policy = self.policy;
+        // A cycle on one server is one script over both keys. Cluster puts
+        // the new id in another slot: the old session is marked as moving
+        // (read-only, and expiring by itself when the mark ends) until the
+        // new one exists, then deleted.
+        let cluster = matches!(self.topology, Topology::Cluster(_));
+        let (mode, new_key, new_sid) = match &op.cycle_to {
+            None => ("none", None, ""),
+            Some((_, sid)) if cluster => ("mark", None, sid.as_str()),
+            Some((new_id, sid)) => ("move", Some(self.key(new_id)), sid.as_str()),
+        };
+        let mark_ms = self.mark_ms();
         let reply: Vec<String> = self
             .run(|mut c| async move {
                 let mut inv = script.key(&key);
+                if let Some(k) = &new_key {
+                    inv.key(k);
+                }
                 inv.arg(op.now_ms)
                     .arg(policy.ttl_s)
                     .arg(policy.absolute_ttl_s.map_or(-1, |a| a as i64))
@@ -350,7 +466,10 @@ impl ServerStore for RedisStore {
                             .map(|x| x.to_string())
                             .unwrap_or_default(),
                     )
-                    .arg(if op.cycle_to.is_some() { "1" } else { "0" });
+                    .arg(mode)
+                    .arg(self.deadline())
+                    .arg(new_sid)
+                    .arg(mark_ms);
                 for patch in op.change.patches {
                     // Canonical compact JSON: the script compares keys as written.
                     inv.arg(serde_json::to_string(patch).expect("a JSON map always serializes"));
@@ -368,41 +487,40 @@ impl ServerStore for RedisStore {
             Some("saved") => {
                 let fields: Vec<Option<String>> = reply[1..].iter().cloned().map(Some).collect();
                 let mut record = record(fields)?;
-                match &op.cycle_to {
-                    None => Ok(SaveOutcome::Saved {
-                        id: *id,
-                        record: Arc::new(record),
-                    }),
-                    Some((new_id, new_sid)) => {
-                        // Cluster puts the new id in another slot, so the move is
-                        // two steps: the old session was deleted by the script,
-                        // the new one is written now.
-                        record.sid = new_sid.clone();
-                        self.create(new_id, &record).await?;
-                        Ok(SaveOutcome::Saved {
-                            id: *new_id,
-                            record: Arc::new(record),
-                        })
+                let id = match (&op.cycle_to, mode) {
+                    (Some((new_id, _)), "mark") => {
+                        record.sid = new_sid.to_string();
+                        self.finish_move(id, new_id, &record).await?;
+                        *new_id
                     }
-                }
+                    (Some((new_id, _)), _) => *new_id,
+                    (None, _) => *id,
+                };
+                Ok(SaveOutcome::Saved {
+                    id,
+                    record: Arc::new(record),
+                })
             }
-            _ => Err(StoreError::Backend(
-                format!("unexpected reply from the save script: {reply:?}").into(),
-            )),
+            _ => Err(unexpected("save", &reply)),
         }
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         let key = self.key(id);
-        let removed = self
+        let script = &self.delete_script;
+        let reply: Vec<String> = self
             .run(|mut c| async move {
-                ::redis::cmd("DEL")
-                    .arg(&key)
-                    .query_async::<i64>(&mut c)
+                script
+                    .key(&key)
+                    .arg(self.deadline())
+                    .invoke_async(&mut c)
                     .await
             })
             .await?;
-        Ok(removed > 0)
+        match (reply.first().map(String::as_str), reply.get(1)) {
+            (Some("deleted"), Some(n)) => Ok(n != "0"),
+            _ => Err(unexpected("delete", &reply)),
+        }
     }
 
     /// Redis expires sessions itself.

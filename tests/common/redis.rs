@@ -173,6 +173,23 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: the server stalls, holding its connections, as a Redis
+    /// stuck in a long command or a swap storm does.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: the stalled server goes on with what queued meanwhile.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {sig} {pid}");
+    }
+
     /// Starts again on the same port and directory (an AOF is reloaded).
     pub fn restart(&mut self) {
         self.kill();

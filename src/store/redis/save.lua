@@ -1,16 +1,25 @@
 -- Applies an upstream's change to a session, atomically on the server.
--- KEYS[1]: the session hash {d = data JSON, sid, c = created ms, e = deadline ms, x = expiry s}
+-- KEYS[1]: the session hash {d = data JSON, sid, c = created ms, e = deadline ms,
+--          x = expiry s, m = moving until ms (a cycle in progress, Cluster)}
+-- KEYS[2]: with cycle 'move', the new id's hash (same server, so one step)
 -- ARGV: now_ms, ttl_s, absolute_ttl_s (-1: none), max_bytes, expiry_s ('' : unchanged),
---       cycle ('1': delete and return the result for the new id), patch...
-local h = redis.call('HMGET', KEYS[1], 'd', 'sid', 'c', 'e', 'x')
+--       cycle ('none' | 'move': write KEYS[2], delete KEYS[1] |
+--              'mark': keep KEYS[1], marked as moving for ARGV[9] ms),
+--       the write's deadline (ms, Redis's clock), the new sid, mark ms, patch...
+local past, clock = late(ARGV[7])
+if past then return {'late', past} end
+local h = redis.call('HMGET', KEYS[1], 'd', 'sid', 'c', 'e', 'x', 'm')
 if not h[1] then return {'gone'} end
 local now = tonumber(ARGV[1])
 if tonumber(h[4]) <= now then
   redis.call('DEL', KEYS[1])
   return {'gone'}
 end
+-- A cycle moving this session elsewhere is under way: this write loses the
+-- race, as it would had the move finished first.
+if h[6] and tonumber(h[6]) > clock then return {'gone'} end
 local data = parse(h[1])
-for i = 7, #ARGV do merge(data, parse(ARGV[i])) end
+for i = 10, #ARGV do merge(data, parse(ARGV[i])) end
 local x = h[5] or ''
 if ARGV[5] ~= '' then x = ARGV[5] end
 local out = serialize(data)
@@ -26,11 +35,20 @@ local e = now + life * 1000
 local abs = tonumber(ARGV[3])
 if abs >= 0 and c + abs * 1000 < e then e = c + abs * 1000 end
 local es = string.format('%.0f', e)
-if ARGV[6] == '1' then
+local cycle = ARGV[6]
+if cycle == 'move' then
+  -- The new session first: if Redis refuses the write (out of memory),
+  -- nothing has changed and the old session stays.
+  redis.call('HSET', KEYS[2], 'd', out, 'sid', ARGV[8], 'c', h[3], 'e', es)
+  if x ~= '' then redis.call('HSET', KEYS[2], 'x', x) end
+  redis.call('PEXPIREAT', KEYS[2], es)
   redis.call('DEL', KEYS[1])
-else
-  redis.call('HSET', KEYS[1], 'd', out, 'e', es)
-  if x ~= '' then redis.call('HSET', KEYS[1], 'x', x) end
-  redis.call('PEXPIREAT', KEYS[1], es)
+  return {'saved', out, ARGV[8], h[3], es, x}
+elseif cycle == 'mark' then
+  redis.call('HSET', KEYS[1], 'm', string.format('%.0f', clock + tonumber(ARGV[9])))
+  return {'saved', out, h[2], h[3], es, x}
 end
+redis.call('HSET', KEYS[1], 'd', out, 'e', es)
+if x ~= '' then redis.call('HSET', KEYS[1], 'x', x) end
+redis.call('PEXPIREAT', KEYS[1], es)
 return {'saved', out, h[2], h[3], es, x}

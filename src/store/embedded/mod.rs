@@ -7,15 +7,19 @@
 //! durable on disk. Reads are served from a write-through cache of recent
 //! sessions, or else by a point lookup on the request's own task.
 
+mod file;
+mod writer;
+
 use super::table::{Lookup, SessionTable};
 use super::{OpenError, SaveOp, SaveOutcome, ServerStore, StoreError};
-use crate::record::{Applied, Change, Policy, SessionRecord, UnixMillis, apply};
 use crate::record::{ID_BYTES, SessionId};
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
-use serde_json::{Map, Value};
+use crate::record::{Policy, SessionRecord, UnixMillis};
+use file::StoreFile;
+use redb::{Database, ReadableDatabase, TableDefinition};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+use writer::WriteOp;
 
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 /// (deadline, id) -> (): lets the sweep find expired sessions without reading them all.
@@ -48,36 +52,12 @@ fn decode(bytes: &[u8]) -> Result<SessionRecord, StoreError> {
 /// A record that cannot be read is no session, never an error on every request.
 fn readable(decoded: Result<SessionRecord, StoreError>) -> Option<SessionRecord> {
     decoded
-        .map_err(|e| crate::limited!(crate::logging::LogClass::store, warn, error = %crate::error::Chain(&e), "unreadable session record treated as no session"))
+        .map_err(|e| crate::limited!(crate::logging::LogClass::store, warn, error = %crate::logging::Chain(&e), "unreadable session record treated as no session"))
         .ok()
 }
 
 fn encode(record: &SessionRecord) -> Vec<u8> {
     serde_json::to_vec(record).expect("a session record always serializes")
-}
-
-enum WriteOp {
-    Create {
-        id: SessionId,
-        record: SessionRecord,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
-    Save {
-        id: SessionId,
-        patches: Vec<Map<String, Value>>,
-        expiry_s: Option<u64>,
-        cycle_to: Option<(SessionId, String)>,
-        now_ms: UnixMillis,
-        reply: oneshot::Sender<Result<SaveOutcome, StoreError>>,
-    },
-    Delete {
-        id: SessionId,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
-    ClearExpired {
-        now_ms: UnixMillis,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
-    },
 }
 
 /// Recently read and written sessions. A write invalidates the ids it touched, bumps the
@@ -149,7 +129,7 @@ impl ReadCache {
 }
 
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    file: Arc<StoreFile>,
     cache: Arc<ReadCache>,
     writer: Option<mpsc::Sender<WriteOp>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -172,38 +152,17 @@ impl EmbeddedStore {
     }
 
     pub fn open(path: &Path, policy: Policy) -> Result<Self, OpenError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| OpenError::Io(dir.display().to_string(), e))?;
-        }
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                OpenError::Locked(path.display().to_string())
-            }
-            other => OpenError::Backend(
-                path.display().to_string(),
-                Box::new(redb::Error::from(other)),
-            ),
-        })?;
-        let setup = || -> Result<(), redb::Error> {
-            let txn = db.begin_write()?;
-            txn.open_table(SESSIONS)?;
-            txn.open_table(EXPIRY)?;
-            txn.commit()?;
-            Ok(())
-        };
-        setup().map_err(|e| OpenError::Backend(path.display().to_string(), Box::new(e)))?;
-        let db = Arc::new(db);
+        let file = Arc::new(StoreFile::open(path)?);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let writer_db = db.clone();
+        let writer_file = file.clone();
         let cache = Arc::new(ReadCache::new());
         let writer_cache = cache.clone();
         let thread = std::thread::Builder::new()
             .name("sessiongate-embedded-writer".into())
-            .spawn(move || writer_loop(writer_db, writer_cache, rx, policy))
+            .spawn(move || writer::writer_loop(writer_file, writer_cache, rx, policy))
             .map_err(|e| OpenError::Io("writer thread".into(), e))?;
         Ok(EmbeddedStore {
-            db,
+            file,
             cache,
             writer: Some(tx),
             thread: Some(thread),
@@ -215,287 +174,22 @@ impl EmbeddedStore {
         op: WriteOp,
         rx: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let gone = || StoreError::Backend("the embedded store's writer has stopped".into());
-        let writer = self.writer.as_ref().ok_or_else(gone)?;
-        writer.send(op).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        let lost =
+            || StoreError::Backend("the write was lost: the embedded store's writer failed".into());
+        let writer = self.writer.as_ref().ok_or_else(lost)?;
+        writer.send(op).await.map_err(|_| lost())?;
+        rx.await.map_err(|_| lost())?
     }
 
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
+        let db = self.file.db()?;
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
-}
-
-fn writer_loop(
-    db: Arc<Database>,
-    cache: Arc<ReadCache>,
-    mut rx: mpsc::Receiver<WriteOp>,
-    policy: Policy,
-) {
-    let db = &*db;
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        apply_batch(db, &cache, batch, &policy);
-    }
-}
-
-/// A reply waiting for the transaction's outcome: sent as computed when the
-/// commit is durable, or as the commit's error.
-type Pending = Box<dyn FnOnce(Result<(), &str>) + Send>;
-
-fn pending<T: Send + 'static>(
-    reply: oneshot::Sender<Result<T, StoreError>>,
-    result: Result<T, StoreError>,
-) -> Pending {
-    Box::new(move |commit: Result<(), &str>| {
-        let _ = reply.send(match commit {
-            Ok(()) => result,
-            Err(message) => Err(StoreError::Backend(message.to_string().into())),
-        });
-    })
-}
-
-/// Applies a batch in one transaction. A storage error in any operation
-/// aborts the whole transaction, so no half-applied change is ever committed.
-fn apply_batch(db: &Database, cache: &ReadCache, batch: Vec<WriteOp>, policy: &Policy) {
-    let touched: Vec<SessionId> = batch
-        .iter()
-        .flat_map(|op| match op {
-            WriteOp::Create { id, .. } | WriteOp::Delete { id, .. } => [Some(*id), None],
-            WriteOp::Save { id, cycle_to, .. } => [Some(*id), cycle_to.as_ref().map(|(n, _)| *n)],
-            WriteOp::ClearExpired { .. } => [None, None],
-        })
-        .flatten()
-        .collect();
-    apply_batch_inner(db, batch, policy, |written| cache.update(&touched, written));
-}
-
-/// `before_replies` runs after the outcome is settled and before any caller
-/// hears of it, with what the batch wrote if it committed.
-fn apply_batch_inner(
-    db: &Database,
-    batch: Vec<WriteOp>,
-    policy: &Policy,
-    before_replies: impl FnOnce(Vec<Written>),
-) {
-    let fail_all = |batch: Vec<WriteOp>, message: &str| {
-        for op in batch {
-            reply_slot(op)(Err(message));
-        }
-    };
-    let txn = match db.begin_write() {
-        Ok(t) => t,
-        Err(e) => return fail_all(batch, &format!("cannot begin a write transaction: {e}")),
-    };
-    let mut replies = Vec::with_capacity(batch.len());
-    let mut written = Vec::with_capacity(batch.len());
-    let mut storage_error = None;
-    {
-        let tables = txn
-            .open_table(SESSIONS)
-            .and_then(|s| Ok((s, txn.open_table(EXPIRY)?)));
-        let (mut sessions, mut expiry) = match tables {
-            Ok(t) => t,
-            Err(e) => return fail_all(batch, &format!("cannot open tables: {e}")),
-        };
-        for op in batch {
-            let (reply, error) = apply_one(&mut sessions, &mut expiry, op, policy, &mut written);
-            replies.push(reply);
-            if let Some(e) = error {
-                storage_error.get_or_insert(e);
-            }
-        }
-    }
-    let outcome = match storage_error {
-        Some(e) => {
-            drop(txn);
-            Err(format!("write aborted: {e}"))
-        }
-        None => txn.commit().map_err(|e| format!("commit failed: {e}")),
-    };
-    if outcome.is_err() {
-        written.clear();
-    }
-    before_replies(written);
-    for reply in replies {
-        reply(outcome.as_ref().map(|_| ()).map_err(String::as_str));
-    }
-}
-
-/// The reply of an operation that never ran.
-fn reply_slot(op: WriteOp) -> Pending {
-    fn never<T>() -> Result<T, StoreError> {
-        Err(StoreError::Backend("not applied".into()))
-    }
-    match op {
-        WriteOp::Create { reply, .. } => pending(reply, never()),
-        WriteOp::Delete { reply, .. } => pending(reply, never()),
-        WriteOp::Save { reply, .. } => pending(reply, never()),
-        WriteOp::ClearExpired { reply, .. } => pending(reply, never()),
-    }
-}
-
-type Sessions<'t> = Table<'t, &'static [u8], &'static [u8]>;
-type Expiry<'t> = Table<'t, &'static [u8], ()>;
-
-fn put(
-    sessions: &mut Sessions<'_>,
-    expiry: &mut Expiry<'_>,
-    id: &SessionId,
-    record: &SessionRecord,
-) -> Result<(), StoreError> {
-    sessions
-        .insert(id.as_bytes().as_slice(), encode(record).as_slice())
-        .map_err(backend)?;
-    expiry
-        .insert(expiry_key(record.expires_ms, id).as_slice(), ())
-        .map_err(backend)?;
-    Ok(())
-}
-
-fn remove(
-    sessions: &mut Sessions<'_>,
-    expiry: &mut Expiry<'_>,
-    id: &SessionId,
-) -> Result<Option<SessionRecord>, StoreError> {
-    let old = match sessions.remove(id.as_bytes().as_slice()).map_err(backend)? {
-        Some(v) => readable(decode(v.value())),
-        None => None,
-    };
-    if let Some(r) = &old {
-        expiry
-            .remove(expiry_key(r.expires_ms, id).as_slice())
-            .map_err(backend)?;
-    }
-    Ok(old)
-}
-
-/// Applies one operation; returns its reply and the storage error, if any,
-/// that must abort the transaction, and notes what it left in `written`.
-fn apply_one(
-    sessions: &mut Sessions<'_>,
-    expiry: &mut Expiry<'_>,
-    op: WriteOp,
-    policy: &Policy,
-    written: &mut Vec<Written>,
-) -> (Pending, Option<String>) {
-    fn done<T: Send + 'static>(
-        reply: oneshot::Sender<Result<T, StoreError>>,
-        result: Result<T, StoreError>,
-    ) -> (Pending, Option<String>) {
-        let error = result.as_ref().err().map(ToString::to_string);
-        (pending(reply, result), error)
-    }
-    match op {
-        WriteOp::Create { id, record, reply } => {
-            let result = put(sessions, expiry, &id, &record);
-            written.push((id, Some(Arc::new(record))));
-            done(reply, result)
-        }
-        WriteOp::Delete { id, reply } => {
-            written.push((id, None));
-            done(reply, remove(sessions, expiry, &id).map(|r| r.is_some()))
-        }
-        WriteOp::ClearExpired { now_ms, reply } => {
-            done(reply, clear_expired(sessions, expiry, now_ms, written))
-        }
-        WriteOp::Save {
-            id,
-            patches,
-            expiry_s,
-            cycle_to,
-            now_ms,
-            reply,
-        } => {
-            let change = Change {
-                patches: &patches,
-                expiry_s,
-            };
-            let result = save(sessions, expiry, &id, &change, cycle_to, now_ms, policy);
-            written.push((id, None));
-            if let Ok(SaveOutcome::Saved { id, record }) = &result {
-                written.push((*id, Some(record.clone())));
-            }
-            done(reply, result)
-        }
-    }
-}
-
-fn save(
-    sessions: &mut Sessions<'_>,
-    expiry: &mut Expiry<'_>,
-    id: &SessionId,
-    change: &Change<'_>,
-    cycle_to: Option<(SessionId, String)>,
-    now_ms: UnixMillis,
-    policy: &Policy,
-) -> Result<SaveOutcome, StoreError> {
-    let Some(current) = remove(sessions, expiry, id)? else {
-        return Ok(SaveOutcome::Gone);
-    };
-    if !current.is_live(now_ms) {
-        return Ok(SaveOutcome::Gone);
-    }
-    match apply(current.clone(), change, policy, now_ms) {
-        Ok(Applied::Saved(mut record)) => {
-            let new_id = match cycle_to {
-                Some((new_id, sid)) => {
-                    record.sid = sid;
-                    new_id
-                }
-                None => *id,
-            };
-            put(sessions, expiry, &new_id, &record)?;
-            Ok(SaveOutcome::Saved {
-                id: new_id,
-                record: Arc::new(record),
-            })
-        }
-        Ok(Applied::Emptied) => Ok(SaveOutcome::Emptied),
-        Err(e) => {
-            // Refused: put back exactly what was there.
-            put(sessions, expiry, id, &current)?;
-            Ok(SaveOutcome::Refused(e))
-        }
-    }
-}
-
-fn clear_expired(
-    sessions: &mut Sessions<'_>,
-    expiry: &mut Expiry<'_>,
-    now_ms: UnixMillis,
-    written: &mut Vec<Written>,
-) -> Result<u64, StoreError> {
-    // Deadlines are stored big-endian, so every key below this one is past.
-    let upper = expiry_key(
-        now_ms.saturating_add(1),
-        &SessionId::from_bytes([0; ID_BYTES]),
-    );
-    let mut dead = Vec::new();
-    for entry in expiry.range::<&[u8]>(..upper.as_slice()).map_err(backend)? {
-        let (k, _) = entry.map_err(backend)?;
-        dead.push(k.value().to_vec());
-    }
-    for k in &dead {
-        expiry.remove(k.as_slice()).map_err(backend)?;
-        sessions.remove(&k[8..]).map_err(backend)?;
-        if let Ok(id) = <[u8; ID_BYTES]>::try_from(&k[8..]) {
-            written.push((SessionId::from_bytes(id), None));
-        }
-    }
-    Ok(dead.len() as u64)
 }
 
 impl ServerStore for EmbeddedStore {
@@ -513,7 +207,8 @@ impl ServerStore for EmbeddedStore {
         // cold), where a hop to the blocking pool and back costs tens of
         // microseconds of thread wake-ups (measured by benches/store_scale.rs).
         let found = {
-            let txn = self.db.begin_read().map_err(backend)?;
+            let db = self.file.db()?;
+            let txn = db.begin_read().map_err(backend)?;
             let table = txn.open_table(SESSIONS).map_err(backend)?;
             match table.get(id.as_bytes().as_slice()).map_err(backend)? {
                 Some(v) => readable(decode(v.value()))
@@ -569,7 +264,15 @@ impl ServerStore for EmbeddedStore {
             .await
     }
 
+    /// Readiness covers the write path: while writes fail, an empty write
+    /// transaction is tried, so that readiness returns by itself once they
+    /// succeed again (after a full disk has space again).
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.file.writes_failing() {
+            let (tx, rx) = oneshot::channel();
+            let _ = self.submit(WriteOp::Probe { reply: tx }, rx).await;
+        }
+        self.file.health()?;
         self.read(|db| {
             let txn = db.begin_read().map_err(backend)?;
             txn.open_table(SESSIONS).map_err(backend)?;
@@ -582,8 +285,9 @@ impl ServerStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::SessionData;
+    use crate::record::{Change, SessionData};
     use crate::store::SaveOp;
+    use serde_json::{Map, Value};
 
     const POLICY: Policy = Policy {
         ttl_s: 600,
@@ -628,7 +332,8 @@ mod tests {
                 reply: oneshot::channel().0,
             },
         ];
-        apply_batch(&store.db, &store.cache, batch, &POLICY);
+        let db = store.file.db().unwrap();
+        writer::apply_batch(&db, &store.cache, batch, &POLICY, |_| {});
         assert_eq!(cached(&store, &id), None);
         assert!(store.load(&id, now).await.unwrap().is_none());
         drop(store);

@@ -1,0 +1,384 @@
+//! The embedded store's single writer: every pending operation applied in
+//! one transaction and committed once (group commit), a failed transaction
+//! answered as a whole, the file reopened after an I/O error, and a panic
+//! contained to the batch it happened in.
+
+use super::file::StoreFile;
+use super::{EXPIRY, MAX_BATCH, SESSIONS};
+use super::{ReadCache, Written, backend, decode, encode, expiry_key, readable};
+use redb::TableDefinition;
+
+/// Where a readiness probe writes: one value, overwritten by each probe.
+const PROBE: TableDefinition<u8, &[u8]> = TableDefinition::new("probe");
+/// The probe's size: about what a batch of a few sessions needs, so that a
+/// probe succeeds when writes would.
+const PROBE_BYTES: usize = 16 * 1024;
+use crate::record::{
+    Applied, Change, ID_BYTES, Policy, SessionId, SessionRecord, UnixMillis, apply,
+};
+use crate::store::{SaveOutcome, StoreError};
+use redb::{Database, ReadableTable, Table};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+pub(super) enum WriteOp {
+    Create {
+        id: SessionId,
+        record: SessionRecord,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Save {
+        id: SessionId,
+        patches: Vec<Map<String, Value>>,
+        expiry_s: Option<u64>,
+        cycle_to: Option<(SessionId, String)>,
+        now_ms: UnixMillis,
+        reply: oneshot::Sender<Result<SaveOutcome, StoreError>>,
+    },
+    Delete {
+        id: SessionId,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    ClearExpired {
+        now_ms: UnixMillis,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    /// Writes a probe value, to learn whether writes work.
+    Probe {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+pub(super) fn writer_loop(
+    file: Arc<StoreFile>,
+    cache: Arc<ReadCache>,
+    mut rx: mpsc::Receiver<WriteOp>,
+    policy: Policy,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        // A panic (redb's, on a corrupt page) loses this batch, whose callers
+        // hear that their write failed, and not the writer: later batches
+        // are still tried, and readiness reports the fault.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_batch(&file, &cache, batch, &policy)
+        }));
+        if let Err(payload) = run {
+            file.record_panic(&StoreError::panicked(payload));
+        }
+    }
+}
+
+fn run_batch(file: &StoreFile, cache: &ReadCache, batch: Vec<WriteOp>, policy: &Policy) {
+    let failed = match file.for_writer() {
+        Ok(db) => apply_batch(&db, cache, batch, policy, |outcome| file.record(outcome)),
+        Err(e) => {
+            let message = format!("the store's file is not open: {e}");
+            file.record(Err(&message));
+            fail_all(batch, &message);
+            true
+        }
+    };
+    if failed {
+        file.after_failure();
+    }
+}
+
+fn fail_all(batch: Vec<WriteOp>, message: &str) {
+    for op in batch {
+        reply_slot(op)(Err(message));
+    }
+}
+
+/// A reply waiting for the transaction's outcome: sent as computed when the
+/// commit is durable, or as the commit's error.
+type Pending = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+fn pending<T: Send + 'static>(
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    result: Result<T, StoreError>,
+) -> Pending {
+    Box::new(move |commit: Result<(), &str>| {
+        let _ = reply.send(match commit {
+            Ok(()) => result,
+            Err(message) => Err(StoreError::Backend(message.to_string().into())),
+        });
+    })
+}
+
+/// Applies a batch in one transaction. A storage error in any operation
+/// aborts the whole transaction, so no half-applied change is ever committed.
+/// Applies a batch in one transaction and says whether it failed;
+/// `on_outcome` hears the outcome before any caller does.
+pub(super) fn apply_batch(
+    db: &Database,
+    cache: &ReadCache,
+    batch: Vec<WriteOp>,
+    policy: &Policy,
+    on_outcome: impl FnOnce(Result<(), &str>),
+) -> bool {
+    let touched: Vec<SessionId> = batch
+        .iter()
+        .flat_map(|op| match op {
+            WriteOp::Create { id, .. } | WriteOp::Delete { id, .. } => [Some(*id), None],
+            WriteOp::Save { id, cycle_to, .. } => [Some(*id), cycle_to.as_ref().map(|(n, _)| *n)],
+            WriteOp::ClearExpired { .. } | WriteOp::Probe { .. } => [None, None],
+        })
+        .flatten()
+        .collect();
+    apply_batch_inner(db, batch, policy, |written, outcome| {
+        cache.update(&touched, written);
+        on_outcome(outcome);
+    })
+}
+
+/// `before_replies` runs after the outcome is settled and before any caller
+/// hears of it, with what the batch wrote if it committed.
+fn apply_batch_inner(
+    db: &Database,
+    batch: Vec<WriteOp>,
+    policy: &Policy,
+    before_replies: impl FnOnce(Vec<Written>, Result<(), &str>),
+) -> bool {
+    let txn = match db.begin_write() {
+        Ok(t) => t,
+        Err(e) => {
+            let message = format!("cannot begin a write transaction: {e}");
+            return fail_settled(batch, &message, before_replies);
+        }
+    };
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut written = Vec::with_capacity(batch.len());
+    let mut storage_error = None;
+    {
+        let tables = txn
+            .open_table(SESSIONS)
+            .and_then(|s| Ok((s, txn.open_table(EXPIRY)?)));
+        let (mut sessions, mut expiry) = match tables {
+            Ok(t) => t,
+            Err(e) => {
+                let message = format!("cannot open tables: {e}");
+                return fail_settled(batch, &message, before_replies);
+            }
+        };
+        if batch.iter().any(|op| matches!(op, WriteOp::Probe { .. })) {
+            // A write of real size: an empty transaction commits even on a
+            // full disk, since it only rewrites pages the file already has.
+            let probed = txn
+                .open_table(PROBE)
+                .and_then(|mut t| Ok(t.insert(0, [0u8; PROBE_BYTES].as_slice()).map(|_| ())?));
+            if let Err(e) = probed {
+                storage_error = Some(format!("probe: {e}"));
+            }
+        }
+        for op in batch {
+            let (reply, error) = apply_one(&mut sessions, &mut expiry, op, policy, &mut written);
+            replies.push(reply);
+            if let Some(e) = error {
+                storage_error.get_or_insert(e);
+            }
+        }
+    }
+    let outcome = match storage_error {
+        Some(e) => {
+            drop(txn);
+            Err(format!("write aborted: {e}"))
+        }
+        None => txn.commit().map_err(|e| format!("commit failed: {e}")),
+    };
+    if outcome.is_err() {
+        written.clear();
+    }
+    before_replies(
+        written,
+        outcome.as_ref().map(|_| ()).map_err(String::as_str),
+    );
+    for reply in replies {
+        reply(outcome.as_ref().map(|_| ()).map_err(String::as_str));
+    }
+    outcome.is_err()
+}
+
+/// A batch that failed before any of it ran.
+fn fail_settled(
+    batch: Vec<WriteOp>,
+    message: &str,
+    before_replies: impl FnOnce(Vec<Written>, Result<(), &str>),
+) -> bool {
+    before_replies(Vec::new(), Err(message));
+    fail_all(batch, message);
+    true
+}
+
+/// The reply of an operation that never ran.
+fn reply_slot(op: WriteOp) -> Pending {
+    fn never<T>() -> Result<T, StoreError> {
+        Err(StoreError::Backend("not applied".into()))
+    }
+    match op {
+        WriteOp::Create { reply, .. } => pending(reply, never()),
+        WriteOp::Delete { reply, .. } => pending(reply, never()),
+        WriteOp::Save { reply, .. } => pending(reply, never()),
+        WriteOp::ClearExpired { reply, .. } => pending(reply, never()),
+        WriteOp::Probe { reply } => pending(reply, never()),
+    }
+}
+
+type Sessions<'t> = Table<'t, &'static [u8], &'static [u8]>;
+type Expiry<'t> = Table<'t, &'static [u8], ()>;
+
+fn put(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    id: &SessionId,
+    record: &SessionRecord,
+) -> Result<(), StoreError> {
+    sessions
+        .insert(id.as_bytes().as_slice(), encode(record).as_slice())
+        .map_err(backend)?;
+    expiry
+        .insert(expiry_key(record.expires_ms, id).as_slice(), ())
+        .map_err(backend)?;
+    Ok(())
+}
+
+fn remove(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    id: &SessionId,
+) -> Result<Option<SessionRecord>, StoreError> {
+    let old = match sessions.remove(id.as_bytes().as_slice()).map_err(backend)? {
+        Some(v) => readable(decode(v.value())),
+        None => None,
+    };
+    if let Some(r) = &old {
+        expiry
+            .remove(expiry_key(r.expires_ms, id).as_slice())
+            .map_err(backend)?;
+    }
+    Ok(old)
+}
+
+/// Applies one operation; returns its reply and the storage error, if any,
+/// that must abort the transaction, and notes what it left in `written`.
+fn apply_one(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    op: WriteOp,
+    policy: &Policy,
+    written: &mut Vec<Written>,
+) -> (Pending, Option<String>) {
+    fn done<T: Send + 'static>(
+        reply: oneshot::Sender<Result<T, StoreError>>,
+        result: Result<T, StoreError>,
+    ) -> (Pending, Option<String>) {
+        let error = result.as_ref().err().map(ToString::to_string);
+        (pending(reply, result), error)
+    }
+    match op {
+        WriteOp::Create { id, record, reply } => {
+            let result = put(sessions, expiry, &id, &record);
+            written.push((id, Some(Arc::new(record))));
+            done(reply, result)
+        }
+        WriteOp::Delete { id, reply } => {
+            written.push((id, None));
+            done(reply, remove(sessions, expiry, &id).map(|r| r.is_some()))
+        }
+        WriteOp::ClearExpired { now_ms, reply } => {
+            done(reply, clear_expired(sessions, expiry, now_ms, written))
+        }
+        WriteOp::Probe { reply } => done(reply, Ok(())),
+        WriteOp::Save {
+            id,
+            patches,
+            expiry_s,
+            cycle_to,
+            now_ms,
+            reply,
+        } => {
+            let change = Change {
+                patches: &patches,
+                expiry_s,
+            };
+            let result = save(sessions, expiry, &id, &change, cycle_to, now_ms, policy);
+            written.push((id, None));
+            if let Ok(SaveOutcome::Saved { id, record }) = &result {
+                written.push((*id, Some(record.clone())));
+            }
+            done(reply, result)
+        }
+    }
+}
+
+fn save(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    id: &SessionId,
+    change: &Change<'_>,
+    cycle_to: Option<(SessionId, String)>,
+    now_ms: UnixMillis,
+    policy: &Policy,
+) -> Result<SaveOutcome, StoreError> {
+    let Some(current) = remove(sessions, expiry, id)? else {
+        return Ok(SaveOutcome::Gone);
+    };
+    if !current.is_live(now_ms) {
+        return Ok(SaveOutcome::Gone);
+    }
+    match apply(current.clone(), change, policy, now_ms) {
+        Ok(Applied::Saved(mut record)) => {
+            let new_id = match cycle_to {
+                Some((new_id, sid)) => {
+                    record.sid = sid;
+                    new_id
+                }
+                None => *id,
+            };
+            put(sessions, expiry, &new_id, &record)?;
+            Ok(SaveOutcome::Saved {
+                id: new_id,
+                record: Arc::new(record),
+            })
+        }
+        Ok(Applied::Emptied) => Ok(SaveOutcome::Emptied),
+        Err(e) => {
+            // Refused: put back exactly what was there.
+            put(sessions, expiry, id, &current)?;
+            Ok(SaveOutcome::Refused(e))
+        }
+    }
+}
+
+fn clear_expired(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    now_ms: UnixMillis,
+    written: &mut Vec<Written>,
+) -> Result<u64, StoreError> {
+    // Deadlines are stored big-endian, so every key below this one is past.
+    let upper = expiry_key(
+        now_ms.saturating_add(1),
+        &SessionId::from_bytes([0; ID_BYTES]),
+    );
+    let mut dead = Vec::new();
+    for entry in expiry.range::<&[u8]>(..upper.as_slice()).map_err(backend)? {
+        let (k, _) = entry.map_err(backend)?;
+        dead.push(k.value().to_vec());
+    }
+    for k in &dead {
+        expiry.remove(k.as_slice()).map_err(backend)?;
+        sessions.remove(&k[8..]).map_err(backend)?;
+        if let Ok(id) = <[u8; ID_BYTES]>::try_from(&k[8..]) {
+            written.push((SessionId::from_bytes(id), None));
+        }
+    }
+    Ok(dead.len() as u64)
+}

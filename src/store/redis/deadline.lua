@@ -1,0 +1,14 @@
+-- Shared by every write script: Redis's own clock in milliseconds, and the
+-- refusal of a write that runs after the deadline its sender gave it. A
+-- stalled server runs its queued scripts when it recovers; by then the
+-- sender has told its client the write failed, so the write must not happen.
+local function clock_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function late(deadline_ms)
+  local now = clock_ms()
+  if now > tonumber(deadline_ms) then return string.format('%.0f', now) end
+  return nil, now
+end

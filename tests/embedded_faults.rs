@@ -1,0 +1,300 @@
+//! The embedded store under a bad week: a file that is not a store, corrupt
+//! pages, a full disk. Each fault fails what it touches, with a clear
+//! error, and nothing else; a full disk recovers by itself.
+
+mod common;
+
+use common::{SECRET, TestClient, hdrs, reply, upstream};
+use serde_json::json;
+use sessiongate::record::{Policy, SessionId, now_ms};
+use sessiongate::session::cookie::CookieCodec;
+use sessiongate::store::ServerStore;
+use sessiongate::store::embedded::EmbeddedStore;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const COOKIE: &str = "sessionid";
+const POLICY: Policy = Policy {
+    ttl_s: 3600,
+    absolute_ttl_s: None,
+    expire_at_browser_close: false,
+    max_bytes: 65536,
+};
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "sessiongate-faults-{tag}-{}",
+        SessionId::generate().encode()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn yaml(path: &Path) -> String {
+    format!(
+        r#"
+secrets: ["{SECRET}"]
+session:
+  cookie: {{secure: false}}
+  store: {{kind: embedded, path: "{}"}}
+upstreams:
+  app: {{url: "http://{{upstream}}", timeout: 2s}}
+routes:
+  - {{match: {{path_prefix: /}}, upstream: app, forward: {{mode: json}}}}
+"#,
+        path.display()
+    )
+}
+
+/// Logs in with `data` (plus a pad, so that sessions fill pages) and
+/// returns the response's status and cookie.
+async fn login(
+    c: &TestClient,
+    gw: &common::Gateway,
+    user: usize,
+    pad: usize,
+) -> (u16, Option<String>) {
+    let update = json!({"user_id": user, "pad": "x".repeat(pad)}).to_string();
+    let r = c
+        .get(
+            &gw.url("/login"),
+            &hdrs(&[reply("X-Session-Update", &update)]),
+        )
+        .await;
+    (r.status, r.cookie(COOKIE))
+}
+
+async fn user_of(c: &TestClient, gw: &common::Gateway, cookie: &str) -> (u16, Option<u64>) {
+    let r = c.get(&gw.url("/"), &[("cookie", cookie)]).await;
+    if r.status != 200 {
+        return (r.status, None);
+    }
+    (200, r.session()["user_id"].as_u64())
+}
+
+fn id_of(cookie: &str) -> SessionId {
+    let value = cookie.split_once('=').unwrap().1;
+    CookieCodec::parse(value).expect("a session cookie").0
+}
+
+#[test]
+fn an_empty_or_foreign_file_is_an_error_at_start_and_is_left_alone() {
+    let dir = temp_dir("foreign");
+    let empty = dir.join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let e = EmbeddedStore::open(&empty, POLICY).err().expect("refused");
+    let text = e.to_string();
+    assert!(
+        text.contains("is not a session store file") && text.contains("empty"),
+        "{text}"
+    );
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "left alone");
+
+    let foreign = dir.join("notes.txt");
+    let content = "meeting notes, not a database\n".repeat(500);
+    std::fs::write(&foreign, &content).unwrap();
+    let e = EmbeddedStore::open(&foreign, POLICY)
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("is not a session store file"), "{e}");
+    assert_eq!(std::fs::read_to_string(&foreign).unwrap(), content);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// What a corruption did to the sessions: the ones whose load fails (redb
+/// panics on such a page: debug builds assert, release builds may too, as
+/// seen in the field) and the ones that are simply gone.
+struct Damage {
+    failing: Vec<SessionId>,
+    missing: Vec<SessionId>,
+}
+
+/// Finds a spot whose corruption leaves the file openable but makes some
+/// sessions unreadable, the way a bad sector would, and leaves it so.
+async fn corrupt_some_pages(path: &Path, ids: &[SessionId]) -> Damage {
+    let original = std::fs::read(path).unwrap();
+    let now = now_ms();
+    for offset in (4096..original.len() - 4096).step_by(4096) {
+        let mut bytes = original.clone();
+        bytes[offset + 64..offset + 80].fill(0xAB);
+        std::fs::write(path, &bytes).unwrap();
+        let Ok(Ok(store)) = std::panic::catch_unwind(|| EmbeddedStore::open(path, POLICY)) else {
+            continue;
+        };
+        let mut damage = Damage {
+            failing: Vec::new(),
+            missing: Vec::new(),
+        };
+        for id in ids {
+            let load = std::panic::AssertUnwindSafe(store.load(id, now));
+            match futures_util::FutureExt::catch_unwind(load).await {
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => damage.missing.push(*id),
+                Ok(Err(_)) | Err(_) => damage.failing.push(*id),
+            }
+        }
+        drop(store);
+        if !damage.failing.is_empty() && damage.failing.len() < ids.len() / 2 {
+            std::fs::write(path, &bytes).unwrap();
+            return damage;
+        }
+    }
+    panic!("no corruption found that leaves the file openable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_page_fails_its_requests_and_readiness_not_the_process() {
+    let dir = temp_dir("corrupt");
+    let path = dir.join("sessions.db");
+    let up = upstream().await;
+    let c = TestClient::new();
+    let gw = common::gateway(&yaml(&path), up.addr).await;
+    let mut cookies = Vec::new();
+    for user in 0..400 {
+        let (status, cookie) = login(&c, &gw, user, 200).await;
+        assert_eq!(status, 200);
+        cookies.push(cookie.unwrap());
+    }
+    gw.stop().await;
+
+    let ids: Vec<SessionId> = cookies.iter().map(|c| id_of(c)).collect();
+    let damage = corrupt_some_pages(&path, &ids).await;
+
+    let gw = common::gateway(&yaml(&path), up.addr).await;
+    for (user, cookie) in cookies.iter().enumerate() {
+        let id = id_of(cookie);
+        let answer = user_of(&c, &gw, cookie).await;
+        if damage.failing.contains(&id) {
+            // An answer, never a reset connection: the store's failure is 503.
+            assert_eq!(answer.0, 503, "a session on a corrupt page");
+        } else if damage.missing.contains(&id) {
+            assert_eq!(answer, (200, None), "a lost session is no session");
+        } else {
+            assert_eq!(answer, (200, Some(user as u64)));
+        }
+    }
+    let ready = c.get(&gw.admin_url("/readyz"), &[]).await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(ready.text().contains("faulted"), "{}", ready.text());
+    assert_eq!(c.get(&gw.admin_url("/healthz"), &[]).await.status, 200);
+    // The process goes on: new sessions are still made and served.
+    let (status, cookie) = login(&c, &gw, 9999, 10).await;
+    assert_eq!(status, 200);
+    assert_eq!(user_of(&c, &gw, &cookie.unwrap()).await, (200, Some(9999)));
+    gw.stop().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A tmpfs of a given size, unmounted on drop. Mounting needs root (or
+/// CAP_SYS_ADMIN); without it the test is skipped loudly, and fails under
+/// `CI=true`.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(size: &str, test: &str) -> Option<SmallDisk> {
+        let dir = temp_dir("tmpfs");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(SmallDisk { dir });
+        }
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("cannot mount a tmpfs, and CI=true: {test} cannot be skipped");
+        }
+        eprintln!("\n*** SKIPPED {test}: mounting a tmpfs needs root ***\n");
+        None
+    }
+
+    fn grow(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_then_recovers_by_itself() {
+    let test = "a_full_disk_refuses_writes_then_recovers_by_itself";
+    let Some(disk) = SmallDisk::mount("2m", test) else {
+        return;
+    };
+    let path = disk.dir.join("sessions.db");
+    let up = upstream().await;
+    let c = TestClient::new();
+    let gw = common::gateway(&yaml(&path), up.addr).await;
+
+    // Fill the disk: every acknowledged session is remembered.
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for user in 0..20_000 {
+        match login(&c, &gw, user, 2000).await {
+            (200, Some(cookie)) => acknowledged.push((user, cookie)),
+            (502, None) => {
+                refused += 1;
+                if refused == 3 {
+                    break;
+                }
+            }
+            other => panic!("unexpected answer to a login: {other:?}"),
+        }
+    }
+    assert_eq!(refused, 3, "the disk never filled");
+    assert!(acknowledged.len() > 10, "{}", acknowledged.len());
+    let ready = c.get(&gw.admin_url("/readyz"), &[]).await;
+    assert_eq!(ready.status, 503, "readiness while writes fail");
+    // Reads go on meanwhile.
+    let (user, cookie) = &acknowledged[0];
+    assert_eq!(user_of(&c, &gw, cookie).await, (200, Some(*user as u64)));
+
+    // Space comes back: readiness and writes return without a restart.
+    disk.grow("64m");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = c.get(&gw.admin_url("/readyz"), &[]).await;
+        if ready.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still not ready: {}",
+            ready.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, cookie) = login(&c, &gw, 77_777, 2000).await;
+    assert_eq!(status, 200, "a write after recovery");
+    acknowledged.push((77_777, cookie.unwrap()));
+    for (user, cookie) in &acknowledged {
+        assert_eq!(user_of(&c, &gw, cookie).await, (200, Some(*user as u64)));
+    }
+    gw.stop().await;
+
+    // The file is intact and holds every acknowledged session.
+    let store = EmbeddedStore::open(&path, POLICY).unwrap();
+    let now = now_ms();
+    for (user, cookie) in &acknowledged {
+        let r = store
+            .load(&id_of(cookie), now)
+            .await
+            .unwrap()
+            .expect("an acknowledged session survives");
+        assert_eq!(r.data.to_map()["user_id"], json!(user));
+    }
+}

@@ -95,7 +95,10 @@ impl Admin {
             "/metrics" => respond(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.metrics.encode(),
+                {
+                    self.metrics.sync_evicted(self.sessions.store.evicted());
+                    self.metrics.encode()
+                },
             ),
             "/.well-known/jwks.json" => match &self.jwks {
                 Some(doc) => respond(StatusCode::OK, "application/json", doc.clone()),

@@ -41,6 +41,8 @@ pub enum SessionEvent {
     refused,
     dropped,
     store_write_failed,
+    /// Removed past the store's `max_sessions` (memory, embedded).
+    evicted,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,6 +102,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     events: Family<EventLabels, Counter>,
+    /// The store's eviction total when the events last heard of it.
+    evicted_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Metrics {
@@ -160,6 +164,7 @@ impl Metrics {
             requests,
             request_duration,
             events,
+            evicted_seen: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -209,6 +214,17 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (OpenMetrics flavour).
+    /// Brings the `evicted` events up to the store's own total, which the
+    /// stores keep themselves (their eviction happens under their locks).
+    pub fn sync_evicted(&self, total: u64) {
+        let seen = self
+            .evicted_seen
+            .fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+        if total > seen {
+            self.event_n(SessionEvent::evicted, total - seen);
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

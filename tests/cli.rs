@@ -684,9 +684,31 @@ fn sighup_in_the_first_milliseconds_does_not_kill_the_process() {
             .unwrap();
         let pid = child.id().to_string();
         // The dynamic loader runs before any of the program's code can
-        // change a signal's disposition; the signals start once it is done
-        // (a few milliseconds) and keep coming through the whole start.
-        std::thread::sleep(Duration::from_millis(5));
+        // change a signal's disposition, so the signals start once the
+        // program's first instruction has run: SIGHUP must be ignored from
+        // then on, before the reload handler (caught) is installed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let hup = loop {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let mask = |field: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(field))
+                    .map(|m| u64::from_str_radix(m.trim(), 16).unwrap() & 1 == 1)
+                    .unwrap_or(false)
+            };
+            if mask("SigIgn:") {
+                break "ignored";
+            }
+            if mask("SigCgt:") {
+                break "caught";
+            }
+            assert!(std::time::Instant::now() < deadline, "never started");
+        };
+        assert_eq!(
+            hup, "ignored",
+            "SIGHUP had its default action (death) until the handler was installed"
+        );
         for _ in 0..100 {
             let _ = Command::new("kill").args(["-HUP", &pid]).status();
             std::thread::sleep(Duration::from_millis(2));

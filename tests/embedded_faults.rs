@@ -178,10 +178,17 @@ async fn a_corrupt_page_fails_its_requests_and_readiness_not_the_process() {
     assert_eq!(ready.status, 503, "{}", ready.text());
     assert!(ready.text().contains("faulted"), "{}", ready.text());
     assert_eq!(c.get(&gw.admin_url("/healthz"), &[]).await.status, 200);
-    // The process goes on: new sessions are still made and served.
-    let (status, cookie) = login(&c, &gw, 9999, 10).await;
-    assert_eq!(status, 200);
-    assert_eq!(user_of(&c, &gw, &cookie.unwrap()).await, (200, Some(9999)));
+    // The process goes on: requests without a session are served, and
+    // every write gets an answer (one that lands on a corrupt page fails,
+    // with 502, and the writer goes on to the next).
+    assert_eq!(c.get(&gw.url("/"), &[]).await.status, 200);
+    for user in 9000..9020 {
+        let (status, cookie) = login(&c, &gw, user, 10).await;
+        assert!(status == 200 || status == 502, "{status}");
+        if let Some(cookie) = cookie {
+            assert_eq!(user_of(&c, &gw, &cookie).await, (200, Some(user as u64)));
+        }
+    }
     gw.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -297,4 +304,85 @@ async fn a_full_disk_refuses_writes_then_recovers_by_itself() {
             .expect("an acknowledged session survives");
         assert_eq!(r.data.to_map()["user_id"], json!(user));
     }
+}
+
+fn embedded_yaml(path: &Path, extra: &str) -> String {
+    yaml(path).replace(
+        &format!("path: \"{}\"}}", path.display()),
+        &format!("path: \"{}\"{extra}}}", path.display()),
+    )
+}
+
+/// An anonymous flood cannot fill the disk: past `max_sessions` the
+/// sessions with the nearest deadlines (the least recently saved) go, and
+/// each is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_sessions_the_least_recently_saved_are_evicted_and_counted() {
+    let dir = temp_dir("bounded");
+    let path = dir.join("sessions.db");
+    let up = upstream().await;
+    let c = TestClient::new();
+    let gw = common::gateway(&embedded_yaml(&path, ", max_sessions: 20"), up.addr).await;
+    let mut cookies = Vec::new();
+    for user in 0..30 {
+        let (status, cookie) = login(&c, &gw, user, 10).await;
+        assert_eq!(status, 200);
+        cookies.push(cookie.unwrap());
+        // Distinct deadlines (they are in milliseconds).
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for (user, cookie) in cookies.iter().enumerate() {
+        let expected = if user < 10 { None } else { Some(user as u64) };
+        assert_eq!(
+            user_of(&c, &gw, cookie).await,
+            (200, expected),
+            "user {user}"
+        );
+    }
+    let metrics = c.get(&gw.admin_url("/metrics"), &[]).await.text();
+    assert!(
+        metrics.contains("sessiongate_session_events_total{event=\"evicted\"} 10"),
+        "{metrics}"
+    );
+    gw.stop().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A sweep of many expired sessions runs in bounded transactions, each
+/// queued behind the writes that wait meanwhile: a write sent as the sweep
+/// starts is done long before the sweep is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_sweep_lets_writes_through_between_its_transactions() {
+    use sessiongate::record::{SessionData, SessionRecord};
+    let dir = temp_dir("sweep");
+    let store = std::sync::Arc::new(EmbeddedStore::open(&dir.join("s.db"), POLICY).unwrap());
+    let now = now_ms();
+    let record = |expires_ms| {
+        let mut r = SessionRecord::new("sid".into(), now);
+        r.data = SessionData::from_map(json!({"a": 1}).as_object().unwrap());
+        r.expires_ms = expires_ms;
+        r
+    };
+    let expired = record(now - 1);
+    let creates = (0..20_000).map(|_| {
+        let store = store.clone();
+        let r = expired.clone();
+        async move { store.create(&SessionId::generate(), &r).await.unwrap() }
+    });
+    futures_util::future::join_all(creates).await;
+
+    let sweep = {
+        let store = store.clone();
+        tokio::spawn(async move { store.clear_expired(now_ms()).await.unwrap() })
+    };
+    // The sweep's first transaction is under way before the write is sent.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let live = record(now + 3_600_000);
+    let id = SessionId::generate();
+    store.create(&id, &live).await.unwrap();
+    assert!(!sweep.is_finished(), "the write waited for the whole sweep");
+    assert_eq!(sweep.await.unwrap(), 20_000);
+    assert!(store.load(&id, now_ms()).await.unwrap().is_some());
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -28,6 +28,10 @@ pub const DEFAULT_TTL_SECS: u64 = 14 * 86_400;
 pub const DEFAULT_MAX_BYTES: usize = 65_536;
 pub const DEFAULT_MAX_SESSIONS: usize = 1_000_000;
 pub const DEFAULT_EMBEDDED_PATH: &str = "data/sessions.db";
+/// Ten million sessions: about 4 GiB of file at ~420 bytes each; an
+/// anonymous flood of 20k new sessions a second reaches it in minutes
+/// rather than filling a disk in hours.
+pub const DEFAULT_EMBEDDED_MAX_SESSIONS: usize = 10_000_000;
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "sessiongate:";
 pub const DEFAULT_REDIS_TIMEOUT_SECS: u64 = 2;
 pub const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 30;
@@ -124,7 +128,7 @@ pub struct CookieConfig {
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     Memory { max_sessions: usize },
-    Embedded { path: PathBuf },
+    Embedded { path: PathBuf, max_sessions: usize },
     Redis(RedisConfig),
     Cookie,
 }

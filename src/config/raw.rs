@@ -107,6 +107,8 @@ pub enum RawStore {
     Embedded {
         #[serde(default)]
         path: Option<String>,
+        #[serde(default)]
+        max_sessions: Option<u64>,
     },
     Redis {
         #[serde(default)]

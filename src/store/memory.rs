@@ -55,6 +55,14 @@ impl MemoryStore {
         }
     }
 
+    /// Sessions evicted past `max_sessions` since the store was made.
+    pub fn evicted(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).evicted())
+            .sum()
+    }
+
     pub fn len(&self) -> usize {
         self.shards
             .iter()

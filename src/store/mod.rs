@@ -280,6 +280,15 @@ impl Store {
         }
     }
 
+    /// Sessions evicted past the store's bound since it was opened.
+    pub fn evicted(&self) -> u64 {
+        match self {
+            Store::Memory(s) => s.evicted(),
+            Store::Embedded(s) => s.evicted(),
+            Store::Redis(_) | Store::Cookie(_) => 0,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Memory(_) => "memory",
@@ -409,13 +418,14 @@ pub async fn open(
         StoreConfig::Memory { max_sessions } => {
             Store::Memory(memory::MemoryStore::new(*max_sessions, policy))
         }
-        StoreConfig::Embedded { path } => {
-            let path = path.clone();
+        StoreConfig::Embedded { path, max_sessions } => {
+            let (path, max) = (path.clone(), *max_sessions);
             // Opening may recover a file after a crash: blocking work, kept off the runtime.
-            let store =
-                tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open(&path, policy))
-                    .await
-                    .map_err(|e| OpenError::Backend("embedded store".into(), Box::new(e)))??;
+            let store = tokio::task::spawn_blocking(move || {
+                embedded::EmbeddedStore::open_bounded(&path, policy, max)
+            })
+            .await
+            .map_err(|e| OpenError::Backend("embedded store".into(), Box::new(e)))??;
             Store::Embedded(store)
         }
         StoreConfig::Redis(r) => {

@@ -74,6 +74,8 @@ pub struct SessionTable {
     hasher: RandomState,
     bound: usize,
     hand: usize,
+    /// Sessions evicted past the bound, ever.
+    evicted: u64,
 }
 
 pub enum Lookup {
@@ -91,11 +93,17 @@ impl SessionTable {
             hasher: RandomState::default(),
             bound: bound.max(1),
             hand: 0,
+            evicted: 0,
         }
     }
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Sessions evicted past the bound since the table was made.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     pub fn is_empty(&self) -> bool {
@@ -274,6 +282,7 @@ impl SessionTable {
             // The session the removal moves into this slot is passed over
             // until the hand's next sweep: an approximation, like the rest.
             self.remove_at(self.hand);
+            self.evicted += 1;
             return;
         }
     }

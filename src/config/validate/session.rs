@@ -92,6 +92,7 @@ pub(super) fn session(raw: RawSession, issues: &mut Issues) -> SessionConfig {
     let store = match raw.store {
         None => StoreConfig::Embedded {
             path: PathBuf::from(DEFAULT_EMBEDDED_PATH),
+            max_sessions: DEFAULT_EMBEDDED_MAX_SESSIONS,
         },
         Some(s) => store(s, issues),
     };
@@ -133,9 +134,16 @@ fn store(raw: RawStore, issues: &mut Issues) -> StoreConfig {
             }
             StoreConfig::Memory { max_sessions }
         }
-        RawStore::Embedded { path } => StoreConfig::Embedded {
-            path: PathBuf::from(path.unwrap_or_else(|| DEFAULT_EMBEDDED_PATH.to_string())),
-        },
+        RawStore::Embedded { path, max_sessions } => {
+            let max_sessions = max_sessions.map_or(DEFAULT_EMBEDDED_MAX_SESSIONS, |m| m as usize);
+            if max_sessions == 0 {
+                issues.push("session.store.max_sessions", "must be at least 1");
+            }
+            StoreConfig::Embedded {
+                path: PathBuf::from(path.unwrap_or_else(|| DEFAULT_EMBEDDED_PATH.to_string())),
+                max_sessions,
+            }
+        }
         RawStore::Redis {
             url,
             cluster,

@@ -6,6 +6,7 @@ use super::{EXPIRY, SESSIONS};
 use crate::store::{OpenError, StoreError};
 use redb::{Database, DatabaseError, StorageError, TransactionError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,8 @@ pub(super) struct StoreFile {
     /// What a panic of the writer said: the file is not trusted again until
     /// a restart.
     fault: Mutex<Option<String>>,
+    /// Sessions evicted past `max_sessions`, since start.
+    evicted: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -87,6 +90,7 @@ impl StoreFile {
             db: RwLock::new(Some(Arc::new(db))),
             write_error: Mutex::new(None),
             fault: Mutex::new(None),
+            evicted: AtomicU64::new(0),
         })
     }
 
@@ -184,6 +188,14 @@ impl StoreFile {
             )),
             None => Ok(()),
         }
+    }
+
+    pub(super) fn note_evicted(&self, n: u64) {
+        self.evicted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     pub(super) fn writes_failing(&self) -> bool {

@@ -33,6 +33,12 @@ const READ_CACHE_ENTRIES: usize = 1_000_000;
 const WRITE_QUEUE: usize = 4096;
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 512;
+/// Most expired sessions one sweep transaction deletes: about half a
+/// millisecond of work, which is what a write queued behind it waits
+/// (benches/sweep.rs: p99 write latency during a sweep of a million).
+const SWEEP_BATCH: usize = 100;
+/// Every this many sweep transactions, one is made durable.
+const SWEEP_DURABLE_EVERY: u64 = 64;
 
 fn backend(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Backend(Box::new(e.into()))
@@ -151,7 +157,27 @@ impl EmbeddedStore {
         self.cache.prefetch(id);
     }
 
+    /// Sessions evicted past `max_sessions` since the store was opened.
+    pub fn evicted(&self) -> u64 {
+        self.file.evicted()
+    }
+
+    /// Opens the store with the default bound on sessions.
     pub fn open(path: &Path, policy: Policy) -> Result<Self, OpenError> {
+        Self::open_bounded(path, policy, crate::config::DEFAULT_EMBEDDED_MAX_SESSIONS)
+    }
+
+    /// Opens the store; past `max_sessions`, creating a session evicts the
+    /// one whose deadline is nearest.
+    pub fn open_bounded(
+        path: &Path,
+        policy: Policy,
+        max_sessions: usize,
+    ) -> Result<Self, OpenError> {
+        let bounds = writer::Bounds {
+            policy,
+            max_sessions,
+        };
         let file = Arc::new(StoreFile::open(path)?);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer_file = file.clone();
@@ -159,7 +185,7 @@ impl EmbeddedStore {
         let writer_cache = cache.clone();
         let thread = std::thread::Builder::new()
             .name("sessiongate-embedded-writer".into())
-            .spawn(move || writer::writer_loop(writer_file, writer_cache, rx, policy))
+            .spawn(move || writer::writer_loop(writer_file, writer_cache, rx, bounds))
             .map_err(|e| OpenError::Io("writer thread".into(), e))?;
         Ok(EmbeddedStore {
             file,
@@ -258,10 +284,36 @@ impl ServerStore for EmbeddedStore {
             .await
     }
 
+    /// In transactions of at most `SWEEP_BATCH` deletions, each queued
+    /// behind the writes waiting meanwhile: a million expired sessions in
+    /// one transaction stalled every write for seconds.
     async fn clear_expired(&self, now_ms: UnixMillis) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for round in 1.. {
+            let (tx, rx) = oneshot::channel();
+            let durable = round % SWEEP_DURABLE_EVERY == 0;
+            let op = WriteOp::ClearExpired {
+                now_ms,
+                limit: SWEEP_BATCH,
+                durable,
+                reply: tx,
+            };
+            let n = self.submit(op, rx).await?;
+            total += n;
+            if n < SWEEP_BATCH as u64 {
+                break;
+            }
+        }
+        // What the last rounds deleted is made durable.
         let (tx, rx) = oneshot::channel();
-        self.submit(WriteOp::ClearExpired { now_ms, reply: tx }, rx)
-            .await
+        let op = WriteOp::ClearExpired {
+            now_ms,
+            limit: 0,
+            durable: true,
+            reply: tx,
+        };
+        self.submit(op, rx).await?;
+        Ok(total)
     }
 
     /// Readiness covers the write path: while writes fail, an empty write
@@ -333,7 +385,11 @@ mod tests {
             },
         ];
         let db = store.file.db().unwrap();
-        writer::apply_batch(&db, &store.cache, batch, &POLICY, |_| {});
+        let bounds = writer::Bounds {
+            policy: POLICY,
+            max_sessions: 100,
+        };
+        writer::apply_batch(&db, &store.cache, batch, &bounds, |_, _| {});
         assert_eq!(cached(&store, &id), None);
         assert!(store.load(&id, now).await.unwrap().is_none());
         drop(store);

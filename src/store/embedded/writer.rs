@@ -17,7 +17,7 @@ use crate::record::{
     Applied, Change, ID_BYTES, Policy, SessionId, SessionRecord, UnixMillis, apply,
 };
 use crate::store::{SaveOutcome, StoreError};
-use redb::{Database, ReadableTable, Table};
+use redb::{Database, ReadableTable, ReadableTableMetadata, Table};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -40,8 +40,13 @@ pub(super) enum WriteOp {
         id: SessionId,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// Deletes up to `limit` expired sessions. A transaction of sweeps
+    /// alone skips the fsync unless `durable`: losing it in a crash only
+    /// means sweeping again, and a later durable commit persists it.
     ClearExpired {
         now_ms: UnixMillis,
+        limit: usize,
+        durable: bool,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
     /// Writes a probe value, to learn whether writes work.
@@ -50,11 +55,19 @@ pub(super) enum WriteOp {
     },
 }
 
+/// What bounds the writer's transactions.
+#[derive(Clone, Copy)]
+pub(super) struct Bounds {
+    pub policy: Policy,
+    /// Past this many sessions, creating one evicts the nearest deadline.
+    pub max_sessions: usize,
+}
+
 pub(super) fn writer_loop(
     file: Arc<StoreFile>,
     cache: Arc<ReadCache>,
     mut rx: mpsc::Receiver<WriteOp>,
-    policy: Policy,
+    bounds: Bounds,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -67,18 +80,32 @@ pub(super) fn writer_loop(
         // A panic (redb's, on a corrupt page) loses this batch, whose callers
         // hear that their write failed, and not the writer: later batches
         // are still tried, and readiness reports the fault.
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_batch(&file, &cache, batch, &policy)
-        }));
-        if let Err(payload) = run {
-            file.record_panic(&StoreError::panicked(payload));
+        // Sweeps go in a transaction of their own, after the writes that
+        // queued with them: a write then waits for at most one bounded
+        // sweep, never shares its commit with one.
+        let (sweeps, writes): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|op| matches!(op, WriteOp::ClearExpired { .. }));
+        for batch in [writes, sweeps] {
+            if batch.is_empty() {
+                continue;
+            }
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_batch(&file, &cache, batch, &bounds)
+            }));
+            if let Err(payload) = run {
+                file.record_panic(&StoreError::panicked(payload));
+            }
         }
     }
 }
 
-fn run_batch(file: &StoreFile, cache: &ReadCache, batch: Vec<WriteOp>, policy: &Policy) {
+fn run_batch(file: &StoreFile, cache: &ReadCache, batch: Vec<WriteOp>, bounds: &Bounds) {
     let failed = match file.for_writer() {
-        Ok(db) => apply_batch(&db, cache, batch, policy, |outcome| file.record(outcome)),
+        Ok(db) => apply_batch(&db, cache, batch, bounds, |outcome, evicted| {
+            file.record(outcome);
+            file.note_evicted(evicted);
+        }),
         Err(e) => {
             let message = format!("the store's file is not open: {e}");
             file.record(Err(&message));
@@ -121,8 +148,8 @@ pub(super) fn apply_batch(
     db: &Database,
     cache: &ReadCache,
     batch: Vec<WriteOp>,
-    policy: &Policy,
-    on_outcome: impl FnOnce(Result<(), &str>),
+    bounds: &Bounds,
+    on_outcome: impl FnOnce(Result<(), &str>, u64),
 ) -> bool {
     let touched: Vec<SessionId> = batch
         .iter()
@@ -133,9 +160,9 @@ pub(super) fn apply_batch(
         })
         .flatten()
         .collect();
-    apply_batch_inner(db, batch, policy, |written, outcome| {
+    apply_batch_inner(db, batch, bounds, |written, outcome, evicted| {
         cache.update(&touched, written);
-        on_outcome(outcome);
+        on_outcome(outcome, evicted);
     })
 }
 
@@ -144,11 +171,23 @@ pub(super) fn apply_batch(
 fn apply_batch_inner(
     db: &Database,
     batch: Vec<WriteOp>,
-    policy: &Policy,
-    before_replies: impl FnOnce(Vec<Written>, Result<(), &str>),
+    bounds: &Bounds,
+    before_replies: impl FnOnce(Vec<Written>, Result<(), &str>, u64),
 ) -> bool {
+    let policy = &bounds.policy;
+    let creates = batch.iter().any(|op| matches!(op, WriteOp::Create { .. }));
+    let mut evicted = 0;
+    let sweeps_only = batch
+        .iter()
+        .all(|op| matches!(op, WriteOp::ClearExpired { durable: false, .. }));
     let txn = match db.begin_write() {
-        Ok(t) => t,
+        Ok(mut t) => {
+            if sweeps_only {
+                // Refused only for a transaction that made savepoints.
+                let _ = t.set_durability(redb::Durability::None);
+            }
+            t
+        }
         Err(e) => {
             let message = format!("cannot begin a write transaction: {e}");
             return fail_settled(batch, &message, before_replies);
@@ -185,6 +224,17 @@ fn apply_batch_inner(
                 storage_error.get_or_insert(e);
             }
         }
+        if creates && storage_error.is_none() {
+            match evict_past(
+                &mut sessions,
+                &mut expiry,
+                bounds.max_sessions,
+                &mut written,
+            ) {
+                Ok(n) => evicted = n,
+                Err(e) => storage_error = Some(e.to_string()),
+            }
+        }
     }
     let outcome = match storage_error {
         Some(e) => {
@@ -195,10 +245,12 @@ fn apply_batch_inner(
     };
     if outcome.is_err() {
         written.clear();
+        evicted = 0;
     }
     before_replies(
         written,
         outcome.as_ref().map(|_| ()).map_err(String::as_str),
+        evicted,
     );
     for reply in replies {
         reply(outcome.as_ref().map(|_| ()).map_err(String::as_str));
@@ -210,9 +262,9 @@ fn apply_batch_inner(
 fn fail_settled(
     batch: Vec<WriteOp>,
     message: &str,
-    before_replies: impl FnOnce(Vec<Written>, Result<(), &str>),
+    before_replies: impl FnOnce(Vec<Written>, Result<(), &str>, u64),
 ) -> bool {
-    before_replies(Vec::new(), Err(message));
+    before_replies(Vec::new(), Err(message), 0);
     fail_all(batch, message);
     true
 }
@@ -292,9 +344,15 @@ fn apply_one(
             written.push((id, None));
             done(reply, remove(sessions, expiry, &id).map(|r| r.is_some()))
         }
-        WriteOp::ClearExpired { now_ms, reply } => {
-            done(reply, clear_expired(sessions, expiry, now_ms, written))
-        }
+        WriteOp::ClearExpired {
+            now_ms,
+            limit,
+            reply,
+            ..
+        } => done(
+            reply,
+            clear_expired(sessions, expiry, now_ms, limit, written),
+        ),
         WriteOp::Probe { reply } => done(reply, Ok(())),
         WriteOp::Save {
             id,
@@ -361,6 +419,7 @@ fn clear_expired(
     sessions: &mut Sessions<'_>,
     expiry: &mut Expiry<'_>,
     now_ms: UnixMillis,
+    limit: usize,
     written: &mut Vec<Written>,
 ) -> Result<u64, StoreError> {
     // Deadlines are stored big-endian, so every key below this one is past.
@@ -369,16 +428,51 @@ fn clear_expired(
         &SessionId::from_bytes([0; ID_BYTES]),
     );
     let mut dead = Vec::new();
-    for entry in expiry.range::<&[u8]>(..upper.as_slice()).map_err(backend)? {
+    for entry in expiry
+        .range::<&[u8]>(..upper.as_slice())
+        .map_err(backend)?
+        .take(limit)
+    {
         let (k, _) = entry.map_err(backend)?;
         dead.push(k.value().to_vec());
     }
-    for k in &dead {
+    remove_by_deadline(sessions, expiry, &dead, written)
+}
+
+/// Deletes the sessions named by their expiry keys.
+fn remove_by_deadline(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    keys: &[Vec<u8>],
+    written: &mut Vec<Written>,
+) -> Result<u64, StoreError> {
+    for k in keys {
         expiry.remove(k.as_slice()).map_err(backend)?;
         sessions.remove(&k[8..]).map_err(backend)?;
         if let Ok(id) = <[u8; ID_BYTES]>::try_from(&k[8..]) {
             written.push((SessionId::from_bytes(id), None));
         }
     }
-    Ok(dead.len() as u64)
+    Ok(keys.len() as u64)
+}
+
+/// Past `max` sessions, the ones with the nearest deadlines go: expired
+/// ones first, then those saved least recently (every save renews the
+/// deadline). The count is O(1) in redb (kept in the tree's header).
+fn evict_past(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    max: usize,
+    written: &mut Vec<Written>,
+) -> Result<u64, StoreError> {
+    let count = sessions.len().map_err(backend)?;
+    let Some(excess) = count.checked_sub(max as u64).filter(|&e| e > 0) else {
+        return Ok(0);
+    };
+    let mut victims = Vec::new();
+    for entry in expiry.iter().map_err(backend)?.take(excess as usize) {
+        let (k, _) = entry.map_err(backend)?;
+        victims.push(k.value().to_vec());
+    }
+    remove_by_deadline(sessions, expiry, &victims, written)
 }

@@ -221,20 +221,47 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Cluster {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_with(3, 0, &["--appendonly", "no"])
+    }
+
+    /// Three masters with a replica each, every node fsyncing each write to
+    /// its AOF, as a cluster that must survive a failover is run.
+    pub fn start_replicated() -> Cluster {
+        Self::start_with(6, 1, &["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    fn start_with(count: usize, replicas: usize, persistence: &[&str]) -> Cluster {
+        let cluster = Self::create(count, replicas, persistence);
+        // A replica that never finished its first sync cannot be promoted.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for n in &cluster.nodes {
+            loop {
+                let info = n.cli(&["info", "replication"]);
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "a replica never synced: {info}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        cluster
+    }
+
+    fn create(count: usize, replicas: usize, persistence: &[&str]) -> Cluster {
+        let nodes: Vec<RedisServer> = (0..count)
             .map(|_| {
-                RedisServer::start_with(&[
+                let mut args = vec![
                     "--save",
                     "",
-                    "--appendonly",
-                    "no",
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
-                ])
+                ];
+                args.extend(persistence);
+                RedisServer::start_with(&args)
             })
             .collect();
         let addrs: Vec<String> = nodes
@@ -245,7 +272,7 @@ impl Cluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli runs");
         assert!(
@@ -255,16 +282,30 @@ impl Cluster {
         );
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if nodes
-                .iter()
-                .all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
-            {
+            if nodes.iter().all(|n| {
+                let info = n.cli(&["cluster", "info"]);
+                info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{count}"))
+            }) {
                 break;
             }
             assert!(Instant::now() < deadline, "cluster did not become ok");
             std::thread::sleep(Duration::from_millis(100));
         }
         Cluster { nodes }
+    }
+
+    /// The nodes that are masters now.
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i]
+                    .cli(&["role"])
+                    .lines()
+                    .next()
+                    .is_some_and(|l| l.trim() == "master")
+            })
+            .collect()
     }
 
     pub fn yaml_nodes(&self) -> String {

@@ -9,22 +9,6 @@ use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-fn yaml(store: &str, on_store_error: &str) -> String {
-    format!(
-        r#"
-secrets: ["{SECRET}"]
-session:
-  cookie: {{secure: false}}
-  store: {store}
-  on_store_error: {on_store_error}
-upstreams:
-  app: {{url: "http://{{upstream}}", timeout: 5s}}
-routes:
-{JSON_ROUTE}
-"#
-    )
-}
-
 fn standalone(url: &str) -> String {
     format!("{{kind: redis, url: \"{url}\", key_prefix: \"e2e:\", timeout: 1s}}")
 }
@@ -39,8 +23,8 @@ async fn write(c: &TestClient, gw: &Gateway, cookie: Option<&str>, update: &str)
 
 async fn two_instances_share_sessions(store: &str) {
     let up = upstream().await;
-    let a = gateway(&yaml(store, "fail_closed"), up.addr).await;
-    let b = gateway(&yaml(store, "fail_closed"), up.addr).await;
+    let a = gateway(&store_yaml(store, "fail_closed"), up.addr).await;
+    let b = gateway(&store_yaml(store, "fail_closed"), up.addr).await;
     let c = TestClient::new();
     let cookie = write(&c, &a, None, r#"{"user_id":1}"#)
         .await
@@ -156,7 +140,11 @@ async fn redis_outage_fails_closed_and_recovers_without_losing_writes() {
     }
     let mut server = RedisServer::start_durable();
     let up = upstream().await;
-    let gw = gateway(&yaml(&standalone(&server.url()), "fail_closed"), up.addr).await;
+    let gw = gateway(
+        &store_yaml(&standalone(&server.url()), "fail_closed"),
+        up.addr,
+    )
+    .await;
     let c = TestClient::new();
     let cookie = write(&c, &gw, None, r#"{"n":0}"#)
         .await
@@ -258,7 +246,11 @@ async fn redis_outage_fails_open_with_an_empty_session_and_writes_nothing() {
     }
     let mut server = RedisServer::start_durable();
     let up = upstream().await;
-    let gw = gateway(&yaml(&standalone(&server.url()), "fail_open"), up.addr).await;
+    let gw = gateway(
+        &store_yaml(&standalone(&server.url()), "fail_open"),
+        up.addr,
+    )
+    .await;
     let c = TestClient::new();
     let cookie = write(&c, &gw, None, r#"{"user_id":1}"#)
         .await
@@ -320,7 +312,7 @@ async fn sentinel_failover_is_followed_without_a_restart() {
         setup.sentinel.url()
     );
     let up = upstream().await;
-    let gw = gateway(&yaml(&store, "fail_closed"), up.addr).await;
+    let gw = gateway(&store_yaml(&store, "fail_closed"), up.addr).await;
     let c = TestClient::new();
     let cookie = write(&c, &gw, None, r#"{"user_id":7}"#)
         .await
@@ -408,7 +400,7 @@ async fn sentinel_master_with_a_password() {
     let up = upstream().await;
     let c = TestClient::new();
     let gw = gateway(
-        &yaml(
+        &store_yaml(
             &store(&format!(", password: \"{PASSWORD}\"")),
             "fail_closed",
         ),
@@ -427,7 +419,7 @@ async fn sentinel_master_with_a_password() {
     gw.stop().await;
 
     // Without the password the master refuses: the write fails after the upstream answered.
-    let gw = gateway(&yaml(&store(""), "fail_closed"), up.addr).await;
+    let gw = gateway(&store_yaml(&store(""), "fail_closed"), up.addr).await;
     assert_eq!(write(&c, &gw, None, r#"{"user_id":2}"#).await.status, 502);
     gw.stop().await;
 }

@@ -14,22 +14,6 @@ use tokio::io::AsyncWriteExt;
 
 const PREFIX: &str = "atomic:";
 
-fn yaml(store: &str) -> String {
-    format!(
-        r#"
-secrets: ["{SECRET}"]
-session:
-  cookie: {{secure: false}}
-  store: {store}
-  on_store_error: fail_closed
-upstreams:
-  app: {{url: "http://{{upstream}}", timeout: 5s}}
-routes:
-{JSON_ROUTE}
-"#
-    )
-}
-
 fn standalone(server: &RedisServer, timeout: &str) -> String {
     format!(
         "{{kind: redis, url: \"{}\", key_prefix: \"{PREFIX}\", timeout: {timeout}}}",
@@ -87,7 +71,7 @@ async fn session_of(c: &TestClient, gw: &Gateway, cookie: &str) -> Value {
 /// fail to write the new one.
 async fn cycle_under_oom_keeps_the_old_session(store: &str, nodes: &[&RedisServer]) {
     let up = upstream().await;
-    let gw = gateway(&yaml(store), up.addr).await;
+    let gw = gateway(&store_yaml(store, "fail_closed"), up.addr).await;
     let c = TestClient::new();
     let cookie = login(&c, &gw).await;
     for n in nodes {
@@ -148,7 +132,11 @@ async fn a_write_answered_502_by_the_timeout_is_never_applied_later() {
     }
     let server = RedisServer::start();
     let up = upstream().await;
-    let gw = gateway(&yaml(&standalone(&server, "300ms")), up.addr).await;
+    let gw = gateway(
+        &store_yaml(&standalone(&server, "300ms"), "fail_closed"),
+        up.addr,
+    )
+    .await;
     let c = TestClient::new();
     let cookie = login(&c, &gw).await;
 
@@ -192,7 +180,11 @@ async fn a_client_that_hangs_up_mid_cycle_does_not_cut_the_cycle() {
     }
     let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
     let up = upstream().await;
-    let gw = gateway(&yaml(&cluster_store(&cluster)), up.addr).await;
+    let gw = gateway(
+        &store_yaml(&cluster_store(&cluster), "fail_closed"),
+        up.addr,
+    )
+    .await;
     let c = TestClient::new();
     let cookie = login(&c, &gw).await;
     let old_key = key_of(&cookie);

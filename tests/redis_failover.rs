@@ -15,22 +15,6 @@ use std::time::{Duration, Instant};
 
 const WRITERS: usize = 8;
 
-fn yaml(store: &str) -> String {
-    format!(
-        r#"
-secrets: ["{SECRET}"]
-session:
-  cookie: {{secure: false}}
-  store: {store}
-  on_store_error: fail_closed
-upstreams:
-  app: {{url: "http://{{upstream}}", timeout: 5s}}
-routes:
-{JSON_ROUTE}
-"#
-    )
-}
-
 /// What one writer saw: its session, the last counter value answered 200,
 /// the requests that failed, and when it first succeeded after the fault.
 struct Writer {
@@ -84,8 +68,8 @@ async fn run_writer(
 async fn under_traffic(store: &str, name: &str, fault: impl FnOnce() + Send + 'static) {
     let up = upstream().await;
     let gws = Arc::new([
-        gateway(&yaml(store), up.addr).await,
-        gateway(&yaml(store), up.addr).await,
+        gateway(&store_yaml(store, "fail_closed"), up.addr).await,
+        gateway(&store_yaml(store, "fail_closed"), up.addr).await,
     ]);
     let c = TestClient::new();
     let mut writers = Vec::new();

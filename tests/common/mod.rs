@@ -223,6 +223,23 @@ routes:
 
 pub const JSON_ROUTE: &str = "  - {match: {path_prefix: /}, upstream: app, forward: {mode: json}}";
 
+/// One json-mode route in front of the test upstream, on the given store.
+pub fn store_yaml(store: &str, on_store_error: &str) -> String {
+    format!(
+        r#"
+secrets: ["{SECRET}"]
+session:
+  cookie: {{secure: false}}
+  store: {store}
+  on_store_error: {on_store_error}
+upstreams:
+  app: {{url: "http://{{upstream}}", timeout: 5s}}
+routes:
+{JSON_ROUTE}
+"#
+    )
+}
+
 pub struct Reply {
     pub status: u16,
     pub headers: HeaderMap,

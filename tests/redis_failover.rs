@@ -208,3 +208,159 @@ async fn a_sentinel_failover_under_traffic_loses_no_acknowledged_write() {
     })
     .await;
 }
+
+/// A network namespace joined to this one by a veth pair: a host whose link
+/// the test can cut (packets then vanish, as in a partition: no reset, no
+/// refusal) and heal. Needs root; removed on drop.
+struct Namespace {
+    name: String,
+    host_if: String,
+    peer_if: String,
+    /// The namespace's address.
+    addr: String,
+    redis: Option<std::process::Child>,
+}
+
+fn ip(args: &[&str]) {
+    let ok = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "ip {} failed (network namespaces need root)",
+        args.join(" ")
+    );
+}
+
+impl Namespace {
+    fn create() -> Namespace {
+        let n = std::process::id() % 200;
+        let ns = Namespace {
+            name: format!("sgtest{n}"),
+            host_if: format!("sgh{n}"),
+            peer_if: format!("sgp{n}"),
+            addr: format!("10.77.{n}.2"),
+            redis: None,
+        };
+        ip(&["netns", "add", &ns.name]);
+        ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns.peer_if,
+        ]);
+        ip(&["link", "set", &ns.peer_if, "netns", &ns.name]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("10.77.{n}.1/30"),
+            "dev",
+            &ns.host_if,
+        ]);
+        ip(&["link", "set", &ns.host_if, "up"]);
+        ns.inside(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/30", ns.addr),
+            "dev",
+            &ns.peer_if,
+        ]);
+        ns.inside(&["ip", "link", "set", &ns.peer_if, "up"]);
+        ns.inside(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn inside(&self, cmd: &[&str]) {
+        let mut args = vec!["netns", "exec", &self.name];
+        args.extend(cmd);
+        ip(&args);
+    }
+
+    /// A durable redis-server inside, on port 6379.
+    fn start_redis(&mut self) -> String {
+        let dir = common::redis::temp_dir("netns");
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name, "redis-server"])
+            .args([
+                "--bind",
+                &self.addr,
+                "--port",
+                "6379",
+                "--protected-mode",
+                "no",
+            ])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--logfile", "redis.log"])
+            .spawn()
+            .expect("redis-server starts in the namespace");
+        self.redis = Some(child);
+        let target: std::net::SocketAddr = format!("{}:6379", self.addr).parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis in the namespace never answered"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        format!("redis://{}:6379", self.addr)
+    }
+
+    /// The namespace's end of the link goes down: what is sent to it vanishes.
+    fn cut(&self) {
+        self.inside(&["ip", "link", "set", &self.peer_if, "down"]);
+    }
+
+    fn heal(&self) {
+        self.inside(&["ip", "link", "set", &self.peer_if, "up"]);
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.redis.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a minute of failover under traffic: bench/failover.sh runs it"]
+async fn a_redis_cut_off_by_the_network_fails_closed_and_recovers_when_it_heals() {
+    if !available("a_redis_cut_off_by_the_network_fails_closed_and_recovers_when_it_heals") {
+        return;
+    }
+    let mut ns = Namespace::create();
+    let url = ns.start_redis();
+    let ns = Arc::new(ns);
+    let store = format!("{{kind: redis, url: \"{url}\", timeout: 1s}}");
+    let link = ns.clone();
+    under_traffic(&store, "standalone, network cut for 5 s", move || {
+        link.cut();
+        std::thread::sleep(Duration::from_secs(5));
+        link.heal();
+    })
+    .await;
+}

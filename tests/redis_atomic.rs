@@ -224,3 +224,43 @@ async fn a_client_that_hangs_up_mid_cycle_does_not_cut_the_cycle() {
     assert_eq!(keys, 1, "the session lives on under its new id");
     gw.stop().await;
 }
+
+/// With `replicas_ack`, a write is acknowledged only once that many
+/// replicas hold it (Redis `WAIT`), so a failover cannot lose it; a replica
+/// that does not confirm in time makes the write fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replicas_ack_a_write_no_replica_confirms_is_refused() {
+    if !available("with_replicas_ack_a_write_no_replica_confirms_is_refused") {
+        return;
+    }
+    let setup = tokio::task::spawn_blocking(common::redis::Sentinel::start)
+        .await
+        .unwrap();
+    let store = format!(
+        "{{kind: redis, url: \"{}\", key_prefix: \"{PREFIX}\", timeout: 500ms, replicas_ack: 1}}",
+        setup.master.url()
+    );
+    let up = upstream().await;
+    let gw = gateway(&store_yaml(&store, "fail_closed"), up.addr).await;
+    let c = TestClient::new();
+    let cookie = login(&c, &gw).await;
+    setup.replica.pause();
+    let r = send(
+        &c,
+        &gw,
+        Some(&cookie),
+        &[("X-Session-Update", r#"{"b":1}"#)],
+    )
+    .await;
+    assert_eq!(r.status, 502, "no replica confirmed the write");
+    setup.replica.resume();
+    let r = send(
+        &c,
+        &gw,
+        Some(&cookie),
+        &[("X-Session-Update", r#"{"c":1}"#)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    gw.stop().await;
+}

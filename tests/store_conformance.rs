@@ -506,6 +506,7 @@ fn redis_config(
         key_prefix: prefix,
         timeout: Duration::from_secs(5),
         ca_pem: None,
+        replicas_ack: 0,
     }
 }
 

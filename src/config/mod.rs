@@ -34,6 +34,8 @@ pub const DEFAULT_EMBEDDED_PATH: &str = "data/sessions.db";
 pub const DEFAULT_EMBEDDED_MAX_SESSIONS: usize = 10_000_000;
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "sessiongate:";
 pub const DEFAULT_REDIS_TIMEOUT_SECS: u64 = 2;
+/// More replicas than any deployment runs per master.
+pub const MAX_REPLICAS_ACK: u64 = 16;
 pub const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 60;
 pub const DEFAULT_ISSUER: &str = "sessiongate";
@@ -151,6 +153,8 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// The PEM of the CA that signed the server's certificate, for `rediss://`.
     pub ca_pem: Option<Vec<u8>>,
+    /// Replicas that must hold each write before it is acknowledged (0: none).
+    pub replicas_ack: u32,
 }
 
 #[derive(Debug, Clone)]

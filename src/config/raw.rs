@@ -124,6 +124,9 @@ pub enum RawStore {
         /// PEM file of the CA that signed the server's certificate, for `rediss://`.
         #[serde(default)]
         ca: Option<String>,
+        /// Replicas that must have each write (Redis `WAIT`) before it is acknowledged.
+        #[serde(default)]
+        replicas_ack: Option<u64>,
     },
     Cookie {},
 }

@@ -122,6 +122,8 @@ pub struct RedisStore {
     prefix: String,
     timeout: Duration,
     policy: Policy,
+    /// `replicas_ack`: replicas that must hold a write before it is acknowledged.
+    replicas: u32,
     save_script: Script,
     create_script: Script,
     delete_script: Script,
@@ -228,6 +230,7 @@ impl RedisStore {
             prefix: cfg.key_prefix.clone(),
             timeout: cfg.timeout,
             policy,
+            replicas: cfg.replicas_ack,
             save_script: Script::new(SAVE_SCRIPT),
             create_script: Script::new(CREATE_SCRIPT),
             delete_script: Script::new(DELETE_SCRIPT),
@@ -258,6 +261,49 @@ impl RedisStore {
     /// `PEXPIREAT`).
     fn deadline(&self) -> UnixMillis {
         crate::record::now_ms() + self.timeout.as_millis() as u64
+    }
+
+    /// With `replicas_ack`, waits (Redis `WAIT`, on this connection, so
+    /// covering the write just made) until that many replicas hold the
+    /// write, within the timeout; fewer is an error, and the client is told
+    /// the write failed although the master has it (a failover may keep it
+    /// or lose it). On Cluster, `WAIT` goes to the master of `key`'s slot.
+    async fn replicated(&self, c: &mut Conn, key: &str) -> Result<(), RedisError> {
+        if self.replicas == 0 {
+            return Ok(());
+        }
+        let mut wait = ::redis::cmd("WAIT");
+        wait.arg(self.replicas)
+            // Half the timeout: a shortfall is then reported as one, before
+            // the operation's own timeout ends the wait.
+            .arg((self.timeout / 2).as_millis().max(1) as u64);
+        let acked: i64 = match c {
+            // To the key's master only (the client would ask every master
+            // and report the least, failing every write while any shard has
+            // no replica, as right after a failover).
+            Conn::Cluster(cluster) => {
+                use ::redis::cluster_routing::{
+                    Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+                };
+                let route = Route::with_key(key, SlotAddr::Master);
+                let reply = cluster
+                    .route_command(
+                        wait,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                ::redis::from_redis_value(reply)?
+            }
+            other => wait.query_async(other).await?,
+        };
+        if acked < i64::from(self.replicas) {
+            return Err(RedisError::from((
+                ::redis::ErrorKind::Io,
+                "fewer replicas than replicas_ack hold the write",
+                format!("{acked} of {}", self.replicas),
+            )));
+        }
+        Ok(())
     }
 
     /// How long a Cluster cycle keeps the old session marked as moving: the
@@ -417,7 +463,7 @@ impl ServerStore for RedisStore {
         let script = &self.create_script;
         let reply: Vec<String> = self
             .run(|mut c| async move {
-                script
+                let reply: Vec<String> = script
                     .key(&key)
                     .arg(data)
                     .arg(&r.sid)
@@ -426,7 +472,9 @@ impl ServerStore for RedisStore {
                     .arg(expiry)
                     .arg(self.deadline())
                     .invoke_async(&mut c)
-                    .await
+                    .await?;
+                self.replicated(&mut c, &key).await?;
+                Ok(reply)
             })
             .await?;
         match reply.first().map(String::as_str) {
@@ -474,7 +522,9 @@ impl ServerStore for RedisStore {
                     // Canonical compact JSON: the script compares keys as written.
                     inv.arg(serde_json::to_string(patch).expect("a JSON map always serializes"));
                 }
-                inv.invoke_async(&mut c).await
+                let reply: Vec<String> = inv.invoke_async(&mut c).await?;
+                self.replicated(&mut c, &key).await?;
+                Ok(reply)
             })
             .await?;
         match reply.first().map(String::as_str) {
@@ -510,11 +560,13 @@ impl ServerStore for RedisStore {
         let script = &self.delete_script;
         let reply: Vec<String> = self
             .run(|mut c| async move {
-                script
+                let reply: Vec<String> = script
                     .key(&key)
                     .arg(self.deadline())
                     .invoke_async(&mut c)
-                    .await
+                    .await?;
+                self.replicated(&mut c, &key).await?;
+                Ok(reply)
             })
             .await?;
         match (reply.first().map(String::as_str), reply.get(1)) {

@@ -196,6 +196,29 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// Runs the commands (one per line) through one redis-cli connection.
+    pub fn cli_stdin(&self, commands: &str) -> String {
+        use std::io::Write;
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(pw) = &self.auth {
+            cmd.args(["-a", pw, "--no-auth-warning"]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("redis-cli runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(commands.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs redis-cli against this server.
     pub fn cli(&self, args: &[&str]) -> String {
         let mut cmd = Command::new("redis-cli");
@@ -242,6 +265,15 @@ impl Cluster {
                 }
                 assert!(Instant::now() < deadline, "a replica never synced: {info}");
                 std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // Each master counts its replica (for WAIT) once the replica acked.
+        for m in cluster.masters() {
+            while replicas > 0 && cluster.nodes[m].cli(&["wait", "1", "200"]).trim() != "1" {
+                assert!(
+                    Instant::now() < deadline,
+                    "a master never saw its replica ack"
+                );
             }
         }
         cluster
@@ -367,6 +399,21 @@ impl Sentinel {
             assert!(Instant::now() < deadline, "replica did not sync");
             std::thread::sleep(Duration::from_millis(50));
         }
+        // A write acknowledged by the replica (WAIT, on the connection that
+        // wrote) shows the master counts it, as `replicas_ack` needs.
+        while master
+            .cli_stdin("SET sessiongate-probe 1\nWAIT 1 200\n")
+            .lines()
+            .last()
+            != Some("1")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the replica never acknowledged a write"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        master.cli(&["del", "sessiongate-probe"]);
         let port = free_port();
         let dir = temp_dir("sentinel");
         let conf = dir.join("sentinel.conf");

@@ -151,6 +151,7 @@ fn store(raw: RawStore, issues: &mut Issues) -> StoreConfig {
             key_prefix,
             timeout,
             ca,
+            replicas_ack,
         } => {
             let redis_url = |u: &str, path: &str, issues: &mut Issues| {
                 if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
@@ -236,10 +237,18 @@ fn store(raw: RawStore, issues: &mut Issues) -> StoreConfig {
                     None
                 }
             });
+            let replicas_ack = replicas_ack.unwrap_or(0);
+            if replicas_ack > MAX_REPLICAS_ACK {
+                issues.push(
+                    "session.store.replicas_ack",
+                    format!("at most {MAX_REPLICAS_ACK}"),
+                );
+            }
             StoreConfig::Redis(RedisConfig {
                 topology,
                 key_prefix,
                 ca_pem,
+                replicas_ack: replicas_ack.min(MAX_REPLICAS_ACK) as u32,
                 timeout: duration(
                     &timeout,
                     "session.store.timeout",

@@ -102,6 +102,54 @@ fn an_empty_or_foreign_file_is_an_error_at_start_and_is_left_alone() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Corruption anywhere in the file never makes opening it panic: a file
+/// that cannot be opened says so in words an operator can act on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_file_at_start_is_reported_as_corrupt_not_as_a_panic() {
+    use sessiongate::record::{SessionData, SessionRecord};
+    let dir = temp_dir("corrupt-open");
+    let path = dir.join("sessions.db");
+    {
+        let store = EmbeddedStore::open(&path, POLICY).unwrap();
+        let now = now_ms();
+        for i in 0..300 {
+            let mut r = SessionRecord::new(format!("sid-{i}"), now);
+            r.data = SessionData::from_map(
+                json!({"user_id": i, "pad": "x".repeat(200)})
+                    .as_object()
+                    .unwrap(),
+            );
+            r.expires_ms = now + 600_000;
+            store.create(&SessionId::generate(), &r).await.unwrap();
+        }
+    }
+    let original = std::fs::read(&path).unwrap();
+    let shown = path.display().to_string();
+    let mut refused = 0;
+    for offset in (0..original.len() - 64).step_by(4096) {
+        let mut bytes = original.clone();
+        bytes[offset + 32..offset + 48].fill(0xAB);
+        std::fs::write(&path, &bytes).unwrap();
+        let opened = std::panic::catch_unwind(|| EmbeddedStore::open(&path, POLICY));
+        let Ok(result) = opened else {
+            panic!("opening a file corrupt at {offset} panicked");
+        };
+        if let Err(e) = result {
+            refused += 1;
+            let text = e.to_string();
+            assert!(
+                text == format!(
+                    "the session store file is corrupt: {shown} (restore it from a backup, or move it away to start empty)"
+                ) || text.starts_with(&format!("{shown} is not a session store file"))
+                    || text == format!("cannot open {shown}"),
+                "{text}"
+            );
+        }
+    }
+    assert!(refused > 0, "no corruption was refused at start");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// What a corruption did to the sessions: the ones whose load fails (redb
 /// panics on such a page: debug builds assert, release builds may too, as
 /// seen in the field) and the ones that are simply gone.

@@ -45,7 +45,13 @@ if cycle == 'move' then
   redis.call('DEL', KEYS[1])
   return {'saved', out, ARGV[8], h[3], es, x}
 elseif cycle == 'mark' then
-  redis.call('HSET', KEYS[1], 'm', string.format('%.0f', clock + tonumber(ARGV[9])))
+  -- Read-only until the move ends, and gone by itself when the mark ends
+  -- should the move never finish; a failed move restores the deadline.
+  local until_ms = clock + tonumber(ARGV[9])
+  redis.call('HSET', KEYS[1], 'm', string.format('%.0f', until_ms))
+  if until_ms < tonumber(h[4]) then
+    redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', until_ms))
+  end
   return {'saved', out, h[2], h[3], es, x}
 end
 redis.call('HSET', KEYS[1], 'd', out, 'e', es)

@@ -36,12 +36,18 @@ const DELETE_SCRIPT: &str = concat!(
     include_str!("redis/deadline.lua"),
     include_str!("redis/delete.lua")
 );
-/// Ends a Cluster cycle that failed: the old session loses its mark and
-/// gets its own deadline back.
-const RELEASE_SCRIPT: &str = "if redis.call('HDEL', KEYS[1], 'm') == 1 then \
+/// Ends a Cluster cycle that failed: the old session loses the mark of the
+/// cycle named by ARGV[1] and gets its own deadline back.
+const RELEASE_SCRIPT: &str = "if redis.call('HGET', KEYS[1], 'mt') == ARGV[1] then \
+     redis.call('HDEL', KEYS[1], 'm', 'mt') \
      local e = redis.call('HGET', KEYS[1], 'e') \
      if e then redis.call('PEXPIREAT', KEYS[1], e) end \
-     end return 1";
+     return 1 end return 0";
+/// Ends a Cluster cycle whose new session exists: the old one is deleted if
+/// it is still the one the cycle named by ARGV[1] marked (a logout may have
+/// deleted it meanwhile).
+const FINISH_SCRIPT: &str = "if redis.call('HGET', KEYS[1], 'mt') == ARGV[1] then \
+     return redis.call('DEL', KEYS[1]) end return 0";
 /// Reconnection attempts of the connection manager before a command fails;
 /// it keeps trying in the background afterwards.
 const RECONNECT_RETRIES: usize = 2;
@@ -128,6 +134,7 @@ pub struct RedisStore {
     create_script: Script,
     delete_script: Script,
     release_script: Script,
+    finish_script: Script,
 }
 
 fn tls_certs(ca_pem: &Option<Vec<u8>>) -> Option<::redis::TlsCertificates> {
@@ -235,6 +242,7 @@ impl RedisStore {
             create_script: Script::new(CREATE_SCRIPT),
             delete_script: Script::new(DELETE_SCRIPT),
             release_script: Script::new(RELEASE_SCRIPT),
+            finish_script: Script::new(FINISH_SCRIPT),
         })
     }
 
@@ -309,52 +317,77 @@ impl RedisStore {
     /// How long a Cluster cycle keeps the old session marked as moving: the
     /// two steps that follow the mark, each bounded by the timeout.
     fn mark_ms(&self) -> u64 {
-        2 * self.timeout.as_millis() as u64
+        // The rest of the save (its WAIT), the creation and the deletion,
+        // each bounded by the timeout, and a margin.
+        4 * self.timeout.as_millis() as u64
+    }
+
+    /// Releases the old session of a Cluster cycle that failed (best effort:
+    /// otherwise it expires when its mark ends).
+    async fn release(&self, old_key: &str, token: &str) {
+        let release = &self.release_script;
+        let released = self
+            .run(|mut c| async move {
+                release
+                    .key(old_key)
+                    .arg(token)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(r) = released {
+            crate::limited!(
+                crate::logging::LogClass::store,
+                warn,
+                error = %crate::logging::Chain(&r),
+                "a failed session cycle could not release the old session; it expires when its mark ends"
+            );
+        }
     }
 
     /// The rest of a Cluster cycle: the new session is created, then the old
-    /// one deleted. Should the creation fail, the old session is released
-    /// unchanged; should the deletion fail, the old session expires by
-    /// itself when its mark ends, so it is never served for long.
+    /// one deleted if this cycle's mark is still on it. Should the creation
+    /// fail, the old session is released unchanged; should the old one be
+    /// gone meanwhile (a logout), the new one is deleted too and the cycle is
+    /// `false` (gone); should the deletion fail, the old session expires by
+    /// itself when its mark ends.
     async fn finish_move(
         &self,
         old: &SessionId,
         new: &SessionId,
         record: &SessionRecord,
-    ) -> Result<(), StoreError> {
-        let old_key = self.key(old);
+    ) -> Result<bool, StoreError> {
+        let (old_key, token) = (self.key(old), record.sid.as_str());
         if let Err(e) = ServerStore::create(self, new, record).await {
-            let release = &self.release_script;
-            let released = self
-                .run(|mut c| async move { release.key(&old_key).invoke_async::<i64>(&mut c).await })
-                .await;
-            if let Err(r) = released {
-                crate::limited!(
-                    crate::logging::LogClass::store,
-                    warn,
-                    error = %crate::logging::Chain(&r),
-                    "a failed session cycle could not release the old session; it expires when its mark ends"
-                );
-            }
+            self.release(&old_key, token).await;
             return Err(e);
         }
-        let deleted = self
+        let finish = &self.finish_script;
+        let finished = self
             .run(|mut c| async move {
-                ::redis::cmd("DEL")
-                    .arg(&old_key)
-                    .query_async::<i64>(&mut c)
+                finish
+                    .key(&old_key)
+                    .arg(token)
+                    .invoke_async::<i64>(&mut c)
                     .await
             })
             .await;
-        if let Err(e) = deleted {
-            crate::limited!(
-                crate::logging::LogClass::store,
-                warn,
-                error = %crate::logging::Chain(&e),
-                "a cycled session's old id could not be deleted; it expires when its mark ends"
-            );
+        match finished {
+            Ok(0) => {
+                ServerStore::delete(self, new).await?;
+                Ok(false)
+            }
+            Ok(_) => Ok(true),
+            Err(e) => {
+                crate::limited!(
+                    crate::logging::LogClass::store,
+                    warn,
+                    error = %crate::logging::Chain(&e),
+                    "a cycled session's old id could not be deleted; it expires when its mark ends"
+                );
+                Ok(true)
+            }
         }
-        Ok(())
     }
 
     /// Runs one store operation under the command timeout.
@@ -498,9 +531,10 @@ impl ServerStore for RedisStore {
             Some((new_id, sid)) => ("move", Some(self.key(new_id)), sid.as_str()),
         };
         let mark_ms = self.mark_ms();
-        let reply: Vec<String> = self
+        let key = &key;
+        let reply: Result<Vec<String>, StoreError> = self
             .run(|mut c| async move {
-                let mut inv = script.key(&key);
+                let mut inv = script.key(key);
                 if let Some(k) = &new_key {
                     inv.key(k);
                 }
@@ -523,10 +557,15 @@ impl ServerStore for RedisStore {
                     inv.arg(serde_json::to_string(patch).expect("a JSON map always serializes"));
                 }
                 let reply: Vec<String> = inv.invoke_async(&mut c).await?;
-                self.replicated(&mut c, &key).await?;
+                self.replicated(&mut c, key).await?;
                 Ok(reply)
             })
-            .await?;
+            .await;
+        if mode == "mark" && reply.is_err() {
+            // The mark may have been set although the answer was lost.
+            self.release(key, new_sid).await;
+        }
+        let reply = reply?;
         match reply.first().map(String::as_str) {
             Some("gone") => Ok(SaveOutcome::Gone),
             Some("emptied") => Ok(SaveOutcome::Emptied),
@@ -540,7 +579,9 @@ impl ServerStore for RedisStore {
                 let id = match (&op.cycle_to, mode) {
                     (Some((new_id, _)), "mark") => {
                         record.sid = new_sid.to_string();
-                        self.finish_move(id, new_id, &record).await?;
+                        if !self.finish_move(id, new_id, &record).await? {
+                            return Ok(SaveOutcome::Gone);
+                        }
                         *new_id
                     }
                     (Some((new_id, _)), _) => *new_id,

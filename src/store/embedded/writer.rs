@@ -446,14 +446,18 @@ fn remove_by_deadline(
     keys: &[Vec<u8>],
     written: &mut Vec<Written>,
 ) -> Result<u64, StoreError> {
+    let mut removed = 0;
     for k in keys {
         expiry.remove(k.as_slice()).map_err(backend)?;
-        sessions.remove(&k[8..]).map_err(backend)?;
+        // An expiry key left by an unreadable record names no session.
+        if sessions.remove(&k[8..]).map_err(backend)?.is_some() {
+            removed += 1;
+        }
         if let Ok(id) = <[u8; ID_BYTES]>::try_from(&k[8..]) {
             written.push((SessionId::from_bytes(id), None));
         }
     }
-    Ok(keys.len() as u64)
+    Ok(removed)
 }
 
 /// Past `max` sessions, the ones with the nearest deadlines go: expired
@@ -469,10 +473,25 @@ fn evict_past(
     let Some(excess) = count.checked_sub(max as u64).filter(|&e| e > 0) else {
         return Ok(0);
     };
+    // Never a session this batch has just written (a short `expiry=N` may
+    // give it the nearest deadline): its caller is told it was stored.
+    let fresh: std::collections::HashSet<SessionId> = written
+        .iter()
+        .filter(|(_, r)| r.is_some())
+        .map(|(id, _)| *id)
+        .collect();
     let mut victims = Vec::new();
-    for entry in expiry.iter().map_err(backend)?.take(excess as usize) {
+    for entry in expiry.iter().map_err(backend)? {
+        if victims.len() as u64 >= excess {
+            break;
+        }
         let (k, _) = entry.map_err(backend)?;
-        victims.push(k.value().to_vec());
+        let key = k.value();
+        let is_fresh = <[u8; ID_BYTES]>::try_from(&key[8..])
+            .is_ok_and(|id| fresh.contains(&SessionId::from_bytes(id)));
+        if !is_fresh {
+            victims.push(key.to_vec());
+        }
     }
     remove_by_deadline(sessions, expiry, &victims, written)
 }

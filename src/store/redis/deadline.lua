@@ -2,6 +2,10 @@
 -- refusal of a write that runs after the deadline its sender gave it. A
 -- stalled server runs its queued scripts when it recovers; by then the
 -- sender has told its client the write failed, so the write must not happen.
+-- Reading TIME before a write needs effects replication: the default
+-- since Redis 5, asked for explicitly for the servers that still need it.
+redis.replicate_commands()
+
 local function clock_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

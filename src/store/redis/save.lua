@@ -4,7 +4,8 @@
 -- KEYS[2]: with cycle 'move', the new id's hash (same server, so one step)
 -- ARGV: now_ms, ttl_s, absolute_ttl_s (-1: none), max_bytes, expiry_s ('' : unchanged),
 --       cycle ('none' | 'move': write KEYS[2], delete KEYS[1] |
---              'mark': keep KEYS[1], marked as moving for ARGV[9] ms),
+--              'mark': keep KEYS[1], marked as moving for ARGV[9] ms by the
+--              cycle named by the new sid),
 --       the write's deadline (ms, Redis's clock), the new sid, mark ms, patch...
 local past, clock = late(ARGV[7])
 if past then return {'late', past} end
@@ -48,7 +49,8 @@ elseif cycle == 'mark' then
   -- Read-only until the move ends, and gone by itself when the mark ends
   -- should the move never finish; a failed move restores the deadline.
   local until_ms = clock + tonumber(ARGV[9])
-  redis.call('HSET', KEYS[1], 'm', string.format('%.0f', until_ms))
+  -- 'mt' names the cycle (its new sid): only it may finish or release the move.
+  redis.call('HSET', KEYS[1], 'm', string.format('%.0f', until_ms), 'mt', ARGV[8])
   if until_ms < tonumber(h[4]) then
     redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', until_ms))
   end

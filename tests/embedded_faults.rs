@@ -362,10 +362,10 @@ fn embedded_yaml(path: &Path, extra: &str) -> String {
 }
 
 /// An anonymous flood cannot fill the disk: past `max_sessions` the
-/// sessions with the nearest deadlines (the least recently saved) go, and
-/// each is counted.
+/// sessions with the nearest deadlines go (here, all under one `ttl`, the
+/// ones saved first), and each is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_max_sessions_the_least_recently_saved_are_evicted_and_counted() {
+async fn past_max_sessions_the_nearest_deadlines_are_evicted_and_counted() {
     let dir = temp_dir("bounded");
     let path = dir.join("sessions.db");
     let up = upstream().await;

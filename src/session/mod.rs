@@ -431,7 +431,13 @@ impl Sessions {
             // Store panics are caught in `timed`; this is one elsewhere.
             Err(join) => {
                 let e = match join.try_into_panic() {
-                    Ok(payload) => self.panicked(StoreError::panicked(payload)),
+                    // Not the store's (those are caught in `timed`): the
+                    // write fails, readiness is not touched.
+                    Ok(payload) => {
+                        let e = StoreError::panicked(payload);
+                        tracing::error!(error = %e, "a session write-back panicked");
+                        e
+                    }
                     Err(_) => StoreError::Backend("the write-back task was cancelled".into()),
                 };
                 self.write_failed(e)?;

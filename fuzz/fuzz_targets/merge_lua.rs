@@ -17,14 +17,18 @@ if ok then return {'ok', out} end
 return {'refused', tostring(out)}
 "#;
 
+fn connect() -> redis::Connection {
+    let url = std::env::var("FUZZ_REDIS_URL")
+        .expect("set FUZZ_REDIS_URL to a redis-server for this target (fuzz/run.sh does)");
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("redis-server at FUZZ_REDIS_URL answers")
+}
+
 fn redis() -> &'static Mutex<(redis::Connection, redis::Script)> {
     static CONN: OnceLock<Mutex<(redis::Connection, redis::Script)>> = OnceLock::new();
     CONN.get_or_init(|| {
-        let url = std::env::var("FUZZ_REDIS_URL")
-            .expect("set FUZZ_REDIS_URL to a redis-server for this target (fuzz/run.sh does)");
-        let conn = redis::Client::open(url)
-            .and_then(|c| c.get_connection())
-            .expect("redis-server at FUZZ_REDIS_URL answers");
+        let conn = connect();
         let source = format!(
             "{}\n{}",
             include_str!("../../src/store/redis/merge.lua"),
@@ -50,7 +54,17 @@ libfuzzer_sys::fuzz_target!(|case: json::Case| {
     for p in &patches {
         invocation.arg(p);
     }
-    let reply: Vec<String> = invocation.invoke(conn).expect("the script runs");
+    // libFuzzer's timer signal can interrupt the blocking read (EINTR),
+    // leaving the connection mid-reply: a fresh one runs the (pure) script
+    // again.
+    let reply: Vec<String> = match invocation.invoke(conn) {
+        Ok(reply) => reply,
+        Err(e) if e.is_io_error() => {
+            *conn = connect();
+            invocation.invoke(conn).expect("the script runs")
+        }
+        Err(e) => panic!("the script runs: {e}"),
+    };
     match (reply[0].as_str(), ours) {
         ("ok", Some(ours)) => {
             let lua: serde_json::Value = serde_json::from_str(&reply[1])

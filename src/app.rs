@@ -97,14 +97,22 @@ pub async fn run(
                 .map(|store| tokio_rustls::TlsAcceptor::from(tls::server_config(store)))
         })
         .collect();
-    let metrics = Arc::new(Metrics::new());
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let backend = store::open(&config.session, &config.secrets).await?;
+    let mut metrics = Metrics::new();
+    if backend.live_sessions().is_some() {
+        metrics.count_sessions();
+    }
+    let metrics = Arc::new(metrics);
     let proxy = Arc::new(Proxy::new(&config, backend, metrics.clone())?);
     let sessions = proxy.sessions.clone();
     let admin = Arc::new(Admin::new(
         sessions.clone(),
         metrics,
         crate::admin::jwks(&config),
+        config.admin.as_ref().and_then(|a| a.token.clone()),
     ));
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);

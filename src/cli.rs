@@ -62,6 +62,9 @@ pub fn main() -> ExitCode {
                 if explain {
                     print!("{}", config::explain(&config));
                 }
+                for warning in &config.warnings {
+                    eprintln!("warning: {warning}");
+                }
                 println!("ok");
                 ExitCode::SUCCESS
             }

@@ -33,6 +33,10 @@ pub enum ProxyError {
     BadUpgrade,
     #[error("too many upgraded connections")]
     TooManyUpgrades,
+    /// `revoke-others` where sessions have no subjects on the server (the
+    /// cookie store, or no `session.subject_key`).
+    #[error("session management is not available")]
+    NotManaged(#[source] crate::session::ManageError),
 }
 
 impl ProxyError {
@@ -52,6 +56,7 @@ impl ProxyError {
             ProxyError::UpdateRefused(_) => StatusCode::BAD_GATEWAY,
             ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::TooManyUpgrades => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NotManaged(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -69,7 +74,8 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::UpstreamTimeout(_)
             | ProxyError::UpdateRefused(_)
-            | ProxyError::BadUpgrade => LogClass::upstream,
+            | ProxyError::BadUpgrade
+            | ProxyError::NotManaged(_) => LogClass::upstream,
             ProxyError::StoreRead(_) | ProxyError::StoreWrite(_) => LogClass::store,
         }
     }
@@ -90,6 +96,10 @@ impl ProxyError {
             ProxyError::UpdateRefused(_) => "upstream sent an invalid session update\n",
             ProxyError::BadUpgrade => "upstream sent an invalid upgrade\n",
             ProxyError::TooManyUpgrades => "too many upgraded connections\n",
+            ProxyError::NotManaged(_) => {
+                "the upstream asked for revoke-others, but this gateway's store keeps no \
+                 sessions per subject on the server (the cookie store, or no session.subject_key)\n"
+            }
         }
     }
 }
@@ -101,6 +111,7 @@ impl From<crate::session::SessionError> for ProxyError {
             S::StoreRead(e) => ProxyError::StoreRead(e),
             S::StoreWrite(e) => ProxyError::StoreWrite(e),
             S::UpdateRefused(e) => ProxyError::UpdateRefused(e),
+            S::NotManaged(e) => ProxyError::NotManaged(e),
         }
     }
 }
@@ -157,6 +168,10 @@ mod tests {
             (ProxyError::UpdateRefused(UpdateError::NotObject), 502),
             (ProxyError::BadUpgrade, 502),
             (ProxyError::TooManyUpgrades, 503),
+            (
+                ProxyError::NotManaged(crate::session::ManageError::CookieStore),
+                501,
+            ),
         ];
         for (err, status) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");

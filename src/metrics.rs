@@ -9,13 +9,15 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The store operations, in the order of their pre-resolved handles.
-const STORE_OPS: [StoreOp; 6] = [
+const STORE_OPS: [StoreOp; 8] = [
     StoreOp::load,
     StoreOp::create,
     StoreOp::save,
     StoreOp::delete,
     StoreOp::clear_expired,
     StoreOp::ping,
+    StoreOp::index,
+    StoreOp::revoke,
 ];
 /// Statuses above this share the last slot of a route's cache.
 const MAX_STATUS: usize = 599;
@@ -43,6 +45,8 @@ pub enum SessionEvent {
     store_write_failed,
     /// Removed past the store's `max_sessions` (memory, embedded).
     evicted,
+    /// Revoked: by the management endpoints, `revoke-others` or `max_per_subject`.
+    revoked,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +63,10 @@ pub enum StoreOp {
     delete,
     clear_expired,
     ping,
+    /// Writing or reading the index of subjects.
+    index,
+    /// A revocation (by subject or sid, `revoke-others`, `max_per_subject`).
+    revoke,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -98,7 +106,9 @@ impl RouteRecorder {
 
 pub struct Metrics {
     registry: Registry,
-    store_ops: [(Histogram, Counter); 6],
+    store_ops: [(Histogram, Counter); 8],
+    /// Live sessions, where the store counts them (set at each scrape).
+    sessions: prometheus_client::metrics::gauge::Gauge,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     events: Family<EventLabels, Counter>,
@@ -136,6 +146,7 @@ impl Metrics {
             request_duration.clone(),
         );
         registry.register("session_events", "Session lifecycle events", events.clone());
+        let sessions = prometheus_client::metrics::gauge::Gauge::default();
         registry.register(
             "store_operation_duration_seconds",
             "Latency of session store operations",
@@ -161,6 +172,7 @@ impl Metrics {
         Metrics {
             registry,
             store_ops,
+            sessions,
             requests,
             request_duration,
             events,
@@ -211,6 +223,20 @@ impl Metrics {
         if !ok {
             errors.inc();
         }
+    }
+
+    /// Registers the live-sessions gauge: only for a store that counts them,
+    /// so that no scrape ever reads a made-up zero.
+    pub fn count_sessions(&mut self) {
+        self.registry.register(
+            "sessions",
+            "Live sessions in the store (memory and embedded stores)",
+            self.sessions.clone(),
+        );
+    }
+
+    pub fn set_sessions(&self, n: u64) {
+        self.sessions.set(n.min(i64::MAX as u64) as i64);
     }
 
     /// The Prometheus text exposition (OpenMetrics flavour).

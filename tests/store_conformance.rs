@@ -49,6 +49,7 @@ async fn save<S: SessionStore>(s: &S, t: &Ticket, patch: Value, now: u64) -> Sav
         },
         cycle_to: None,
         now_ms: now,
+        expect: None,
     };
     s.save(t, &op).await.unwrap()
 }
@@ -134,6 +135,7 @@ pub async fn reads_follow_writes(s: impl SessionStore) {
         change: Change::default(),
         cycle_to: Some((SessionId::generate(), "n".into())),
         now_ms: t0 + 10,
+        expect: None,
     };
     let (new_t, _) = saved(s.save(&t, &op).await.unwrap());
     if s.revocable() {
@@ -181,6 +183,7 @@ pub async fn cycles_to_a_new_id(s: impl SessionStore) {
         },
         cycle_to: Some((new_id, "new-sid".into())),
         now_ms: *T0_CELL + 5,
+        expect: None,
     };
     let (got, record) = saved(s.save(&t, &op).await.unwrap());
     assert_ne!(got, t);
@@ -216,6 +219,7 @@ pub async fn renewal_keeps_a_session_alive(s: impl SessionStore) {
         change: Change::default(),
         cycle_to: None,
         now_ms: *T0_CELL + 90_000,
+        expect: None,
     };
     let (t, _) = saved(s.save(&t, &op).await.unwrap());
     assert!(

@@ -67,6 +67,9 @@ pub struct Config {
     /// Whether request headers with `_` in their names are forwarded
     /// (nginx's `underscores_in_headers`); by default they are dropped.
     pub underscores_in_headers: bool,
+    /// What is allowed but probably not meant: `check` prints these, the
+    /// proxy logs them at start.
+    pub warnings: Vec<String>,
 }
 
 /// `paths:` (SPEC section 8.1). The defaults refuse every path a backend
@@ -94,6 +97,9 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub addr: SocketAddr,
+    /// `admin.token`: turns on the session management endpoints, each
+    /// requiring it as a bearer token.
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +114,11 @@ pub struct SessionConfig {
     pub max_bytes: usize,
     pub store: StoreConfig,
     pub on_store_error: OnStoreError,
+    /// `subject_key`: the top-level key that says whose a session is.
+    pub subject_key: Option<String>,
+    /// `max_per_subject`: past this many live sessions of a subject, its
+    /// oldest are revoked.
+    pub max_per_subject: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

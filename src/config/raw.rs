@@ -41,6 +41,9 @@ pub struct RawTls {
 pub struct RawAdmin {
     #[serde(default)]
     pub addr: Option<String>,
+    /// A secret spec (literal, env: or file:); resolved by validation.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +65,10 @@ pub struct RawSession {
     pub store: Option<RawStore>,
     #[serde(default)]
     pub on_store_error: Option<RawOnStoreError>,
+    #[serde(default)]
+    pub subject_key: Option<String>,
+    #[serde(default)]
+    pub max_per_subject: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

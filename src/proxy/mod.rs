@@ -105,15 +105,21 @@ impl Proxy {
                 })
             })
             .collect::<Result<Vec<_>, IdentityError>>()?;
-        let sessions = Arc::new(Sessions::new(
-            store,
-            config.headers.clone(),
-            CookieCodec::new(config.session.cookie.clone(), &config.secrets),
-            config.session.policy,
-            config.session.on_store_error,
-            config.session.save_every_request,
-            metrics.clone(),
-        ));
+        let sessions = Arc::new(
+            Sessions::new(
+                store,
+                config.headers.clone(),
+                CookieCodec::new(config.session.cookie.clone(), &config.secrets),
+                config.session.policy,
+                config.session.on_store_error,
+                config.session.save_every_request,
+                metrics.clone(),
+            )
+            .with_subjects(
+                config.session.subject_key.clone(),
+                config.session.max_per_subject,
+            ),
+        );
         let mut session_filled: Vec<http::HeaderName> = Vec::new();
         for r in &config.routes {
             let names = r

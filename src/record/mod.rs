@@ -7,12 +7,14 @@
 mod data;
 mod id;
 mod patch;
+mod subject;
 
 pub use data::{Fields, SessionData};
 pub use id::{ID_B64_LEN, ID_BYTES, SessionId};
 pub use patch::{MAX_LIFETIME_S, UpdateError, merge, parse_update};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+pub use subject::{IndexEntry, Listed, patched, subject_of, value_texts};
 
 /// Milliseconds since the Unix epoch. Functions that depend on time take it as
 /// an argument so that tests control the clock.

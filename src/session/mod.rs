@@ -3,15 +3,19 @@
 //! and the cookie.
 
 pub mod cookie;
+mod manage;
 pub mod writeback;
+
+pub use manage::{ManageError, Subjects};
 
 use crate::config::{InternalHeaders, OnStoreError};
 use crate::metrics::{Metrics, SessionEvent, StoreOp};
 use crate::record::{
-    Applied, Change, Policy, SessionData, SessionId, SessionRecord, UnixMillis, apply,
+    Applied, Change, IndexEntry, Policy, SessionData, SessionId, SessionRecord, UnixMillis, apply,
+    patched, subject_of,
 };
 use crate::store::{
-    Carries, Created, SaveOp, SaveOutcome, SessionStore, Store, StoreError, Ticket,
+    Carries, Created, Expect, SaveOp, SaveOutcome, SessionStore, Store, StoreError, Ticket,
 };
 use cookie::{CookieCodec, RequestCookies};
 use futures_util::FutureExt;
@@ -30,6 +34,8 @@ pub enum SessionError {
     StoreWrite(#[source] StoreError),
     #[error("upstream's session update refused")]
     UpdateRefused(#[source] crate::record::UpdateError),
+    #[error("upstream asked for revoke-others")]
+    NotManaged(#[source] ManageError),
 }
 
 /// The session a request arrived with.
@@ -66,6 +72,8 @@ pub struct Sessions {
     /// What the last store panic said, if one happened: readiness fails
     /// from then on, since a store that panicked may not be trusted.
     fault: std::sync::Mutex<Option<String>>,
+    /// Whose sessions are whose, and how many one may have.
+    subjects: Subjects,
 }
 
 impl Sessions {
@@ -87,7 +95,17 @@ impl Sessions {
             save_every_request,
             metrics,
             fault: std::sync::Mutex::new(None),
+            subjects: Subjects::default(),
         }
+    }
+
+    /// `session.subject_key` and `session.max_per_subject`.
+    pub fn with_subjects(mut self, key: Option<String>, max_per_subject: Option<usize>) -> Self {
+        self.subjects = Subjects {
+            key,
+            max_per_subject,
+        };
+        self
     }
 
     async fn timed<T>(
@@ -322,6 +340,10 @@ impl Sessions {
             }
             return Ok(Vec::new());
         }
+        if wb.revoke_others {
+            // Refused before anything is written.
+            self.subject_key().map_err(SessionError::NotManaged)?;
+        }
         let change = Change {
             patches: &wb.patches,
             expiry_s: wb.expiry,
@@ -352,19 +374,28 @@ impl Sessions {
                         return Ok(Vec::new());
                     }
                 }
+                // `flush, revoke-others`: every session of the flushed one's
+                // subject goes (log out everywhere).
+                if wb.revoke_others {
+                    self.revoke_others_of(loaded.record.as_deref(), None, now)
+                        .await?;
+                }
             }
             if let Some((id, record)) = replacement {
-                return self.create(id, record, now, held, cookies).await;
+                return self.create(id, record, now, held, cookies, false).await;
             }
             return Ok(cookies);
         }
         let Some(ticket) = &loaded.ticket else {
             return match self.new_session(&change, now)? {
-                Some((id, record)) => self.create(id, record, now, held, Vec::new()).await,
+                Some((id, record)) => {
+                    self.create(id, record, now, held, Vec::new(), wb.revoke_others)
+                        .await
+                }
                 None => Ok(Vec::new()),
             };
         };
-        let asked = !wb.patches.is_empty() || wb.expiry.is_some() || wb.cycle;
+        let asked = !wb.patches.is_empty() || wb.expiry.is_some() || wb.cycle || wb.revoke_others;
         if !asked && !self.save_every_request {
             return Ok(Vec::new());
         }
@@ -373,39 +404,152 @@ impl Sessions {
             let sid = self.codec.sid(&new_id);
             (new_id, sid)
         });
-        let op = SaveOp {
-            change,
-            cycle_to,
-            now_ms: now,
-        };
-        match self
-            .timed(StoreOp::save, self.store.save(ticket, &op))
+        let saved = match self
+            .save_indexed(ticket, loaded.record.as_deref(), change, cycle_to, now)
             .await
         {
-            Ok(SaveOutcome::Saved { id, record }) => {
+            Ok(saved) => saved,
+            Err(e) => {
+                self.write_failed(e)?;
+                return Ok(Vec::new());
+            }
+        };
+        match saved {
+            (SaveOutcome::Saved { id, record }, indexed) => {
                 if wb.cycle {
                     self.metrics.event(SessionEvent::cycled);
                 }
+                if let Ticket::Id(new_id) = &id {
+                    if let Some((subject, entries)) = &indexed
+                        && let Err(e) = self.indexed_one(subject, *entries, new_id, now).await
+                    {
+                        self.write_failed(e)?;
+                    }
+                    if wb.revoke_others {
+                        self.revoke_others_of(Some(&record), Some(new_id), now)
+                            .await?;
+                    }
+                }
                 Ok(self.cookies_for(&id, &record, held, now))
             }
-            Ok(SaveOutcome::Emptied) => {
+            (SaveOutcome::Emptied, _) => {
                 self.metrics.event(SessionEvent::flushed);
                 Ok(self.removal(held))
             }
-            Ok(SaveOutcome::Gone) => {
-                // Flushed, cycled or expired while this request was in flight:
-                // writing now would undo a logout or a login.
+            (SaveOutcome::Gone, _) => {
+                // Flushed, cycled, revoked or expired while this request was
+                // in flight: writing now would undo a logout or a login.
                 self.metrics.event(SessionEvent::dropped);
                 tracing::info!(
                     "session write dropped: the session ended while the request was in flight"
                 );
                 Ok(Vec::new())
             }
-            Ok(SaveOutcome::Refused(e)) => Err(self.refused(e)),
-            Err(e) => {
-                self.write_failed(e)?;
+            (SaveOutcome::Refused(e), _) => Err(self.refused(e)),
+            (SaveOutcome::Reindex(_), _) => {
+                self.write_failed(StoreError::Backend(
+                    "the session's subject kept changing while it was cycled".into(),
+                ))?;
                 Ok(Vec::new())
             }
+        }
+    }
+
+    /// A save, with the index of subjects kept ahead of it: a write that
+    /// gives the session a subject, or moves it to a new id, indexes it
+    /// under that subject first. Says which subject it indexed, if any, and
+    /// how many entries that subject's index then held.
+    async fn save_indexed(
+        &self,
+        ticket: &Ticket,
+        current: Option<&SessionRecord>,
+        change: Change<'_>,
+        cycle_to: Option<(SessionId, String)>,
+        now: UnixMillis,
+    ) -> Result<(SaveOutcome<Ticket>, Option<(String, u64)>), StoreError> {
+        let mut indexed = None;
+        let mut expect = None;
+        let mut entry = None;
+        if let (Some(key), Ticket::Id(id), Some(current)) = (self.indexing(), ticket, current) {
+            let patched = patched(change.patches, key);
+            let e = match &cycle_to {
+                Some((new_id, sid)) => IndexEntry {
+                    id: *new_id,
+                    sid: sid.clone(),
+                    created_ms: current.created_ms,
+                },
+                None => IndexEntry {
+                    id: *id,
+                    sid: current.sid.clone(),
+                    created_ms: current.created_ms,
+                },
+            };
+            let target = match (&cycle_to, patched) {
+                (Some(_), p) => {
+                    let s = p.unwrap_or_else(|| subject_of(&current.data, key));
+                    expect = Some(s.clone());
+                    s
+                }
+                (None, Some(s)) => s,
+                (None, None) => None,
+            };
+            if let Some(subject) = target {
+                let n = self.index(&subject, &e, now).await?;
+                indexed = Some((subject, n));
+            }
+            entry = Some(e);
+        }
+        for _ in 0..3 {
+            let op = SaveOp {
+                change,
+                cycle_to: cycle_to.clone(),
+                now_ms: now,
+                expect: match (self.indexing(), &expect) {
+                    (Some(key), Some(subject)) => Some(Expect {
+                        key,
+                        subject: subject.as_deref(),
+                    }),
+                    _ => None,
+                },
+            };
+            let outcome = self
+                .timed(StoreOp::save, self.store.save(ticket, &op))
+                .await?;
+            let SaveOutcome::Reindex(actual) = outcome else {
+                return Ok((outcome, indexed));
+            };
+            // A concurrent write changed the subject since this request
+            // read the session: the new id is indexed under the one it has.
+            if let (Some(subject), Some(e)) = (&actual, &entry) {
+                let n = self.index(subject, e, now).await?;
+                indexed = Some((subject.clone(), n));
+            }
+            expect = Some(actual);
+        }
+        Ok((SaveOutcome::Reindex(None), indexed))
+    }
+
+    /// `revoke-others`: every other session of this session's subject.
+    async fn revoke_others_of(
+        &self,
+        record: Option<&SessionRecord>,
+        keep: Option<&SessionId>,
+        now: UnixMillis,
+    ) -> Result<(), SessionError> {
+        let key = self.subject_key().map_err(SessionError::NotManaged)?;
+        let Some(subject) = record.and_then(|r| subject_of(&r.data, key)) else {
+            return Ok(());
+        };
+        match self.revoke_subject(&subject, keep, now).await {
+            Ok(n) => {
+                tracing::info!(
+                    revoked = n,
+                    "revoke-others: the subject's other sessions revoked"
+                );
+                Ok(())
+            }
+            Err(ManageError::Store(e)) => self.write_failed(e),
+            Err(e) => Err(SessionError::NotManaged(e)),
         }
     }
 
@@ -471,13 +615,40 @@ impl Sessions {
         now: UnixMillis,
         held: &[usize],
         otherwise: Vec<HeaderValue>,
+        revoke_others: bool,
     ) -> Result<Vec<HeaderValue>, SessionError> {
+        let mut indexed = None;
+        if let Some(subject) = self
+            .indexing()
+            .and_then(|key| subject_of(&record.data, key))
+        {
+            let entry = IndexEntry {
+                id,
+                sid: record.sid.clone(),
+                created_ms: record.created_ms,
+            };
+            match self.index(&subject, &entry, now).await {
+                Ok(n) => indexed = Some((subject, n)),
+                Err(e) => {
+                    self.write_failed(e)?;
+                    return Ok(otherwise);
+                }
+            }
+        }
         match self
             .timed(StoreOp::create, self.store.create(&id, &record))
             .await
         {
             Ok(Created::Stored(ticket)) => {
                 self.metrics.event(SessionEvent::created);
+                if let Some((subject, n)) = &indexed
+                    && let Err(e) = self.indexed_one(subject, *n, &id, now).await
+                {
+                    self.write_failed(e)?;
+                }
+                if revoke_others {
+                    self.revoke_others_of(Some(&record), Some(&id), now).await?;
+                }
                 Ok(self.cookies_for(&ticket, &record, held, now))
             }
             Ok(Created::Refused(e)) => Err(self.refused(e)),
@@ -494,6 +665,10 @@ impl Sessions {
             .timed(StoreOp::clear_expired, self.store.clear_expired(now))
             .await?;
         self.metrics.event_n(SessionEvent::expired, n);
+        if let (Store::Memory(m), Some(key)) = (&self.store, self.indexing()) {
+            // Evicted and expired sessions leave their entries behind.
+            m.sweep_index(key, now);
+        }
         Ok(n)
     }
 

@@ -14,12 +14,18 @@ pub struct Writeback {
     pub cycle: bool,
     /// Django's `set_expiry`: 0 = browser session, otherwise seconds.
     pub expiry: Option<u64>,
+    /// `revoke-others`: every other session of this session's subject is revoked.
+    pub revoke_others: bool,
 }
 
 impl Writeback {
     /// Nothing was asked: the response does not count as a save.
     pub fn is_empty(&self) -> bool {
-        self.patches.is_empty() && !self.flush && !self.cycle && self.expiry.is_none()
+        self.patches.is_empty()
+            && !self.flush
+            && !self.cycle
+            && self.expiry.is_none()
+            && !self.revoke_others
     }
 
     /// Parses the update and action header values, in the order they came.
@@ -53,6 +59,7 @@ impl Writeback {
             (self.flush, scope.flush, "flush"),
             (self.cycle, scope.cycle, "cycle"),
             (self.expiry.is_some(), scope.expiry, "expiry"),
+            (self.revoke_others, scope.revoke_others, "revoke-others"),
         ] {
             if asked && !allowed {
                 return Err(UpdateError::ActionNotAllowed(name));
@@ -69,6 +76,7 @@ impl Writeback {
             match lower.as_str() {
                 "flush" => self.flush = true,
                 "cycle" => self.cycle = true,
+                "revoke-others" => self.revoke_others = true,
                 other => match other.strip_prefix("expiry=") {
                     Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
                         let secs: u64 = n.parse().map_err(|_| UpdateError::BadExpiry)?;

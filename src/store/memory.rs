@@ -3,10 +3,11 @@
 //! contend; a change is applied under its shard's lock, which makes merges
 //! atomic per session.
 
+use super::subjects::SubjectIndex;
 use super::table::{Lookup, SessionTable};
-use super::{SaveOp, SaveOutcome, ServerStore, StoreError};
-use crate::record::SessionId;
+use super::{INDEX_GRACE_MS, Revoked, SaveOp, SaveOutcome, ServerStore, Standing, StoreError};
 use crate::record::{Applied, Policy, SessionRecord, UnixMillis, apply};
+use crate::record::{IndexEntry, Listed, SessionId, subject_of};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const MAX_SHARDS: usize = 64;
@@ -18,6 +19,7 @@ type Shard = SessionTable;
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     policy: Policy,
+    subjects: SubjectIndex,
 }
 
 impl MemoryStore {
@@ -31,6 +33,7 @@ impl MemoryStore {
                 .map(|_| Mutex::new(SessionTable::new(per_shard)))
                 .collect(),
             policy,
+            subjects: SubjectIndex::default(),
         }
     }
 
@@ -40,11 +43,30 @@ impl MemoryStore {
     }
 
     fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
+        self.lock_at(self.shard_index(id))
+    }
+
+    fn lock_at(&self, i: usize) -> MutexGuard<'_, Shard> {
         // A panic while holding the lock cannot leave a half-applied change
         // (changes are computed before insertion), so poisoning is ignored.
-        self.shards[self.shard_index(id)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the stale entries of one subject's index; returns its live sessions.
+    fn judge(&self, key: &str, subject: &str, now_ms: UnixMillis) -> Vec<Listed> {
+        let mut live = Vec::new();
+        let mut stale = Vec::new();
+        for (id, sid, at) in self.subjects.entries(subject) {
+            let record = self.shard(&id).peek(&id).cloned();
+            match super::standing(&id, &sid, at, record.as_deref(), key, subject, now_ms) {
+                Standing::Live(l) => live.push(l),
+                Standing::Pending => {}
+                Standing::Stale => stale.push((id, sid)),
+            }
+        }
+        let before = now_ms.saturating_sub(INDEX_GRACE_MS) + 1;
+        self.subjects.drop_entries(subject, &stale, before);
+        live
     }
 
     /// Starts fetching where the session under `id` would be (see
@@ -98,7 +120,23 @@ impl ServerStore for MemoryStore {
     }
 
     async fn save(&self, id: &SessionId, op: &SaveOp<'_>) -> Result<SaveOutcome, StoreError> {
-        let mut shard = self.shard(id);
+        // A cycle holds both shards (in index order), so that no reader ever
+        // finds the session under neither id, nor under both.
+        let (at, to) = (
+            self.shard_index(id),
+            op.cycle_to.as_ref().map(|(n, _)| self.shard_index(n)),
+        );
+        let (mut shard, mut other) = match to {
+            Some(t) if t < at => {
+                let other = self.lock_at(t);
+                (self.lock_at(at), Some(other))
+            }
+            Some(t) if t > at => {
+                let shard = self.lock_at(at);
+                (shard, Some(self.lock_at(t)))
+            }
+            _ => (self.lock_at(at), None),
+        };
         let current = match shard.peek(id) {
             Some(r) if r.is_live(op.now_ms) => SessionRecord::clone(r),
             Some(_) => {
@@ -115,6 +153,9 @@ impl ServerStore for MemoryStore {
             }
             Err(e) => return Ok(SaveOutcome::Refused(e)),
         };
+        if let Some(actual) = op.unexpected(&record) {
+            return Ok(SaveOutcome::Reindex(actual));
+        }
         match &op.cycle_to {
             None => {
                 let record = Arc::new(record);
@@ -123,10 +164,12 @@ impl ServerStore for MemoryStore {
             }
             Some((new_id, new_sid)) => {
                 shard.pop(id);
-                drop(shard);
                 record.sid = new_sid.clone();
                 let record = Arc::new(record);
-                self.shard(new_id).put(*new_id, record.clone());
+                other
+                    .as_mut()
+                    .unwrap_or(&mut shard)
+                    .put(*new_id, record.clone());
                 Ok(SaveOutcome::Saved {
                     id: *new_id,
                     record,
@@ -154,6 +197,72 @@ impl ServerStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn index(
+        &self,
+        subject: &str,
+        entry: &IndexEntry,
+        now_ms: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        Ok(self.subjects.add(subject, entry, now_ms))
+    }
+
+    async fn indexed(
+        &self,
+        key: &str,
+        subject: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Vec<Listed>, StoreError> {
+        Ok(self.judge(key, subject, now_ms))
+    }
+
+    async fn find_sid(
+        &self,
+        sid: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Option<SessionId>, StoreError> {
+        let Some(id) = self.subjects.sid(sid) else {
+            return Ok(None);
+        };
+        let found = self
+            .shard(&id)
+            .peek(&id)
+            .is_some_and(|r| r.is_live(now_ms) && r.sid == sid);
+        Ok(found.then_some(id))
+    }
+
+    async fn revoke(
+        &self,
+        id: &SessionId,
+        key: &str,
+        subject: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Revoked, StoreError> {
+        let mut shard = self.shard(id);
+        let mine = match shard.peek(id) {
+            Some(r) if r.is_live(now_ms) => subject_of(&r.data, key).as_deref() == Some(subject),
+            _ => return Ok(Revoked::Gone),
+        };
+        if !mine {
+            return Ok(Revoked::Other);
+        }
+        shard.pop(id);
+        Ok(Revoked::Deleted)
+    }
+
+    fn live_sessions(&self) -> Option<u64> {
+        Some(self.len() as u64)
+    }
+}
+
+impl MemoryStore {
+    /// Drops the stale entries of every subject's index (the sweep's part:
+    /// evicted and expired sessions leave theirs behind).
+    pub fn sweep_index(&self, key: &str, now_ms: UnixMillis) {
+        for subject in self.subjects.subjects() {
+            self.judge(key, &subject, now_ms);
+        }
     }
 }
 

@@ -13,11 +13,12 @@ pub mod cookie;
 pub mod embedded;
 pub mod memory;
 pub mod redis;
+mod subjects;
 pub mod table;
 
-use crate::record::SessionId;
 use crate::record::UpdateError;
 use crate::record::{Change, SessionRecord, UnixMillis};
+use crate::record::{IndexEntry, Listed, SessionId, subject_of};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -82,6 +83,84 @@ pub struct SaveOp<'a> {
     /// `cycle`: move the session to this new id (with its new sid), deleting the old one.
     pub cycle_to: Option<(SessionId, String)>,
     pub now_ms: UnixMillis,
+    /// With `session.subject_key` and a cycle: the subject the new id was
+    /// indexed under. A store whose result has another subject writes
+    /// nothing and answers `Reindex`, so that no session is ever stored
+    /// under an id its subject's index lacks.
+    pub expect: Option<Expect<'a>>,
+}
+
+/// The subject a save's result must have (see `SaveOp::expect`).
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'a> {
+    pub key: &'a str,
+    pub subject: Option<&'a str>,
+}
+
+impl SaveOp<'_> {
+    /// The subject the result has when it is not the one expected.
+    pub fn unexpected(&self, result: &SessionRecord) -> Option<Option<String>> {
+        let expect = self.expect?;
+        let actual = subject_of(&result.data, expect.key);
+        (actual.as_deref() != expect.subject).then_some(actual)
+    }
+}
+
+/// How long an index entry whose session is missing, or has another
+/// subject, is kept before it counts as stale: an entry is written before
+/// its session, so a young one may name a write still under way.
+pub const INDEX_GRACE_MS: u64 = 10 * 60 * 1000;
+/// Past this many entries, a subject's index is pruned after an addition.
+pub const INDEX_PRUNE_AT: u64 = 64;
+
+/// What an index entry names, judged against the session it names.
+#[derive(Debug)]
+pub enum Standing {
+    Live(Listed),
+    /// Not (yet) a session of the subject, but young: kept.
+    Pending,
+    /// Gone, expired, or someone else's since long enough: dropped.
+    Stale,
+}
+
+/// Judges an index entry (`id`, `sid`, written at `indexed_ms`) of
+/// `subject` by the record now stored under its id.
+pub fn standing(
+    id: &SessionId,
+    sid: &str,
+    indexed_ms: UnixMillis,
+    record: Option<&SessionRecord>,
+    key: &str,
+    subject: &str,
+    now_ms: UnixMillis,
+) -> Standing {
+    if let Some(r) = record
+        && r.is_live(now_ms)
+        && r.sid == sid
+        && subject_of(&r.data, key).as_deref() == Some(subject)
+    {
+        return Standing::Live(Listed {
+            id: *id,
+            sid: r.sid.clone(),
+            created_ms: r.created_ms,
+            expires_ms: r.expires_ms,
+        });
+    }
+    if now_ms.saturating_sub(indexed_ms) < INDEX_GRACE_MS {
+        Standing::Pending
+    } else {
+        Standing::Stale
+    }
+}
+
+/// What a revocation found under an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Deleted,
+    /// No live session there (flushed, expired, or moved by a cycle).
+    Gone,
+    /// A live session with another subject: left alone.
+    Other,
 }
 
 #[derive(Debug)]
@@ -97,6 +176,9 @@ pub enum SaveOutcome<K = SessionId> {
     Gone,
     /// The change was refused (too large); nothing was written.
     Refused(UpdateError),
+    /// The result's subject is not the one expected (`SaveOp::expect`):
+    /// nothing was written; this is the subject it would have.
+    Reindex(Option<String>),
 }
 
 impl<K> SaveOutcome<K> {
@@ -106,6 +188,7 @@ impl<K> SaveOutcome<K> {
             SaveOutcome::Emptied => SaveOutcome::Emptied,
             SaveOutcome::Gone => SaveOutcome::Gone,
             SaveOutcome::Refused(e) => SaveOutcome::Refused(e),
+            SaveOutcome::Reindex(s) => SaveOutcome::Reindex(s),
         }
     }
 }
@@ -144,6 +227,45 @@ pub trait ServerStore: Send + Sync + 'static {
 
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Adds an entry to `subject`'s index, before the session it names is
+    /// written; says how many entries the index holds.
+    fn index(
+        &self,
+        subject: &str,
+        entry: &IndexEntry,
+        now_ms: UnixMillis,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The live sessions whose subject under `key` is `subject`, found
+    /// through its index; stale entries are dropped on the way.
+    fn indexed(
+        &self,
+        key: &str,
+        subject: &str,
+        now_ms: UnixMillis,
+    ) -> impl Future<Output = Result<Vec<Listed>, StoreError>> + Send;
+
+    /// The id of the live session whose sid is `sid`, if it has a subject.
+    fn find_sid(
+        &self,
+        sid: &str,
+        now_ms: UnixMillis,
+    ) -> impl Future<Output = Result<Option<SessionId>, StoreError>> + Send;
+
+    /// Deletes the session under `id` if its subject under `key` is still
+    /// `subject`, atomically.
+    fn revoke(
+        &self,
+        id: &SessionId,
+        key: &str,
+        subject: &str,
+        now_ms: UnixMillis,
+    ) -> impl Future<Output = Result<Revoked, StoreError>> + Send;
+
+    /// Live sessions (expired ones not yet swept included), where the
+    /// store can count them without a scan.
+    fn live_sessions(&self) -> Option<u64>;
 }
 
 /// What every store is, whether it keeps sessions on the server or in the
@@ -286,6 +408,82 @@ impl Store {
             Store::Memory(s) => s.evicted(),
             Store::Embedded(s) => s.evicted(),
             Store::Redis(_) | Store::Cookie(_) => 0,
+        }
+    }
+
+    /// Whether sessions live on the server, where they can be listed and
+    /// revoked (not so in the cookie store).
+    pub fn manages(&self) -> bool {
+        !matches!(self, Store::Cookie(_))
+    }
+
+    /// See `ServerStore::index`; nothing on the cookie store.
+    pub async fn index(
+        &self,
+        subject: &str,
+        entry: &IndexEntry,
+        now_ms: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Memory(s) => s.index(subject, entry, now_ms).await,
+            Store::Embedded(s) => s.index(subject, entry, now_ms).await,
+            Store::Redis(s) => boxed(s.index(subject, entry, now_ms)).await,
+            Store::Cookie(_) => Ok(0),
+        }
+    }
+
+    /// See `ServerStore::indexed`; nothing on the cookie store.
+    pub async fn indexed(
+        &self,
+        key: &str,
+        subject: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Vec<Listed>, StoreError> {
+        match self {
+            Store::Memory(s) => s.indexed(key, subject, now_ms).await,
+            Store::Embedded(s) => s.indexed(key, subject, now_ms).await,
+            Store::Redis(s) => boxed(s.indexed(key, subject, now_ms)).await,
+            Store::Cookie(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// See `ServerStore::find_sid`; nothing on the cookie store.
+    pub async fn find_sid(
+        &self,
+        sid: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Option<SessionId>, StoreError> {
+        match self {
+            Store::Memory(s) => s.find_sid(sid, now_ms).await,
+            Store::Embedded(s) => s.find_sid(sid, now_ms).await,
+            Store::Redis(s) => boxed(s.find_sid(sid, now_ms)).await,
+            Store::Cookie(_) => Ok(None),
+        }
+    }
+
+    /// See `ServerStore::revoke`; nothing on the cookie store.
+    pub async fn revoke(
+        &self,
+        id: &SessionId,
+        key: &str,
+        subject: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Revoked, StoreError> {
+        match self {
+            Store::Memory(s) => s.revoke(id, key, subject, now_ms).await,
+            Store::Embedded(s) => s.revoke(id, key, subject, now_ms).await,
+            Store::Redis(s) => boxed(s.revoke(id, key, subject, now_ms)).await,
+            Store::Cookie(_) => Ok(Revoked::Gone),
+        }
+    }
+
+    /// See `ServerStore::live_sessions`.
+    pub fn live_sessions(&self) -> Option<u64> {
+        match self {
+            Store::Memory(s) => s.live_sessions(),
+            Store::Embedded(s) => s.live_sessions(),
+            Store::Redis(s) => s.live_sessions(),
+            Store::Cookie(_) => None,
         }
     }
 

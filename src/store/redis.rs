@@ -7,11 +7,14 @@
 //! under `{prefix}{<id>}`: the braces are a Cluster hash tag, so everything a
 //! script touches is in one slot.
 
-use super::{OpenError, SaveOp, SaveOutcome, ServerStore, StoreError};
+mod index;
+
+use super::{OpenError, Revoked, SaveOp, SaveOutcome, ServerStore, StoreError};
 use crate::config::{RedisConfig, RedisTopology};
 use crate::record::SessionData;
 use crate::record::SessionId;
 use crate::record::UpdateError;
+use crate::record::{IndexEntry, Listed, value_texts};
 use crate::record::{Policy, SessionRecord, UnixMillis};
 use ::redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
@@ -36,6 +39,16 @@ const DELETE_SCRIPT: &str = concat!(
     include_str!("redis/deadline.lua"),
     include_str!("redis/delete.lua")
 );
+const REVOKE_SCRIPT: &str = concat!(
+    include_str!("redis/deadline.lua"),
+    include_str!("redis/merge.lua"),
+    include_str!("redis/revoke.lua")
+);
+const UNINDEX_SCRIPT: &str = include_str!("redis/unindex.lua");
+/// Adds an entry to a subject's index and says how many it holds.
+/// KEYS[1]: the index; ARGV: written at (ms), the entry.
+const INDEX_SCRIPT: &str =
+    "redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2]) return redis.call('ZCARD', KEYS[1])";
 /// Ends a Cluster cycle that failed: the old session loses the mark of the
 /// cycle named by ARGV[1] and gets its own deadline back.
 const RELEASE_SCRIPT: &str = "if redis.call('HGET', KEYS[1], 'mt') == ARGV[1] then \
@@ -86,6 +99,7 @@ enum Topology {
 }
 
 /// One handle for a command, whatever the topology.
+#[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
@@ -135,6 +149,9 @@ pub struct RedisStore {
     delete_script: Script,
     release_script: Script,
     finish_script: Script,
+    revoke_script: Script,
+    unindex_script: Script,
+    index_script: Script,
 }
 
 fn tls_certs(ca_pem: &Option<Vec<u8>>) -> Option<::redis::TlsCertificates> {
@@ -243,11 +260,26 @@ impl RedisStore {
             delete_script: Script::new(DELETE_SCRIPT),
             release_script: Script::new(RELEASE_SCRIPT),
             finish_script: Script::new(FINISH_SCRIPT),
+            revoke_script: Script::new(REVOKE_SCRIPT),
+            unindex_script: Script::new(UNINDEX_SCRIPT),
+            index_script: Script::new(INDEX_SCRIPT),
         })
     }
 
     fn key(&self, id: &SessionId) -> String {
         format!("{}{{{}}}", self.prefix, id.encode())
+    }
+
+    /// A subject's index: a sorted set of "<id> <sid>" scored by the time
+    /// each entry was written. Its own hash tag: in a Cluster it lives in
+    /// another slot than its sessions.
+    fn subject_key(&self, subject: &str) -> String {
+        format!("{}u:{{{}}}", self.prefix, subject)
+    }
+
+    /// An indexed sid's id.
+    fn sid_key(&self, sid: &str) -> String {
+        format!("{}i:{{{}}}", self.prefix, sid)
     }
 
     async fn conn(&self) -> Result<Conn, StoreError> {
@@ -446,6 +478,15 @@ fn number(text: &str) -> Result<u64, StoreError> {
     })
 }
 
+/// The subject a value's raw JSON text gives a session.
+fn subject_of_text(raw: &str) -> Option<String> {
+    match raw.as_bytes().first()? {
+        b'"' => serde_json::from_str(raw).ok(),
+        b'-' | b'0'..=b'9' => Some(raw.to_string()),
+        _ => None,
+    }
+}
+
 /// A record from the fields `d, sid, c, e, x`.
 fn record(mut fields: Vec<Option<String>>) -> Result<SessionRecord, StoreError> {
     let text = fields
@@ -552,6 +593,17 @@ impl ServerStore for RedisStore {
                     .arg(self.deadline())
                     .arg(new_sid)
                     .arg(mark_ms);
+                match op.expect {
+                    None => {
+                        inv.arg("").arg(0);
+                    }
+                    Some(e) => {
+                        let texts = e.subject.map(value_texts).unwrap_or_default();
+                        inv.arg(serde_json::to_string(e.key).expect("a string serializes"))
+                            .arg(texts.len())
+                            .arg(texts);
+                    }
+                }
                 for patch in op.change.patches {
                     // Canonical compact JSON: the script compares keys as written.
                     inv.arg(serde_json::to_string(patch).expect("a JSON map always serializes"));
@@ -569,6 +621,9 @@ impl ServerStore for RedisStore {
         match reply.first().map(String::as_str) {
             Some("gone") => Ok(SaveOutcome::Gone),
             Some("emptied") => Ok(SaveOutcome::Emptied),
+            Some("reindex") => Ok(SaveOutcome::Reindex(
+                reply.get(1).and_then(|raw| subject_of_text(raw)),
+            )),
             Some("too_large") => Ok(SaveOutcome::Refused(UpdateError::TooLarge {
                 size: reply.get(1).and_then(|s| s.parse().ok()).unwrap_or(0),
                 max: self.policy.max_bytes,
@@ -625,5 +680,47 @@ impl ServerStore for RedisStore {
         self.run(|mut c| async move { ::redis::cmd("PING").query_async::<String>(&mut c).await })
             .await?;
         Ok(())
+    }
+
+    async fn index(
+        &self,
+        subject: &str,
+        entry: &IndexEntry,
+        now_ms: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        self.add_entry(subject, entry, now_ms).await
+    }
+
+    async fn indexed(
+        &self,
+        key: &str,
+        subject: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Vec<Listed>, StoreError> {
+        self.judge(key, subject, now_ms).await
+    }
+
+    async fn find_sid(
+        &self,
+        sid: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Option<SessionId>, StoreError> {
+        self.lookup_sid(sid, now_ms).await
+    }
+
+    async fn revoke(
+        &self,
+        id: &SessionId,
+        key: &str,
+        subject: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Revoked, StoreError> {
+        self.revoke_if(id, key, subject, now_ms).await
+    }
+
+    /// Not counted: Redis expires sessions by itself, so a counter kept
+    /// beside them would drift, and `DBSIZE` counts other keys too.
+    fn live_sessions(&self) -> Option<u64> {
+        None
     }
 }

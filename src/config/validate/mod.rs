@@ -182,6 +182,31 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
             format!("the cookie store's five cookies need at least {COOKIE_STORE_MIN_HEADER_BYTES} bytes of request head"),
         );
     }
+    let mut warnings = Vec::new();
+    if let Some(session) = &session {
+        if session.max_per_subject.is_some() && session.subject_key.is_none() {
+            issues.push(
+                "session.max_per_subject",
+                "needs session.subject_key (whose sessions to count)",
+            );
+        }
+        if matches!(session.store, StoreConfig::Cookie)
+            && (session.subject_key.is_some() || session.max_per_subject.is_some())
+        {
+            warnings.push(
+                "session.subject_key: the cookie store keeps nothing on the server, so sessions \
+                 cannot be listed, revoked or counted per subject (the endpoints answer 501)"
+                    .to_string(),
+            );
+        }
+        if admin.as_ref().is_some_and(|a| a.token.is_some()) && session.subject_key.is_none() {
+            warnings.push(
+                "admin.token: without session.subject_key no session is indexed, so the \
+                 management endpoints find none"
+                    .to_string(),
+            );
+        }
+    }
     match (session, log, limits, paths) {
         (Some(session), Some(log), Some(limits), Some(paths)) if issues.0.is_empty() => {
             Ok(Config {
@@ -196,6 +221,7 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
                 limits,
                 paths,
                 underscores_in_headers,
+                warnings,
             })
         }
         _ => Err(ConfigError { issues: issues.0 }),
@@ -289,7 +315,10 @@ fn admin(value: Option<Value>, issues: &mut Issues) -> Option<AdminConfig> {
         Some(v) => section::<RawAdmin>(v, "admin", issues)?,
     };
     let text = raw.addr.as_deref().unwrap_or(DEFAULT_ADMIN_ADDR);
-    socket_addr(text, "admin.addr", issues).map(|addr| AdminConfig { addr })
+    let token = raw
+        .token
+        .and_then(|spec| secret_value(&Value::String(spec), "admin.token", issues));
+    socket_addr(text, "admin.addr", issues).map(|addr| AdminConfig { addr, token })
 }
 
 fn secrets(value: Option<Value>, issues: &mut Issues) -> Vec<Secret> {

@@ -122,6 +122,21 @@ pub(super) fn session(raw: RawSession, issues: &mut Issues) -> SessionConfig {
             Some(RawOnStoreError::FailOpen) => OnStoreError::FailOpen,
             Some(RawOnStoreError::FailClosed) | None => OnStoreError::FailClosed,
         },
+        subject_key: match raw.subject_key {
+            Some(k) if k.is_empty() => {
+                issues.push("session.subject_key", "must name a top-level key");
+                None
+            }
+            k => k,
+        },
+        max_per_subject: match raw.max_per_subject {
+            Some(0) => {
+                issues.push("session.max_per_subject", "must be at least 1");
+                None
+            }
+            Some(n) => Some(n as usize),
+            None => None,
+        },
     }
 }
 

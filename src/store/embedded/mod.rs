@@ -8,13 +8,15 @@
 //! sessions, or else by a point lookup on the request's own task.
 
 mod file;
+mod index;
 mod writer;
 
 use super::table::{Lookup, SessionTable};
-use super::{OpenError, SaveOp, SaveOutcome, ServerStore, StoreError};
-use crate::record::{ID_BYTES, SessionId};
+use super::{OpenError, Revoked, SaveOp, SaveOutcome, ServerStore, Standing, StoreError};
+use crate::record::{ID_BYTES, IndexEntry, Listed, SessionId};
 use crate::record::{Policy, SessionRecord, UnixMillis};
 use file::StoreFile;
+use index::IndexOp;
 use redb::{Database, ReadableDatabase, TableDefinition};
 use std::path::Path;
 use std::sync::Arc;
@@ -271,6 +273,9 @@ impl ServerStore for EmbeddedStore {
                 expiry_s: op.change.expiry_s,
                 cycle_to: op.cycle_to.clone(),
                 now_ms: op.now_ms,
+                expect: op
+                    .expect
+                    .map(|e| (e.key.to_string(), e.subject.map(str::to_string))),
                 reply: tx,
             },
             rx,
@@ -332,6 +337,100 @@ impl ServerStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn index(
+        &self,
+        subject: &str,
+        entry: &IndexEntry,
+        now_ms: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        self.index_op(IndexOp::Add {
+            subject: subject.to_string(),
+            entry: entry.clone(),
+            now_ms,
+        })
+        .await
+    }
+
+    async fn indexed(
+        &self,
+        key: &str,
+        subject: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Vec<Listed>, StoreError> {
+        let entries = {
+            let subject = subject.to_string();
+            self.read(move |db| index::entries(db, &subject)).await?
+        };
+        let mut live = Vec::new();
+        let mut stale = Vec::new();
+        for (id, sid, at) in entries {
+            let record = ServerStore::load(self, &id, now_ms).await?;
+            match super::standing(&id, &sid, at, record.as_deref(), key, subject, now_ms) {
+                Standing::Live(l) => live.push(l),
+                Standing::Pending => {}
+                Standing::Stale => stale.push((id, sid)),
+            }
+        }
+        if !stale.is_empty() {
+            self.index_op(IndexOp::Drop {
+                subject: subject.to_string(),
+                stale,
+                before_ms: now_ms.saturating_sub(super::INDEX_GRACE_MS) + 1,
+            })
+            .await?;
+        }
+        Ok(live)
+    }
+
+    async fn find_sid(
+        &self,
+        sid: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Option<SessionId>, StoreError> {
+        let found = {
+            let sid = sid.to_string();
+            self.read(move |db| index::sid(db, &sid)).await?
+        };
+        let Some(id) = found else {
+            return Ok(None);
+        };
+        let record = ServerStore::load(self, &id, now_ms).await?;
+        Ok(record.is_some_and(|r| r.sid == sid).then_some(id))
+    }
+
+    async fn revoke(
+        &self,
+        id: &SessionId,
+        key: &str,
+        subject: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Revoked, StoreError> {
+        let code = self
+            .index_op(IndexOp::Revoke {
+                id: *id,
+                key: key.to_string(),
+                subject: subject.to_string(),
+                now_ms,
+            })
+            .await?;
+        Ok(index::revoked(code))
+    }
+
+    /// redb keeps each table's length in its header: no scan.
+    fn live_sessions(&self) -> Option<u64> {
+        let db = self.file.db().ok()?;
+        let txn = db.begin_read().ok()?;
+        let table = txn.open_table(SESSIONS).ok()?;
+        redb::ReadableTableMetadata::len(&table).ok()
+    }
+}
+
+impl EmbeddedStore {
+    async fn index_op(&self, op: IndexOp) -> Result<u64, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(WriteOp::Index { op, reply: tx }, rx).await
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +476,7 @@ mod tests {
                 expiry_s: None,
                 cycle_to: None,
                 now_ms: now,
+                expect: None,
                 reply: oneshot::channel().0,
             },
             WriteOp::Delete {
@@ -426,6 +526,7 @@ mod tests {
                 },
                 cycle_to: Some((new, "sid-b".into())),
                 now_ms: now,
+                expect: None,
             };
             assert!(matches!(
                 store.save(&old, &op).await.unwrap(),

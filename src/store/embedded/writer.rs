@@ -4,6 +4,7 @@
 //! contained to the batch it happened in.
 
 use super::file::StoreFile;
+use super::index::IndexOp;
 use super::{EXPIRY, MAX_BATCH, SESSIONS};
 use super::{ReadCache, Written, backend, decode, encode, expiry_key, readable};
 use redb::TableDefinition;
@@ -34,6 +35,8 @@ pub(super) enum WriteOp {
         expiry_s: Option<u64>,
         cycle_to: Option<(SessionId, String)>,
         now_ms: UnixMillis,
+        /// `SaveOp::expect`: (subject key, the subject the result must have).
+        expect: Option<(String, Option<String>)>,
         reply: oneshot::Sender<Result<SaveOutcome, StoreError>>,
     },
     Delete {
@@ -52,6 +55,11 @@ pub(super) enum WriteOp {
     /// Writes a probe value, to learn whether writes work.
     Probe {
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Changes the index of subjects, or revokes a session through it.
+    Index {
+        op: IndexOp,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
     },
 }
 
@@ -156,6 +164,7 @@ pub(super) fn apply_batch(
         .flat_map(|op| match op {
             WriteOp::Create { id, .. } | WriteOp::Delete { id, .. } => [Some(*id), None],
             WriteOp::Save { id, cycle_to, .. } => [Some(*id), cycle_to.as_ref().map(|(n, _)| *n)],
+            WriteOp::Index { op, .. } => [op.touches(), None],
             WriteOp::ClearExpired { .. } | WriteOp::Probe { .. } => [None, None],
         })
         .flatten()
@@ -218,7 +227,15 @@ fn apply_batch_inner(
             }
         }
         for op in batch {
-            let (reply, error) = apply_one(&mut sessions, &mut expiry, op, policy, &mut written);
+            let (reply, error) = match op {
+                WriteOp::Index { op, reply } => {
+                    let result =
+                        super::index::apply(&txn, &mut sessions, &mut expiry, op, &mut written);
+                    let error = result.as_ref().err().map(ToString::to_string);
+                    (pending(reply, result), error)
+                }
+                op => apply_one(&mut sessions, &mut expiry, op, policy, &mut written),
+            };
             replies.push(reply);
             if let Some(e) = error {
                 storage_error.get_or_insert(e);
@@ -280,11 +297,12 @@ fn reply_slot(op: WriteOp) -> Pending {
         WriteOp::Save { reply, .. } => pending(reply, never()),
         WriteOp::ClearExpired { reply, .. } => pending(reply, never()),
         WriteOp::Probe { reply } => pending(reply, never()),
+        WriteOp::Index { reply, .. } => pending(reply, never()),
     }
 }
 
-type Sessions<'t> = Table<'t, &'static [u8], &'static [u8]>;
-type Expiry<'t> = Table<'t, &'static [u8], ()>;
+pub(super) type Sessions<'t> = Table<'t, &'static [u8], &'static [u8]>;
+pub(super) type Expiry<'t> = Table<'t, &'static [u8], ()>;
 
 fn put(
     sessions: &mut Sessions<'_>,
@@ -301,7 +319,7 @@ fn put(
     Ok(())
 }
 
-fn remove(
+pub(super) fn remove(
     sessions: &mut Sessions<'_>,
     expiry: &mut Expiry<'_>,
     id: &SessionId,
@@ -354,19 +372,35 @@ fn apply_one(
             clear_expired(sessions, expiry, now_ms, limit, written),
         ),
         WriteOp::Probe { reply } => done(reply, Ok(())),
+        WriteOp::Index { reply, .. } => done(
+            reply,
+            Err(StoreError::Backend(
+                "index operation outside a transaction".into(),
+            )),
+        ),
         WriteOp::Save {
             id,
             patches,
             expiry_s,
             cycle_to,
             now_ms,
+            expect,
             reply,
         } => {
             let change = Change {
                 patches: &patches,
                 expiry_s,
             };
-            let result = save(sessions, expiry, &id, &change, cycle_to, now_ms, policy);
+            let op = crate::store::SaveOp {
+                change,
+                cycle_to,
+                now_ms,
+                expect: expect.as_ref().map(|(key, subject)| crate::store::Expect {
+                    key,
+                    subject: subject.as_deref(),
+                }),
+            };
+            let result = save(sessions, expiry, &id, &op, policy);
             written.push((id, None));
             if let Ok(SaveOutcome::Saved { id, record }) = &result {
                 written.push((*id, Some(record.clone())));
@@ -380,23 +414,26 @@ fn save(
     sessions: &mut Sessions<'_>,
     expiry: &mut Expiry<'_>,
     id: &SessionId,
-    change: &Change<'_>,
-    cycle_to: Option<(SessionId, String)>,
-    now_ms: UnixMillis,
+    op: &crate::store::SaveOp<'_>,
     policy: &Policy,
 ) -> Result<SaveOutcome, StoreError> {
+    let now_ms = op.now_ms;
     let Some(current) = remove(sessions, expiry, id)? else {
         return Ok(SaveOutcome::Gone);
     };
     if !current.is_live(now_ms) {
         return Ok(SaveOutcome::Gone);
     }
-    match apply(current.clone(), change, policy, now_ms) {
+    match apply(current.clone(), &op.change, policy, now_ms) {
         Ok(Applied::Saved(mut record)) => {
-            let new_id = match cycle_to {
+            if let Some(actual) = op.unexpected(&record) {
+                put(sessions, expiry, id, &current)?;
+                return Ok(SaveOutcome::Reindex(actual));
+            }
+            let new_id = match &op.cycle_to {
                 Some((new_id, sid)) => {
-                    record.sid = sid;
-                    new_id
+                    record.sid = sid.clone();
+                    *new_id
                 }
                 None => *id,
             };

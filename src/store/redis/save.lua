@@ -6,7 +6,9 @@
 --       cycle ('none' | 'move': write KEYS[2], delete KEYS[1] |
 --              'mark': keep KEYS[1], marked as moving for ARGV[9] ms by the
 --              cycle named by the new sid),
---       the write's deadline (ms, Redis's clock), the new sid, mark ms, patch...
+--       the write's deadline (ms, Redis's clock), the new sid, mark ms,
+--       the subject key as JSON text ('': no check), n, the n JSON texts the
+--       result's subject may have (n = 0: no subject), patch...
 local past, clock = late(ARGV[7])
 if past then return {'late', past} end
 local h = redis.call('HMGET', KEYS[1], 'd', 'sid', 'c', 'e', 'x', 'm')
@@ -20,7 +22,8 @@ end
 -- race, as it would had the move finished first.
 if h[6] and tonumber(h[6]) > clock then return {'gone'} end
 local data = parse(h[1])
-for i = 10, #ARGV do merge(data, parse(ARGV[i])) end
+local n = tonumber(ARGV[11])
+for i = 12 + n, #ARGV do merge(data, parse(ARGV[i])) end
 local x = h[5] or ''
 if ARGV[5] ~= '' then x = ARGV[5] end
 local out = serialize(data)
@@ -29,6 +32,19 @@ if out == '{}' then
   return {'emptied'}
 end
 if #out > tonumber(ARGV[4]) then return {'too_large', tostring(#out)} end
+-- The result's subject must be the one its new id was indexed under.
+if ARGV[10] ~= '' then
+  local v = data.vals[ARGV[10]]
+  local c = type(v) == 'string' and string.sub(v, 1, 1) or ''
+  local is_subject = c == '"' or c == '-' or string.find(c, '%d') ~= nil
+  local ok = not is_subject and n == 0
+  if is_subject then
+    for i = 12, 11 + n do
+      if v == ARGV[i] then ok = true end
+    end
+  end
+  if not ok then return {'reindex', is_subject and v or ''} end
+end
 local life = tonumber(ARGV[2])
 if x ~= '' and tonumber(x) > 0 then life = tonumber(x) end
 local c = tonumber(h[3])

@@ -1,5 +1,8 @@
-//! The admin listener: health, readiness, metrics and the JWKS. It never
-//! serves proxied traffic, and the proxy listeners never serve these paths.
+//! The admin listener: health, readiness, metrics and the JWKS, and, with
+//! `admin.token`, the session management endpoints. It never serves proxied
+//! traffic, and the proxy listeners never serve these paths.
+
+mod sessions;
 
 use crate::http1::{ConnInfo, Handler, RequestBody};
 use crate::metrics::Metrics;
@@ -16,6 +19,8 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     /// The JWKS document, when a route signs with EdDSA.
     jwks: Option<Bytes>,
+    /// `admin.token`, when the management endpoints are on.
+    token: Option<sessions::Token>,
 }
 
 fn respond(
@@ -49,11 +54,17 @@ pub fn jwks(config: &crate::config::Config) -> Option<Bytes> {
 }
 
 impl Admin {
-    pub fn new(sessions: Arc<Sessions>, metrics: Arc<Metrics>, jwks: Option<Bytes>) -> Self {
+    pub fn new(
+        sessions: Arc<Sessions>,
+        metrics: Arc<Metrics>,
+        jwks: Option<Bytes>,
+        token: Option<crate::config::Secret>,
+    ) -> Self {
         Admin {
             sessions,
             metrics,
             jwks,
+            token: token.as_ref().map(sessions::Token::new),
         }
     }
 
@@ -75,6 +86,10 @@ impl Admin {
     }
 
     pub async fn handle(&self, req: &Request<RequestBody>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if path == "/sessions" || path.starts_with("/sessions/") {
+            return self.manage(req).await;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return respond(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -97,6 +112,9 @@ impl Admin {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 {
                     self.metrics.sync_evicted(self.sessions.store.evicted());
+                    if let Some(n) = self.sessions.store.live_sessions() {
+                        self.metrics.set_sessions(n);
+                    }
                     self.metrics.encode()
                 },
             ),

@@ -1,0 +1,276 @@
+//! The index of subjects, at the store level: one suite that every
+//! server-side store passes (memory, embedded, Redis standalone and
+//! Cluster). The clock is the `now` argument.
+
+use serde_json::{Value, json};
+use sessiongate::record::{Change, IndexEntry, Policy, SessionData, SessionId, SessionRecord};
+use sessiongate::store::{Expect, INDEX_GRACE_MS, Revoked, SaveOp, SaveOutcome, ServerStore};
+use std::time::Duration;
+
+mod common;
+
+const KEY: &str = "user_id";
+/// A day: long enough for the grace period of the index to pass within it.
+const POLICY: Policy = Policy {
+    ttl_s: 86_400,
+    absolute_ttl_s: None,
+    expire_at_browser_close: false,
+    max_bytes: 65_536,
+};
+
+fn record(data: Value, sid: &str, now: u64) -> SessionRecord {
+    let mut r = SessionRecord::new(sid.to_string(), now);
+    r.data = SessionData::from_map(data.as_object().unwrap());
+    r.expires_ms = now + POLICY.ttl_s * 1000;
+    r
+}
+
+/// Creates a session as the pipeline does: indexed first, then written.
+async fn login<S: ServerStore>(s: &S, subject: Value, sid: &str, now: u64) -> SessionId {
+    let id = SessionId::generate();
+    let r = record(json!({ KEY: subject, "k": 1 }), sid, now);
+    let subject = match &r.data.fields().get(KEY).unwrap().get() {
+        t if t.starts_with('"') => serde_json::from_str::<String>(t).unwrap(),
+        t => t.to_string(),
+    };
+    let entry = IndexEntry {
+        id,
+        sid: sid.to_string(),
+        created_ms: now,
+    };
+    s.index(&subject, &entry, now).await.unwrap();
+    s.create(&id, &r).await.unwrap();
+    id
+}
+
+fn sids(listed: &[sessiongate::record::Listed]) -> Vec<String> {
+    let mut v: Vec<String> = listed.iter().map(|l| l.sid.clone()).collect();
+    v.sort();
+    v
+}
+
+fn save_op<'a>(
+    patches: &'a [serde_json::Map<String, Value>],
+    cycle_to: Option<(SessionId, String)>,
+    expect: Option<Expect<'a>>,
+    now: u64,
+) -> SaveOp<'a> {
+    SaveOp {
+        change: Change {
+            patches,
+            expiry_s: None,
+        },
+        cycle_to,
+        now_ms: now,
+        expect,
+    }
+}
+
+/// Every behaviour of the index, against one store.
+async fn suite<S: ServerStore>(s: S, t0: u64) {
+    // Listing: strings and numbers are subjects; each session once.
+    let a1 = login(&s, json!("alice"), "sid-a1", t0).await;
+    let a2 = login(&s, json!("alice"), "sid-a2", t0 + 1).await;
+    let n7 = login(&s, json!(7), "sid-n7", t0 + 2).await;
+    let listed = s.indexed(KEY, "alice", t0 + 10).await.unwrap();
+    assert_eq!(sids(&listed), ["sid-a1", "sid-a2"]);
+    let one = listed.iter().find(|l| l.sid == "sid-a1").unwrap();
+    assert_eq!(one.id, a1);
+    assert_eq!(one.created_ms, t0);
+    assert_eq!(one.expires_ms, t0 + POLICY.ttl_s * 1000);
+    assert_eq!(
+        sids(&s.indexed(KEY, "7", t0 + 10).await.unwrap()),
+        ["sid-n7"]
+    );
+
+    // A session whose subject changes moves to the other subject.
+    let patch = [json!({ KEY: "bob" }).as_object().unwrap().clone()];
+    s.index(
+        "bob",
+        &IndexEntry {
+            id: a2,
+            sid: "sid-a2".into(),
+            created_ms: t0 + 1,
+        },
+        t0 + 20,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.save(&a2, &save_op(&patch, None, None, t0 + 20))
+            .await
+            .unwrap(),
+        SaveOutcome::Saved { .. }
+    ));
+    assert_eq!(
+        sids(&s.indexed(KEY, "alice", t0 + 30).await.unwrap()),
+        ["sid-a1"]
+    );
+    assert_eq!(
+        sids(&s.indexed(KEY, "bob", t0 + 30).await.unwrap()),
+        ["sid-a2"]
+    );
+
+    // A revocation deletes only a session that still has the subject.
+    assert_eq!(
+        s.revoke(&a2, KEY, "alice", t0 + 40).await.unwrap(),
+        Revoked::Other
+    );
+    assert!(s.load(&a2, t0 + 40).await.unwrap().is_some());
+    assert_eq!(
+        s.revoke(&n7, KEY, "7", t0 + 40).await.unwrap(),
+        Revoked::Deleted
+    );
+    assert!(s.load(&n7, t0 + 40).await.unwrap().is_none());
+    assert_eq!(
+        s.revoke(&n7, KEY, "7", t0 + 40).await.unwrap(),
+        Revoked::Gone
+    );
+
+    // A save on a revoked session resurrects nothing.
+    let p = [json!({"k": 2}).as_object().unwrap().clone()];
+    assert!(matches!(
+        s.save(&n7, &save_op(&p, None, None, t0 + 50))
+            .await
+            .unwrap(),
+        SaveOutcome::Gone
+    ));
+
+    // sids: found while the session lives, not after.
+    assert_eq!(s.find_sid("sid-a1", t0 + 50).await.unwrap(), Some(a1));
+    assert_eq!(s.find_sid("sid-n7", t0 + 50).await.unwrap(), None);
+    assert_eq!(s.find_sid("no-such-sid", t0 + 50).await.unwrap(), None);
+
+    // A cycle whose result has another subject than the one its new id was
+    // indexed under writes nothing and says which subject it has.
+    let new = SessionId::generate();
+    let none: [serde_json::Map<String, Value>; 0] = [];
+    let wrong = Expect {
+        key: KEY,
+        subject: Some("mallory"),
+    };
+    match s
+        .save(
+            &a1,
+            &save_op(&none, Some((new, "sid-a1b".into())), Some(wrong), t0 + 60),
+        )
+        .await
+        .unwrap()
+    {
+        SaveOutcome::Reindex(actual) => assert_eq!(actual.as_deref(), Some("alice")),
+        other => panic!("expected Reindex, got {other:?}"),
+    }
+    assert!(s.load(&a1, t0 + 60).await.unwrap().is_some());
+    assert!(s.load(&new, t0 + 60).await.unwrap().is_none());
+    let right = Expect {
+        key: KEY,
+        subject: Some("alice"),
+    };
+    s.index(
+        "alice",
+        &IndexEntry {
+            id: new,
+            sid: "sid-a1b".into(),
+            created_ms: t0,
+        },
+        t0 + 61,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.save(
+            &a1,
+            &save_op(&none, Some((new, "sid-a1b".into())), Some(right), t0 + 61)
+        )
+        .await
+        .unwrap(),
+        SaveOutcome::Saved { .. }
+    ));
+    assert_eq!(
+        sids(&s.indexed(KEY, "alice", t0 + 70).await.unwrap()),
+        ["sid-a1b"]
+    );
+    assert_eq!(s.find_sid("sid-a1b", t0 + 70).await.unwrap(), Some(new));
+
+    // Young entries of missing sessions are kept (a write may be under way);
+    // past the grace period they are dropped.
+    let later = t0 + INDEX_GRACE_MS + 100;
+    let fresh = IndexEntry {
+        id: SessionId::generate(),
+        sid: "sid-pending".into(),
+        created_ms: later,
+    };
+    let before = s.index("alice", &fresh, later).await.unwrap();
+    assert_eq!(before, 4, "a1, a2 (now bob's), a1b and the pending one");
+    assert_eq!(
+        sids(&s.indexed(KEY, "alice", later).await.unwrap()),
+        ["sid-a1b"]
+    );
+    let after = s.index("alice", &fresh, later).await.unwrap();
+    assert_eq!(
+        after, 2,
+        "the stale a1 and a2 entries were dropped; a1b and pending stay"
+    );
+    assert_eq!(s.find_sid("sid-a1", later).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_keeps_the_index() {
+    let s = sessiongate::store::memory::MemoryStore::new(1000, POLICY);
+    suite(s, 1_000_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_keeps_the_index() {
+    let dir = common::redis::temp_dir("index-embedded");
+    let s = sessiongate::store::embedded::EmbeddedStore::open(&dir.join("s.db"), POLICY).unwrap();
+    assert_eq!(s.live_sessions(), Some(0));
+    suite(s, 1_000_000).await;
+    // The index survives a restart with the sessions.
+    let s = sessiongate::store::embedded::EmbeddedStore::open(&dir.join("s.db"), POLICY).unwrap();
+    let later = 1_000_000 + INDEX_GRACE_MS + 200;
+    assert_eq!(
+        sids(&s.indexed(KEY, "alice", later).await.unwrap()),
+        ["sid-a1b"]
+    );
+    assert_eq!(s.live_sessions(), Some(2), "a1b (alice) and a2 (bob)");
+}
+
+fn redis_cfg(topology: sessiongate::config::RedisTopology) -> sessiongate::config::RedisConfig {
+    sessiongate::config::RedisConfig {
+        topology,
+        key_prefix: "sg-index:".into(),
+        timeout: Duration::from_secs(5),
+        ca_pem: None,
+        replicas_ack: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_standalone_keeps_the_index() {
+    if !common::redis::available("redis_standalone_keeps_the_index") {
+        return;
+    }
+    let server = common::redis::RedisServer::start();
+    let cfg = redis_cfg(sessiongate::config::RedisTopology::Standalone { url: server.url() });
+    let s = sessiongate::store::redis::RedisStore::open(&cfg, POLICY)
+        .await
+        .unwrap();
+    suite(s, sessiongate::record::now_ms()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_keeps_the_index() {
+    if !common::redis::available("redis_cluster_keeps_the_index") {
+        return;
+    }
+    let cluster = tokio::task::spawn_blocking(common::redis::Cluster::start)
+        .await
+        .unwrap();
+    let nodes = cluster.nodes.iter().map(|n| n.url()).collect();
+    let cfg = redis_cfg(sessiongate::config::RedisTopology::Cluster { nodes });
+    let s = sessiongate::store::redis::RedisStore::open(&cfg, POLICY)
+        .await
+        .unwrap();
+    suite(s, sessiongate::record::now_ms()).await;
+}

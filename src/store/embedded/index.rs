@@ -2,7 +2,7 @@
 //! written by the same writer, so an entry is durable before the session
 //! it names is acknowledged, and survives restarts with it.
 
-use super::writer::{Expiry, Sessions, remove};
+use super::rows::{Expiry, Sessions, remove};
 use super::{Written, backend, decode, readable};
 use crate::record::{ID_BYTES, IndexEntry, SessionId, UnixMillis, subject_of};
 use crate::store::{Revoked, StoreError};

@@ -9,6 +9,7 @@
 
 mod file;
 mod index;
+mod rows;
 mod writer;
 
 use super::table::{Lookup, SessionTable};

@@ -5,8 +5,9 @@
 
 use super::file::StoreFile;
 use super::index::IndexOp;
+use super::rows::{Expiry, Sessions, put, remove};
 use super::{EXPIRY, MAX_BATCH, SESSIONS};
-use super::{ReadCache, Written, backend, decode, encode, expiry_key, readable};
+use super::{ReadCache, Written, backend, expiry_key};
 use redb::TableDefinition;
 
 /// Where a readiness probe writes: one value, overwritten by each probe.
@@ -18,7 +19,7 @@ use crate::record::{
     Applied, Change, ID_BYTES, Policy, SessionId, SessionRecord, UnixMillis, apply,
 };
 use crate::store::{SaveOutcome, StoreError};
-use redb::{Database, ReadableTable, ReadableTableMetadata, Table};
+use redb::{Database, ReadableTable, ReadableTableMetadata};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -299,41 +300,6 @@ fn reply_slot(op: WriteOp) -> Pending {
         WriteOp::Probe { reply } => pending(reply, never()),
         WriteOp::Index { reply, .. } => pending(reply, never()),
     }
-}
-
-pub(super) type Sessions<'t> = Table<'t, &'static [u8], &'static [u8]>;
-pub(super) type Expiry<'t> = Table<'t, &'static [u8], ()>;
-
-fn put(
-    sessions: &mut Sessions<'_>,
-    expiry: &mut Expiry<'_>,
-    id: &SessionId,
-    record: &SessionRecord,
-) -> Result<(), StoreError> {
-    sessions
-        .insert(id.as_bytes().as_slice(), encode(record).as_slice())
-        .map_err(backend)?;
-    expiry
-        .insert(expiry_key(record.expires_ms, id).as_slice(), ())
-        .map_err(backend)?;
-    Ok(())
-}
-
-pub(super) fn remove(
-    sessions: &mut Sessions<'_>,
-    expiry: &mut Expiry<'_>,
-    id: &SessionId,
-) -> Result<Option<SessionRecord>, StoreError> {
-    let old = match sessions.remove(id.as_bytes().as_slice()).map_err(backend)? {
-        Some(v) => readable(decode(v.value())),
-        None => None,
-    };
-    if let Some(r) = &old {
-        expiry
-            .remove(expiry_key(r.expires_ms, id).as_slice())
-            .map_err(backend)?;
-    }
-    Ok(old)
 }
 
 /// Applies one operation; returns its reply and the storage error, if any,

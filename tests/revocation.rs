@@ -92,7 +92,7 @@ async fn revocation_under_traffic(store: &str, instances: usize) {
                 let gw = &gws[(w + k) % gws.len()];
                 // Writes and cycles, some slow enough to be in flight
                 // across the revocation.
-                let write = if k % 3 == 0 {
+                let write = if k.is_multiple_of(3) {
                     reply("X-Session-Action", "cycle")
                 } else {
                     reply(
@@ -141,7 +141,7 @@ async fn revocation_under_traffic(store: &str, instances: usize) {
         t.await.unwrap();
     }
 
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let before = seen.iter().filter(|s| s.started < revoked_at).count();
     let after: Vec<&Seen> = seen.iter().filter(|s| s.started >= revoked_at).collect();
     assert!(

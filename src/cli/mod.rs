@@ -1,4 +1,7 @@
-//! The command line: `run` (default), `check`, `clear-sessions`, `keygen`, `demo`.
+//! The command line: `run` (default), `check`, `clear-sessions`, `keygen`,
+//! `demo`, and `sessions` (a client of a running instance's admin API).
+
+mod sessions;
 
 use crate::app::{Listeners, run};
 use crate::config::{self, Config, DEFAULT_CONFIG_PATH, StoreConfig};
@@ -42,6 +45,17 @@ pub enum Command {
         #[arg(long, default_value = "sessiongate-ed25519", requires = "ed25519")]
         out: PathBuf,
     },
+    /// List or revoke sessions through a running instance's admin API.
+    Sessions {
+        #[command(subcommand)]
+        command: sessions::SessionsCommand,
+        /// The admin listener's URL (default: admin.addr from the config).
+        #[arg(long, global = true)]
+        admin: Option<String>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Run the proxy in front of a bundled demo app, to see sessions work in a browser.
     Demo {
         /// Where the proxy listens.
@@ -82,6 +96,11 @@ pub fn main() -> ExitCode {
         }
         Command::Keygen { ed25519: true, out } => write_ed25519_pair(&out),
         Command::Demo { listen, admin } => block_on(crate::demo::run_demo(listen, admin)),
+        Command::Sessions {
+            command,
+            admin,
+            json,
+        } => block_on(sessions::main(command, admin, json, &cli.config)),
     }
 }
 

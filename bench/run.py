@@ -7,7 +7,12 @@ Targets, all on loopback, in front of one nginx upstream that answers 200:
   embedded  sessiongate, embedded store
   redis     sessiongate, Redis store
 Workloads: anon (no cookie), read (a valid cookie; the session forwarded as an
-HS256 header), write (every response carries an X-Session-Update).
+HS256 header), write (every response carries an X-Session-Update), and, when
+asked for (--workloads), login (every response sets the session's user_id,
+the write that indexes a session under its subject).
+
+--subjects adds the targets STORE-subject: the same build and store with
+session.subject_key set, to measure what the index of subjects costs.
 
 Pinning on this 2-core machine: the proxy under test (nginx worker or
 sessiongate with one runtime thread) on CPU 0; wrk, the upstream nginx and
@@ -37,6 +42,8 @@ SECRET = "bench-secret-0123456789abcdef-0123456789"
 JWT_SECRET = "bench-upstream-jwt-0123456789abcdef-0123"
 TARGETS = ["direct", "nginx", "memory", "embedded", "redis"]
 WORKLOADS = ["anon", "read", "write"]
+# Run only when named in --workloads.
+EXTRA_WORKLOADS = ["login"]
 
 
 def free_port():
@@ -119,7 +126,7 @@ http {{
     return path
 
 
-def sessiongate_conf(work, name, port, upstream, store):
+def sessiongate_conf(work, name, port, upstream, store, subject_key=False):
     path = os.path.join(work, f"{name}.yaml")
     with open(path, "w") as f:
         f.write(f"""
@@ -129,7 +136,7 @@ secrets: ["{SECRET}"]
 log: {{format: json}}
 session:
   cookie: {{secure: false}}
-  store: {store}
+  store: {store}{chr(10) + "  subject_key: user_id" if subject_key else ""}
 upstreams:
   app: {{url: "http://127.0.0.1:{upstream}"}}
 routes:
@@ -191,12 +198,15 @@ def main():
     ap.add_argument("--targets", default=",".join(TARGETS),
                     help="comma-separated subset to run (nginx is always run: it is the baseline)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset to run")
+    ap.add_argument("--subjects", action="store_true",
+                    help="add STORE-subject targets: each chosen store with session.subject_key set")
     ap.add_argument("--compare", metavar="BINARY",
                     help="another build, run beside this one on each chosen store as target STORE-base")
     a = ap.parse_args()
     targets = [t for t in TARGETS if t in a.targets.split(",") or t == "nginx"]
     compared = [f"{t}-base" for t in targets if a.compare and t in ("memory", "embedded", "redis")]
-    workloads = [w for w in WORKLOADS if w in a.workloads.split(",")]
+    compared += [f"{t}-subject" for t in targets if a.subjects and t in ("memory", "embedded", "redis")]
+    workloads = [w for w in WORKLOADS + EXTRA_WORKLOADS if w in a.workloads.split(",")]
     partial = targets != TARGETS or workloads != WORKLOADS or bool(compared)
     targets = targets + compared
     all_targets = TARGETS + compared
@@ -234,13 +244,13 @@ def main():
             "redis": f"{{kind: redis, url: \"redis://127.0.0.1:{redis_port}\"}}",
         }
         for name in compared:
-            base = name.removesuffix("-base")
-            store = stores[base].replace("sessions.db", "sessions-base.db")
-            stores[name] = store
+            base, _, kind = name.rpartition("-")
+            stores[name] = stores[base].replace("sessions.db", f"sessions-{kind}.db")
         pids = {}
         for name, store in stores.items():
             ports[name] = free_port()
-            conf = sessiongate_conf(work, name, ports[name], upstream, store)
+            conf = sessiongate_conf(work, name, ports[name], upstream, store,
+                                    subject_key=name.endswith("-subject"))
             binary = a.compare if name.endswith("-base") else a.binary
             pids[name] = procs.start([binary, "--config", conf], cpu=0, env=env).pid
         for port in ports.values():
@@ -253,10 +263,10 @@ def main():
         for t in stores:
             assert cookies[t], f"no session cookie from {t}"
 
-        results = {(w, t): [] for w in WORKLOADS for t in all_targets}
+        results = {(w, t): [] for w in WORKLOADS + EXTRA_WORKLOADS for t in all_targets}
         for r in range(a.rounds):
             for w in workloads:
-                path = "/write" if w == "write" else "/"
+                path = {"write": "/write", "login": "/login"}.get(w, "/")
                 order = targets if r % 2 == 0 else list(reversed(targets))
                 for t in order:
                     cookie = cookies[t] if w != "anon" else None

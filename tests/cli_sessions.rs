@@ -170,3 +170,53 @@ async fn the_cli_lists_and_revokes_through_the_admin_api() {
     );
     gw.stop().await;
 }
+
+fn check(yaml: &str) -> Output {
+    let dir = common::redis::temp_dir("check-manage");
+    let path = dir.join("c.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_judges_the_management_settings() {
+    let base = |admin: &str, session: &str| {
+        format!(
+            "secrets: [\"{SECRET}\"]\nadmin: {admin}\nsession: {session}\nupstreams: {{app: {{url: \"http://127.0.0.1:1\"}}}}\nroutes: [{{upstream: app, forward: {{mode: none}}}}]\n"
+        )
+    };
+    let o = check(&base(
+        "{token: short-admin-token}",
+        "{subject_key: \"\", max_per_subject: 0}",
+    ));
+    assert_eq!(o.status.code(), Some(1));
+    let text = stdout(&o);
+    for expected in [
+        "admin.token: secret is 17 bytes long",
+        "session.subject_key: must name a top-level key",
+        "session.max_per_subject: must be at least 1",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("short-admin-token"),
+        "a secret was echoed:\n{text}"
+    );
+    let o = check(&base("{addr: \"127.0.0.1:9090\"}", "{max_per_subject: 3}"));
+    assert!(stdout(&o).contains("session.max_per_subject: needs session.subject_key"));
+    // Allowed, but it cannot do what it says: a warning, and ok.
+    let o = check(&base(
+        &format!("{{token: \"{TOKEN}\"}}"),
+        "{store: {kind: cookie}, subject_key: user_id}",
+    ));
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert_eq!(stdout(&o), "ok\n");
+    assert!(
+        stderr(&o).contains("warning: session.subject_key: the cookie store"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -66,8 +66,44 @@ fn save_op<'a>(
     }
 }
 
+/// Ids at both ends of the key space, and subjects that share a prefix,
+/// each in its own subject's index and no other.
+async fn edges<S: ServerStore>(s: &S, t0: u64) {
+    for (subject, first, sid) in [
+        ("edge", 0x00u8, "sid-edge-00"),
+        ("edge", 0xFF, "sid-edge-ff"),
+        ("edge2", 0xFF, "sid-edge2-ff"),
+        ("edg", 0xFF, "sid-edg-ff"),
+    ] {
+        let mut bytes = [first; 16];
+        bytes[15] = sid.len() as u8;
+        let id = SessionId::from_bytes(bytes);
+        let r = record(json!({ KEY: subject }), sid, t0);
+        let entry = IndexEntry {
+            id,
+            sid: sid.to_string(),
+            created_ms: t0,
+        };
+        s.index(subject, &entry, t0).await.unwrap();
+        s.create(&id, &r).await.unwrap();
+    }
+    assert_eq!(
+        sids(&s.indexed(KEY, "edge", t0 + 1).await.unwrap()),
+        ["sid-edge-00", "sid-edge-ff"]
+    );
+    assert_eq!(
+        sids(&s.indexed(KEY, "edge2", t0 + 1).await.unwrap()),
+        ["sid-edge2-ff"]
+    );
+    assert_eq!(
+        sids(&s.indexed(KEY, "edg", t0 + 1).await.unwrap()),
+        ["sid-edg-ff"]
+    );
+}
+
 /// Every behaviour of the index, against one store.
-async fn suite<S: ServerStore>(s: S, t0: u64) {
+async fn suite<S: ServerStore>(s: S, t0: u64, tombstones: bool) {
+    edges(&s, t0).await;
     // Listing: strings and numbers are subjects; each session once.
     let a1 = login(&s, json!("alice"), "sid-a1", t0).await;
     let a2 = login(&s, json!("alice"), "sid-a2", t0 + 1).await;
@@ -191,6 +227,19 @@ async fn suite<S: ServerStore>(s: S, t0: u64) {
         ["sid-a1b"]
     );
     assert_eq!(s.find_sid("sid-a1b", t0 + 70).await.unwrap(), Some(new));
+    // A revocation that read the old id just before the cycle learns where
+    // the session went (Redis's tombstone), or that it is gone from there;
+    // the old id is no session, and deleting it deletes nothing.
+    let r = s.revoke(&a1, KEY, "alice", t0 + 71).await.unwrap();
+    let want = if tombstones {
+        Revoked::Moved(new)
+    } else {
+        Revoked::Gone
+    };
+    assert_eq!(r, want);
+    assert!(s.load(&a1, t0 + 71).await.unwrap().is_none());
+    assert!(!s.delete(&a1).await.unwrap());
+    assert!(s.load(&new, t0 + 71).await.unwrap().is_some());
 
     // Young entries of missing sessions are kept (a write may be under way);
     // past the grace period they are dropped.
@@ -217,7 +266,7 @@ async fn suite<S: ServerStore>(s: S, t0: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_keeps_the_index() {
     let s = sessiongate::store::memory::MemoryStore::new(1000, POLICY);
-    suite(s, 1_000_000).await;
+    suite(s, 1_000_000, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +274,7 @@ async fn embedded_store_keeps_the_index() {
     let dir = common::redis::temp_dir("index-embedded");
     let s = sessiongate::store::embedded::EmbeddedStore::open(&dir.join("s.db"), POLICY).unwrap();
     assert_eq!(s.live_sessions(), Some(0));
-    suite(s, 1_000_000).await;
+    suite(s, 1_000_000, false).await;
     // The index survives a restart with the sessions.
     let s = sessiongate::store::embedded::EmbeddedStore::open(&dir.join("s.db"), POLICY).unwrap();
     let later = 1_000_000 + INDEX_GRACE_MS + 200;
@@ -233,7 +282,11 @@ async fn embedded_store_keeps_the_index() {
         sids(&s.indexed(KEY, "alice", later).await.unwrap()),
         ["sid-a1b"]
     );
-    assert_eq!(s.live_sessions(), Some(2), "a1b (alice) and a2 (bob)");
+    assert_eq!(
+        s.live_sessions(),
+        Some(6),
+        "a1b (alice), a2 (bob) and the four edges"
+    );
 }
 
 fn redis_cfg(topology: sessiongate::config::RedisTopology) -> sessiongate::config::RedisConfig {
@@ -256,7 +309,7 @@ async fn redis_standalone_keeps_the_index() {
     let s = sessiongate::store::redis::RedisStore::open(&cfg, POLICY)
         .await
         .unwrap();
-    suite(s, sessiongate::record::now_ms()).await;
+    suite(s, sessiongate::record::now_ms(), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,5 +325,5 @@ async fn redis_cluster_keeps_the_index() {
     let s = sessiongate::store::redis::RedisStore::open(&cfg, POLICY)
         .await
         .unwrap();
-    suite(s, sessiongate::record::now_ms()).await;
+    suite(s, sessiongate::record::now_ms(), true).await;
 }

@@ -13,12 +13,14 @@
 
 use super::Sessions;
 use crate::metrics::{SessionEvent, StoreOp};
-use crate::record::{IndexEntry, Listed, SessionId, UnixMillis};
+use crate::record::{Listed, SessionId, UnixMillis};
 use crate::store::{INDEX_PRUNE_AT, Revoked, SessionStore, StoreError, Ticket};
 
 /// Passes a revocation makes while sessions of the subject keep moving to
 /// new ids under it (each pass follows the cycles that the last one saw).
 const MAX_REVOKE_PASSES: usize = 8;
+/// Cycles a revocation follows, one after the other, within one pass.
+const MAX_FOLLOWED_MOVES: usize = 16;
 
 /// `session.subject_key` and `session.max_per_subject`.
 #[derive(Debug, Clone, Default)]
@@ -60,17 +62,6 @@ impl Sessions {
     /// The key to index writes under, when there is one.
     pub(super) fn indexing(&self) -> Option<&str> {
         self.subject_key().ok()
-    }
-
-    /// Indexes a session under a subject before it is written.
-    pub(super) async fn index(
-        &self,
-        subject: &str,
-        entry: &IndexEntry,
-        now: UnixMillis,
-    ) -> Result<u64, StoreError> {
-        self.timed(StoreOp::index, self.store.index(subject, entry, now))
-            .await
     }
 
     /// After a write gave `subject` the session under `id`: past
@@ -133,6 +124,8 @@ impl Sessions {
             .await
     }
 
+    /// Revokes the session under `id`, following it to the new id of a
+    /// cycle that moved it meanwhile.
     async fn revoke_one(
         &self,
         id: &SessionId,
@@ -140,13 +133,22 @@ impl Sessions {
         subject: &str,
         now: UnixMillis,
     ) -> Result<Revoked, StoreError> {
-        let r = self
-            .timed(StoreOp::revoke, self.store.revoke(id, key, subject, now))
-            .await?;
-        if r == Revoked::Deleted {
-            self.metrics.event(SessionEvent::revoked);
+        let mut id = *id;
+        for _ in 0..MAX_FOLLOWED_MOVES {
+            let r = self
+                .timed(StoreOp::revoke, self.store.revoke(&id, key, subject, now))
+                .await?;
+            match r {
+                Revoked::Moved(next) => id = next,
+                Revoked::Deleted => {
+                    self.metrics.event(SessionEvent::revoked);
+                    return Ok(r);
+                }
+                Revoked::Gone | Revoked::Other => return Ok(r),
+            }
         }
-        Ok(r)
+        // Still moving: the caller's next pass lists it where it is.
+        Ok(Revoked::Gone)
     }
 
     /// The live sessions of a subject, newest first.
@@ -178,7 +180,7 @@ impl Sessions {
                     Revoked::Deleted => revoked += 1,
                     // Listed live a moment ago: flushed, or cycled to a new
                     // id, which the next pass finds.
-                    Revoked::Gone => moved = true,
+                    Revoked::Gone | Revoked::Moved(_) => moved = true,
                     Revoked::Other => {}
                 }
             }

@@ -467,12 +467,12 @@ impl Sessions {
         cycle_to: Option<(SessionId, String)>,
         now: UnixMillis,
     ) -> Result<(SaveOutcome<Ticket>, Option<(String, u64)>), StoreError> {
-        let mut indexed = None;
+        let mut target = None;
         let mut expect = None;
         let mut entry = None;
         if let (Some(key), Ticket::Id(id), Some(current)) = (self.indexing(), ticket, current) {
             let patched = patched(change.patches, key);
-            let e = match &cycle_to {
+            entry = Some(match &cycle_to {
                 Some((new_id, sid)) => IndexEntry {
                     id: *new_id,
                     sid: sid.clone(),
@@ -483,8 +483,8 @@ impl Sessions {
                     sid: current.sid.clone(),
                     created_ms: current.created_ms,
                 },
-            };
-            let target = match (&cycle_to, patched) {
+            });
+            target = match (&cycle_to, patched) {
                 (Some(_), p) => {
                     let s = p.unwrap_or_else(|| subject_of(&current.data, key));
                     expect = Some(s.clone());
@@ -493,12 +493,8 @@ impl Sessions {
                 (None, Some(s)) => s,
                 (None, None) => None,
             };
-            if let Some(subject) = target {
-                let n = self.index(&subject, &e, now).await?;
-                indexed = Some((subject, n));
-            }
-            entry = Some(e);
         }
+        let mut indexed = None;
         for _ in 0..3 {
             let op = SaveOp {
                 change,
@@ -512,18 +508,29 @@ impl Sessions {
                     _ => None,
                 },
             };
-            let outcome = self
-                .timed(StoreOp::save, self.store.save(ticket, &op))
-                .await?;
+            let outcome = match (target.take(), &entry) {
+                // The entry and the save, in one step where the store can.
+                (Some(subject), Some(e)) => {
+                    let (n, outcome) = self
+                        .timed(
+                            StoreOp::save,
+                            self.store.save_indexed(&subject, e, ticket, &op),
+                        )
+                        .await?;
+                    indexed = Some((subject, n));
+                    outcome
+                }
+                _ => {
+                    self.timed(StoreOp::save, self.store.save(ticket, &op))
+                        .await?
+                }
+            };
             let SaveOutcome::Reindex(actual) = outcome else {
                 return Ok((outcome, indexed));
             };
             // A concurrent write changed the subject since this request
             // read the session: the new id is indexed under the one it has.
-            if let (Some(subject), Some(e)) = (&actual, &entry) {
-                let n = self.index(subject, e, now).await?;
-                indexed = Some((subject.clone(), n));
-            }
+            target.clone_from(&actual);
             expect = Some(actual);
         }
         Ok((SaveOutcome::Reindex(None), indexed))
@@ -617,32 +624,34 @@ impl Sessions {
         otherwise: Vec<HeaderValue>,
         revoke_others: bool,
     ) -> Result<Vec<HeaderValue>, SessionError> {
-        let mut indexed = None;
-        if let Some(subject) = self
+        let subject = self
             .indexing()
-            .and_then(|key| subject_of(&record.data, key))
-        {
-            let entry = IndexEntry {
-                id,
-                sid: record.sid.clone(),
-                created_ms: record.created_ms,
-            };
-            match self.index(&subject, &entry, now).await {
-                Ok(n) => indexed = Some((subject, n)),
-                Err(e) => {
-                    self.write_failed(e)?;
-                    return Ok(otherwise);
-                }
+            .and_then(|key| subject_of(&record.data, key));
+        let created = match &subject {
+            // The entry and the session, in one step where the store can.
+            Some(subject) => {
+                let entry = IndexEntry {
+                    id,
+                    sid: record.sid.clone(),
+                    created_ms: record.created_ms,
+                };
+                self.timed(
+                    StoreOp::create,
+                    self.store.create_indexed(subject, &entry, &record, now),
+                )
+                .await
+                .map(|(n, created)| (Some(n), created))
             }
-        }
-        match self
-            .timed(StoreOp::create, self.store.create(&id, &record))
-            .await
-        {
-            Ok(Created::Stored(ticket)) => {
+            None => self
+                .timed(StoreOp::create, self.store.create(&id, &record))
+                .await
+                .map(|created| (None, created)),
+        };
+        match created {
+            Ok((entries, Created::Stored(ticket))) => {
                 self.metrics.event(SessionEvent::created);
-                if let Some((subject, n)) = &indexed
-                    && let Err(e) = self.indexed_one(subject, *n, &id, now).await
+                if let (Some(subject), Some(n)) = (&subject, entries)
+                    && let Err(e) = self.indexed_one(subject, n, &id, now).await
                 {
                     self.write_failed(e)?;
                 }
@@ -651,7 +660,7 @@ impl Sessions {
                 }
                 Ok(self.cookies_for(&ticket, &record, held, now))
             }
-            Ok(Created::Refused(e)) => Err(self.refused(e)),
+            Ok((_, Created::Refused(e))) => Err(self.refused(e)),
             Err(e) => {
                 self.write_failed(e)?;
                 Ok(otherwise)

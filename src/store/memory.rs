@@ -53,17 +53,38 @@ impl MemoryStore {
     }
 
     /// Drops the stale entries of one subject's index; returns its live sessions.
+    /// One instant's view: the index stays locked (no entry can be added)
+    /// while every shard its entries live in is locked, in index order as a
+    /// cycle locks its two, so that a session moving from one id to another
+    /// is never missed under both.
     fn judge(&self, key: &str, subject: &str, now_ms: UnixMillis) -> Vec<Listed> {
-        let mut live = Vec::new();
-        let mut stale = Vec::new();
-        for (id, sid, at) in self.subjects.entries(subject) {
-            let record = self.shard(&id).peek(&id).cloned();
-            match super::standing(&id, &sid, at, record.as_deref(), key, subject, now_ms) {
-                Standing::Live(l) => live.push(l),
-                Standing::Pending => {}
-                Standing::Stale => stale.push((id, sid)),
+        let (live, stale) = self.subjects.with_entries(subject, |entries| {
+            let mut at: Vec<usize> = entries
+                .iter()
+                .map(|(id, ..)| self.shard_index(id))
+                .collect();
+            at.sort_unstable();
+            at.dedup();
+            let shards: Vec<(usize, MutexGuard<'_, Shard>)> =
+                at.iter().map(|&i| (i, self.lock_at(i))).collect();
+            let mut live = Vec::new();
+            let mut stale = Vec::new();
+            for (id, sid, written) in entries {
+                let i = self.shard_index(id);
+                let shard = &shards
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .expect("locked above")
+                    .1;
+                let record = shard.peek(id).cloned();
+                match super::standing(id, sid, *written, record.as_deref(), key, subject, now_ms) {
+                    Standing::Live(l) => live.push(l),
+                    Standing::Pending => {}
+                    Standing::Stale => stale.push((*id, sid.clone())),
+                }
             }
-        }
+            (live, stale)
+        });
         let before = now_ms.saturating_sub(INDEX_GRACE_MS) + 1;
         self.subjects.drop_entries(subject, &stale, before);
         live

@@ -161,6 +161,9 @@ pub enum Revoked {
     Gone,
     /// A live session with another subject: left alone.
     Other,
+    /// Cycled to this id a moment ago (Redis leaves a tombstone that says
+    /// so): the revocation follows it.
+    Moved(SessionId),
 }
 
 #[derive(Debug)]
@@ -266,6 +269,38 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Live sessions (expired ones not yet swept included), where the
     /// store can count them without a scan.
     fn live_sessions(&self) -> Option<u64>;
+
+    /// `index` then `create`: the entry first, so that the index never
+    /// misses the session. Says how many entries the subject has. A store
+    /// that can make both one step (one transaction) does.
+    fn create_indexed(
+        &self,
+        subject: &str,
+        entry: &IndexEntry,
+        record: &SessionRecord,
+        now_ms: UnixMillis,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        async move {
+            let n = self.index(subject, entry, now_ms).await?;
+            ServerStore::create(self, &entry.id, record).await?;
+            Ok(n)
+        }
+    }
+
+    /// `index` then `save` (of the session under `id`; `entry` names where
+    /// the result will be), as `create_indexed`.
+    fn save_indexed(
+        &self,
+        subject: &str,
+        entry: &IndexEntry,
+        id: &SessionId,
+        op: &SaveOp<'_>,
+    ) -> impl Future<Output = Result<(u64, SaveOutcome), StoreError>> + Send {
+        async move {
+            let n = self.index(subject, entry, op.now_ms).await?;
+            Ok((n, ServerStore::save(self, id, op).await?))
+        }
+    }
 }
 
 /// What every store is, whether it keeps sessions on the server or in the
@@ -430,6 +465,43 @@ impl Store {
             Store::Redis(s) => boxed(s.index(subject, entry, now_ms)).await,
             Store::Cookie(_) => Ok(0),
         }
+    }
+
+    /// See `ServerStore::create_indexed`; a plain create on the cookie store.
+    pub async fn create_indexed(
+        &self,
+        subject: &str,
+        entry: &IndexEntry,
+        record: &SessionRecord,
+        now_ms: UnixMillis,
+    ) -> Result<(u64, Created), StoreError> {
+        let n = match self {
+            Store::Memory(s) => s.create_indexed(subject, entry, record, now_ms).await?,
+            Store::Embedded(s) => s.create_indexed(subject, entry, record, now_ms).await?,
+            Store::Redis(s) => boxed(s.create_indexed(subject, entry, record, now_ms)).await?,
+            Store::Cookie(s) => return Ok((0, s.create(&entry.id, record).await?)),
+        };
+        Ok((n, Created::Stored(Ticket::Id(entry.id))))
+    }
+
+    /// See `ServerStore::save_indexed`; a plain save on the cookie store.
+    pub async fn save_indexed(
+        &self,
+        subject: &str,
+        entry: &IndexEntry,
+        ticket: &Ticket,
+        op: &SaveOp<'_>,
+    ) -> Result<(u64, SaveOutcome<Ticket>), StoreError> {
+        let Ticket::Id(id) = ticket else {
+            return Ok((0, SessionStore::save(self, ticket, op).await?));
+        };
+        let (n, out) = match self {
+            Store::Memory(s) => s.save_indexed(subject, entry, id, op).await?,
+            Store::Embedded(s) => s.save_indexed(subject, entry, id, op).await?,
+            Store::Redis(s) => boxed(s.save_indexed(subject, entry, id, op)).await?,
+            Store::Cookie(s) => return Ok((0, s.save(ticket, op).await?)),
+        };
+        Ok((n, out.map_id(Ticket::Id)))
     }
 
     /// See `ServerStore::indexed`; nothing on the cookie store.

@@ -58,9 +58,13 @@ const RELEASE_SCRIPT: &str = "if redis.call('HGET', KEYS[1], 'mt') == ARGV[1] th
      return 1 end return 0";
 /// Ends a Cluster cycle whose new session exists: the old one is deleted if
 /// it is still the one the cycle named by ARGV[1] marked (a logout may have
-/// deleted it meanwhile).
+/// deleted it meanwhile), leaving a tombstone that names the new id (ARGV[2],
+/// '' for none) for ARGV[3] ms.
 const FINISH_SCRIPT: &str = "if redis.call('HGET', KEYS[1], 'mt') == ARGV[1] then \
-     return redis.call('DEL', KEYS[1]) end return 0";
+     redis.call('DEL', KEYS[1]) \
+     if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'mv', ARGV[2]) \
+     redis.call('PEXPIRE', KEYS[1], ARGV[3]) end \
+     return 1 end return 0";
 /// Reconnection attempts of the connection manager before a command fails;
 /// it keeps trying in the background afterwards.
 const RECONNECT_RETRIES: usize = 2;
@@ -354,6 +358,13 @@ impl RedisStore {
         4 * self.timeout.as_millis() as u64
     }
 
+    /// How long a cycled session's old id names its new one, for the
+    /// revocations that read the old id just before the cycle: far longer
+    /// than a revocation's reads take.
+    fn tombstone_ms(&self) -> u64 {
+        (60 * 1000).max(self.mark_ms())
+    }
+
     /// Releases the old session of a Cluster cycle that failed (best effort:
     /// otherwise it expires when its mark ends).
     async fn release(&self, old_key: &str, token: &str) {
@@ -388,6 +399,7 @@ impl RedisStore {
         old: &SessionId,
         new: &SessionId,
         record: &SessionRecord,
+        tombstone: bool,
     ) -> Result<bool, StoreError> {
         let (old_key, token) = (self.key(old), record.sid.as_str());
         if let Err(e) = ServerStore::create(self, new, record).await {
@@ -395,11 +407,19 @@ impl RedisStore {
             return Err(e);
         }
         let finish = &self.finish_script;
+        let moved_to = if tombstone {
+            new.encode()
+        } else {
+            String::new()
+        };
+        let tombstone_ms = self.tombstone_ms();
         let finished = self
             .run(|mut c| async move {
                 finish
                     .key(&old_key)
                     .arg(token)
+                    .arg(&moved_to)
+                    .arg(tombstone_ms)
                     .invoke_async::<i64>(&mut c)
                     .await
             })
@@ -593,6 +613,13 @@ impl ServerStore for RedisStore {
                     .arg(self.deadline())
                     .arg(new_sid)
                     .arg(mark_ms);
+                // A cycle of a session with subjects leaves a tombstone
+                // (see save.lua); `expect` is set exactly for those.
+                match (&op.cycle_to, op.expect) {
+                    (Some((new_id, _)), Some(_)) => inv.arg(new_id.encode()),
+                    _ => inv.arg(""),
+                }
+                .arg(self.tombstone_ms());
                 match op.expect {
                     None => {
                         inv.arg("").arg(0);
@@ -634,7 +661,10 @@ impl ServerStore for RedisStore {
                 let id = match (&op.cycle_to, mode) {
                     (Some((new_id, _)), "mark") => {
                         record.sid = new_sid.to_string();
-                        if !self.finish_move(id, new_id, &record).await? {
+                        if !self
+                            .finish_move(id, new_id, &record, op.expect.is_some())
+                            .await?
+                        {
                             return Ok(SaveOutcome::Gone);
                         }
                         *new_id

@@ -36,9 +36,15 @@ impl SubjectIndex {
         entries.len() as u64
     }
 
-    /// The subject's entries: (id, sid, written at).
-    pub fn entries(&self, subject: &str) -> Vec<(SessionId, String, UnixMillis)> {
-        self.lock()
+    /// Runs `f` on the subject's entries (id, sid, written at) with the
+    /// index locked: no entry can be added meanwhile.
+    pub fn with_entries<R>(
+        &self,
+        subject: &str,
+        f: impl FnOnce(&[(SessionId, String, UnixMillis)]) -> R,
+    ) -> R {
+        let g = self.lock();
+        let entries: Vec<_> = g
             .by_subject
             .get(subject)
             .map(|m| {
@@ -46,7 +52,8 @@ impl SubjectIndex {
                     .map(|(id, (sid, at))| (*id, sid.clone(), *at))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        f(&entries)
     }
 
     /// Drops entries of the subject, unless rewritten since `before_ms`.
@@ -74,7 +81,6 @@ impl SubjectIndex {
             g.by_sid.remove(sid);
         }
     }
-
     /// The id an indexed sid names.
     pub fn sid(&self, sid: &str) -> Option<SessionId> {
         self.lock().by_sid.get(sid).copied()
@@ -104,9 +110,9 @@ mod tests {
         // Judged stale at 20, rewritten at 30: the drop of the judgement at 20 keeps it.
         index.add("alice", &entry, 30);
         index.drop_entries("alice", &[(id, "s1".into())], 20);
-        assert_eq!(index.entries("alice").len(), 1);
+        assert_eq!(index.with_entries("alice", <[_]>::len), 1);
         index.drop_entries("alice", &[(id, "s1".into())], 31);
-        assert!(index.entries("alice").is_empty());
+        assert_eq!(index.with_entries("alice", <[_]>::len), 0);
         assert_eq!(index.sid("s1"), None);
         assert!(index.subjects().is_empty());
     }

@@ -4,7 +4,7 @@
 
 use super::rows::{Expiry, Sessions, remove};
 use super::{Written, backend, decode, readable};
-use crate::record::{ID_BYTES, IndexEntry, SessionId, UnixMillis, subject_of};
+use crate::record::{ID_BYTES, IndexEntry, SessionId, SessionRecord, UnixMillis, subject_of};
 use crate::store::{Revoked, StoreError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -73,10 +73,12 @@ fn entry_key(subject: &str, id: &SessionId) -> Vec<u8> {
     k
 }
 
-/// Every key of the subject's range lies in [prefix, prefix + 0xFF).
+/// The last key the subject's range can hold: every key is the prefix and
+/// 16 bytes of id. (An id may start with 0xFF: a bound of prefix + 0xFF,
+/// exclusive, would leave one session in 256 out of its subject's index.)
 fn range_end(subject: &str) -> Vec<u8> {
     let mut k = prefix(subject);
-    k.push(0xFF);
+    k.extend_from_slice(&[0xFF; ID_BYTES]);
     k
 }
 
@@ -108,7 +110,7 @@ pub(super) fn apply(
                 .insert(entry_key(&subject, &entry.id).as_slice(), value.as_slice())
                 .map_err(backend)?;
             let count = subjects
-                .range::<&[u8]>(prefix(&subject).as_slice()..range_end(&subject).as_slice())
+                .range::<&[u8]>(prefix(&subject).as_slice()..=range_end(&subject).as_slice())
                 .map_err(backend)?
                 .count() as u64;
             let mut sids = txn.open_table(SIDS).map_err(backend)?;
@@ -163,12 +165,15 @@ pub(super) fn apply(
     }
 }
 
-/// The subject's entries: (id, sid, written at).
-pub(super) fn entries(
-    db: &Database,
-    subject: &str,
-) -> Result<Vec<(SessionId, String, UnixMillis)>, StoreError> {
+/// An index entry (id, sid, written at) and the session under its id.
+pub(super) type Judged = (SessionId, String, UnixMillis, Option<SessionRecord>);
+
+/// The subject's entries and their sessions, read in one transaction: one
+/// instant's view, in which a session the writer moved to a new id (in
+/// one transaction too) is found under one of them.
+pub(super) fn entries(db: &Database, subject: &str) -> Result<Vec<Judged>, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
+    let sessions = txn.open_table(super::SESSIONS).map_err(backend)?;
     let subjects = match txn.open_table(SUBJECTS) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -177,7 +182,7 @@ pub(super) fn entries(
     let mut out = Vec::new();
     let start = prefix(subject);
     for item in subjects
-        .range::<&[u8]>(start.as_slice()..range_end(subject).as_slice())
+        .range::<&[u8]>(start.as_slice()..=range_end(subject).as_slice())
         .map_err(backend)?
     {
         let (k, v) = item.map_err(backend)?;
@@ -186,7 +191,11 @@ pub(super) fn entries(
             .get(start.len()..)
             .and_then(|b| <[u8; ID_BYTES]>::try_from(b).ok());
         if let (Some(id), Some((at, sid))) = (id, parse_value(v.value())) {
-            out.push((SessionId::from_bytes(id), sid, at));
+            let record = sessions
+                .get(id.as_slice())
+                .map_err(backend)?
+                .and_then(|r| readable(decode(r.value())));
+            out.push((SessionId::from_bytes(id), sid, at, record));
         }
     }
     Ok(out)

@@ -65,6 +65,30 @@ fn readable(decoded: Result<SessionRecord, StoreError>) -> Option<SessionRecord>
         .ok()
 }
 
+/// The writer's operation for a save.
+fn save_op(
+    id: &SessionId,
+    op: &SaveOp<'_>,
+    reply: oneshot::Sender<Result<SaveOutcome, StoreError>>,
+) -> WriteOp {
+    WriteOp::Save {
+        id: *id,
+        patches: op.change.patches.to_vec(),
+        expiry_s: op.change.expiry_s,
+        cycle_to: op.cycle_to.clone(),
+        now_ms: op.now_ms,
+        expect: op
+            .expect
+            .map(|e| (e.key.to_string(), e.subject.map(str::to_string))),
+        reply,
+    }
+}
+
+/// The reply of a write the writer dropped.
+fn lost() -> StoreError {
+    StoreError::Backend("the write was lost: the embedded store's writer failed".into())
+}
+
 fn encode(record: &SessionRecord) -> Vec<u8> {
     serde_json::to_vec(record).expect("a session record always serializes")
 }
@@ -203,8 +227,6 @@ impl EmbeddedStore {
         op: WriteOp,
         rx: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let lost =
-            || StoreError::Backend("the write was lost: the embedded store's writer failed".into());
         let writer = self.writer.as_ref().ok_or_else(lost)?;
         writer.send(op).await.map_err(|_| lost())?;
         rx.await.map_err(|_| lost())?
@@ -267,21 +289,7 @@ impl ServerStore for EmbeddedStore {
 
     async fn save(&self, id: &SessionId, op: &SaveOp<'_>) -> Result<SaveOutcome, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.submit(
-            WriteOp::Save {
-                id: *id,
-                patches: op.change.patches.to_vec(),
-                expiry_s: op.change.expiry_s,
-                cycle_to: op.cycle_to.clone(),
-                now_ms: op.now_ms,
-                expect: op
-                    .expect
-                    .map(|e| (e.key.to_string(), e.subject.map(str::to_string))),
-                reply: tx,
-            },
-            rx,
-        )
-        .await
+        self.submit(save_op(id, op, tx), rx).await
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
@@ -365,9 +373,8 @@ impl ServerStore for EmbeddedStore {
         };
         let mut live = Vec::new();
         let mut stale = Vec::new();
-        for (id, sid, at) in entries {
-            let record = ServerStore::load(self, &id, now_ms).await?;
-            match super::standing(&id, &sid, at, record.as_deref(), key, subject, now_ms) {
+        for (id, sid, at, record) in entries {
+            match super::standing(&id, &sid, at, record.as_ref(), key, subject, now_ms) {
                 Standing::Live(l) => live.push(l),
                 Standing::Pending => {}
                 Standing::Stale => stale.push((id, sid)),
@@ -418,6 +425,41 @@ impl ServerStore for EmbeddedStore {
         Ok(index::revoked(code))
     }
 
+    /// One transaction: the entry and the session commit together.
+    async fn create_indexed(
+        &self,
+        subject: &str,
+        entry: &IndexEntry,
+        record: &SessionRecord,
+        now_ms: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let create = WriteOp::Create {
+            id: entry.id,
+            record: record.clone(),
+            reply: tx,
+        };
+        let n = self.index_then(subject, entry, now_ms, create).await;
+        rx.await.map_err(|_| lost())??;
+        n
+    }
+
+    /// One transaction: the entry and the save commit together.
+    async fn save_indexed(
+        &self,
+        subject: &str,
+        entry: &IndexEntry,
+        id: &SessionId,
+        op: &SaveOp<'_>,
+    ) -> Result<(u64, SaveOutcome), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let n = self
+            .index_then(subject, entry, op.now_ms, save_op(id, op, tx))
+            .await;
+        let out = rx.await.map_err(|_| lost())??;
+        Ok((n?, out))
+    }
+
     /// redb keeps each table's length in its header: no scan.
     fn live_sessions(&self) -> Option<u64> {
         let db = self.file.db().ok()?;
@@ -428,9 +470,42 @@ impl ServerStore for EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    /// Adds an index entry and applies `then` in the same transaction.
+    async fn index_then(
+        &self,
+        subject: &str,
+        entry: &IndexEntry,
+        now_ms: UnixMillis,
+        then: WriteOp,
+    ) -> Result<u64, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let op = IndexOp::Add {
+            subject: subject.to_string(),
+            entry: entry.clone(),
+            now_ms,
+        };
+        self.submit(
+            WriteOp::Index {
+                op,
+                then: Some(Box::new(then)),
+                reply: tx,
+            },
+            rx,
+        )
+        .await
+    }
+
     async fn index_op(&self, op: IndexOp) -> Result<u64, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.submit(WriteOp::Index { op, reply: tx }, rx).await
+        self.submit(
+            WriteOp::Index {
+                op,
+                then: None,
+                reply: tx,
+            },
+            rx,
+        )
+        .await
     }
 }
 

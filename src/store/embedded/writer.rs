@@ -57,9 +57,12 @@ pub(super) enum WriteOp {
     Probe {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
-    /// Changes the index of subjects, or revokes a session through it.
+    /// Changes the index of subjects, or revokes a session through it;
+    /// then, in the same transaction, `then` (the session write an index
+    /// entry was added for: both commit or neither does).
     Index {
         op: IndexOp,
+        then: Option<Box<WriteOp>>,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
 }
@@ -160,16 +163,26 @@ pub(super) fn apply_batch(
     bounds: &Bounds,
     on_outcome: impl FnOnce(Result<(), &str>, u64),
 ) -> bool {
-    let touched: Vec<SessionId> = batch
-        .iter()
-        .flat_map(|op| match op {
-            WriteOp::Create { id, .. } | WriteOp::Delete { id, .. } => [Some(*id), None],
-            WriteOp::Save { id, cycle_to, .. } => [Some(*id), cycle_to.as_ref().map(|(n, _)| *n)],
-            WriteOp::Index { op, .. } => [op.touches(), None],
-            WriteOp::ClearExpired { .. } | WriteOp::Probe { .. } => [None, None],
-        })
-        .flatten()
-        .collect();
+    fn touches(op: &WriteOp, out: &mut Vec<SessionId>) {
+        match op {
+            WriteOp::Create { id, .. } | WriteOp::Delete { id, .. } => out.push(*id),
+            WriteOp::Save { id, cycle_to, .. } => {
+                out.push(*id);
+                out.extend(cycle_to.as_ref().map(|(n, _)| *n));
+            }
+            WriteOp::Index { op, then, .. } => {
+                out.extend(op.touches());
+                if let Some(then) = then {
+                    touches(then, out);
+                }
+            }
+            WriteOp::ClearExpired { .. } | WriteOp::Probe { .. } => {}
+        }
+    }
+    let mut touched = Vec::with_capacity(batch.len());
+    for op in &batch {
+        touches(op, &mut touched);
+    }
     apply_batch_inner(db, batch, bounds, |written, outcome, evicted| {
         cache.update(&touched, written);
         on_outcome(outcome, evicted);
@@ -229,11 +242,24 @@ fn apply_batch_inner(
         }
         for op in batch {
             let (reply, error) = match op {
-                WriteOp::Index { op, reply } => {
+                WriteOp::Index { op, then, reply } => {
                     let result =
                         super::index::apply(&txn, &mut sessions, &mut expiry, op, &mut written);
-                    let error = result.as_ref().err().map(ToString::to_string);
-                    (pending(reply, result), error)
+                    let mut error = result.as_ref().err().map(ToString::to_string);
+                    let indexed = pending(reply, result);
+                    match then {
+                        None => (indexed, error),
+                        Some(then) => {
+                            let (written_reply, e) =
+                                apply_one(&mut sessions, &mut expiry, *then, policy, &mut written);
+                            error = error.or(e);
+                            let both: Pending = Box::new(move |commit| {
+                                indexed(commit);
+                                written_reply(commit);
+                            });
+                            (both, error)
+                        }
+                    }
                 }
                 op => apply_one(&mut sessions, &mut expiry, op, policy, &mut written),
             };
@@ -298,7 +324,19 @@ fn reply_slot(op: WriteOp) -> Pending {
         WriteOp::Save { reply, .. } => pending(reply, never()),
         WriteOp::ClearExpired { reply, .. } => pending(reply, never()),
         WriteOp::Probe { reply } => pending(reply, never()),
-        WriteOp::Index { reply, .. } => pending(reply, never()),
+        WriteOp::Index { reply, then, .. } => {
+            let indexed = pending(reply, never());
+            match then {
+                None => indexed,
+                Some(then) => {
+                    let written = reply_slot(*then);
+                    Box::new(move |commit| {
+                        indexed(commit);
+                        written(commit);
+                    })
+                }
+            }
+        }
     }
 }
 

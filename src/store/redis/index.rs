@@ -80,19 +80,66 @@ impl RedisStore {
                 .map(|(id, ..)| ServerStore::load(self, id, now_ms)),
         )
         .await;
-        let mut live = Vec::new();
+        let mut live: Vec<Listed> = Vec::new();
         let mut stale = Vec::new();
         for ((id, sid, at, m), record) in entries.iter().zip(records) {
-            match standing(id, sid, *at, record?.as_deref(), key, subject, now_ms) {
+            let record = record?;
+            if record.is_none()
+                && let Some(l) = self.follow(id, key, subject, now_ms).await?
+            {
+                // Cycled while this list was being read: where it went.
+                live.push(l);
+            }
+            match standing(id, sid, *at, record.as_deref(), key, subject, now_ms) {
                 Standing::Live(l) => live.push(l),
                 Standing::Pending => {}
                 Standing::Stale => stale.push(*m),
             }
         }
+        live.sort_by_key(|l| *l.id.as_bytes());
+        live.dedup_by_key(|l| *l.id.as_bytes());
         if !stale.is_empty() {
             self.drop_entries(&index_key, &stale, now_ms).await?;
         }
         Ok(live)
+    }
+
+    /// The live session of `subject` that a cycle moved the session under
+    /// `id` to, following the tombstones cycles leave.
+    async fn follow(
+        &self,
+        id: &SessionId,
+        key: &str,
+        subject: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Option<Listed>, StoreError> {
+        let mut at = *id;
+        for _ in 0..16 {
+            let k = self.key(&at);
+            let next: Option<String> = self
+                .run(|mut c| async move {
+                    ::redis::cmd("HGET")
+                        .arg(&k)
+                        .arg("mv")
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            let Some(next) = next.as_deref().and_then(SessionId::decode) else {
+                return Ok(None);
+            };
+            if let Some(r) = ServerStore::load(self, &next, now_ms).await? {
+                let mine = crate::record::subject_of(&r.data, key).as_deref() == Some(subject);
+                return Ok(mine.then(|| Listed {
+                    id: next,
+                    sid: r.sid.clone(),
+                    created_ms: r.created_ms,
+                    expires_ms: r.expires_ms,
+                }));
+            }
+            at = next;
+        }
+        Ok(None)
     }
 
     /// Drops stale entries, and the sid keys of those dropped.
@@ -170,6 +217,10 @@ impl RedisStore {
             .await?
         };
         match reply.first().map(String::as_str) {
+            Some("moved") => match reply.get(1).and_then(|m| SessionId::decode(m)) {
+                Some(new) => Ok(Revoked::Moved(new)),
+                None => Err(unexpected("revoke", &reply)),
+            },
             Some("deleted") => Ok(Revoked::Deleted),
             Some("gone") => Ok(Revoked::Gone),
             Some("other") => Ok(Revoked::Other),

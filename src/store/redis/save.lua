@@ -7,6 +7,8 @@
 --              'mark': keep KEYS[1], marked as moving for ARGV[9] ms by the
 --              cycle named by the new sid),
 --       the write's deadline (ms, Redis's clock), the new sid, mark ms,
+--       with 'move': the new id, to leave in a tombstone under the old one
+--       ('': no tombstone), the tombstone's lifetime (ms),
 --       the subject key as JSON text ('': no check), n, the n JSON texts the
 --       result's subject may have (n = 0: no subject), patch...
 local past, clock = late(ARGV[7])
@@ -22,8 +24,8 @@ end
 -- race, as it would had the move finished first.
 if h[6] and tonumber(h[6]) > clock then return {'gone'} end
 local data = parse(h[1])
-local n = tonumber(ARGV[11])
-for i = 12 + n, #ARGV do merge(data, parse(ARGV[i])) end
+local n = tonumber(ARGV[13])
+for i = 14 + n, #ARGV do merge(data, parse(ARGV[i])) end
 local x = h[5] or ''
 if ARGV[5] ~= '' then x = ARGV[5] end
 local out = serialize(data)
@@ -33,13 +35,13 @@ if out == '{}' then
 end
 if #out > tonumber(ARGV[4]) then return {'too_large', tostring(#out)} end
 -- The result's subject must be the one its new id was indexed under.
-if ARGV[10] ~= '' then
-  local v = data.vals[ARGV[10]]
+if ARGV[12] ~= '' then
+  local v = data.vals[ARGV[12]]
   local c = type(v) == 'string' and string.sub(v, 1, 1) or ''
   local is_subject = c == '"' or c == '-' or string.find(c, '%d') ~= nil
   local ok = not is_subject and n == 0
   if is_subject then
-    for i = 12, 11 + n do
+    for i = 14, 13 + n do
       if v == ARGV[i] then ok = true end
     end
   end
@@ -60,6 +62,12 @@ if cycle == 'move' then
   if x ~= '' then redis.call('HSET', KEYS[2], 'x', x) end
   redis.call('PEXPIREAT', KEYS[2], es)
   redis.call('DEL', KEYS[1])
+  -- A revocation that read the old id a moment ago follows the tombstone
+  -- to the new one (it is no session: it has no data).
+  if ARGV[10] ~= '' then
+    redis.call('HSET', KEYS[1], 'mv', ARGV[10])
+    redis.call('PEXPIRE', KEYS[1], ARGV[11])
+  end
   return {'saved', out, ARGV[8], h[3], es, x}
 elseif cycle == 'mark' then
   -- Read-only until the move ends, and gone by itself when the mark ends

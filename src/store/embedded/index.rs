@@ -104,18 +104,31 @@ pub(super) fn apply(
             now_ms,
         } => {
             let mut subjects = txn.open_table(SUBJECTS).map_err(backend)?;
-            let mut value = now_ms.to_be_bytes().to_vec();
-            value.extend_from_slice(entry.sid.as_bytes());
-            subjects
-                .insert(entry_key(&subject, &entry.id).as_slice(), value.as_slice())
-                .map_err(backend)?;
+            let key = entry_key(&subject, &entry.id);
+            // The entry commits with the write it was added for, never
+            // before it: one that is there already needs no fresher time
+            // (a login that sets the same subject again rewrites nothing).
+            let known = subjects
+                .get(key.as_slice())
+                .map_err(backend)?
+                .and_then(|v| parse_value(v.value()))
+                .is_some_and(|(_, sid)| sid == entry.sid);
+            if !known {
+                let mut value = now_ms.to_be_bytes().to_vec();
+                value.extend_from_slice(entry.sid.as_bytes());
+                subjects
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(backend)?;
+            }
             let count = subjects
                 .range::<&[u8]>(prefix(&subject).as_slice()..=range_end(&subject).as_slice())
                 .map_err(backend)?
                 .count() as u64;
-            let mut sids = txn.open_table(SIDS).map_err(backend)?;
-            sids.insert(entry.sid.as_str(), entry.id.as_bytes().as_slice())
-                .map_err(backend)?;
+            if !known {
+                let mut sids = txn.open_table(SIDS).map_err(backend)?;
+                sids.insert(entry.sid.as_str(), entry.id.as_bytes().as_slice())
+                    .map_err(backend)?;
+            }
             Ok(count)
         }
         IndexOp::Drop {

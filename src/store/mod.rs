@@ -11,6 +11,7 @@
 
 pub mod cookie;
 pub mod embedded;
+mod index;
 pub mod memory;
 pub mod redis;
 mod subjects;
@@ -19,6 +20,7 @@ pub mod table;
 use crate::record::UpdateError;
 use crate::record::{Change, SessionRecord, UnixMillis};
 use crate::record::{IndexEntry, Listed, SessionId, subject_of};
+pub use index::{INDEX_GRACE_MS, INDEX_PRUNE_AT, Revoked, Standing, standing};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -104,66 +106,6 @@ impl SaveOp<'_> {
         let actual = subject_of(&result.data, expect.key);
         (actual.as_deref() != expect.subject).then_some(actual)
     }
-}
-
-/// How long an index entry whose session is missing, or has another
-/// subject, is kept before it counts as stale: an entry is written before
-/// its session, so a young one may name a write still under way.
-pub const INDEX_GRACE_MS: u64 = 10 * 60 * 1000;
-/// Past this many entries, a subject's index is pruned after an addition.
-pub const INDEX_PRUNE_AT: u64 = 64;
-
-/// What an index entry names, judged against the session it names.
-#[derive(Debug)]
-pub enum Standing {
-    Live(Listed),
-    /// Not (yet) a session of the subject, but young: kept.
-    Pending,
-    /// Gone, expired, or someone else's since long enough: dropped.
-    Stale,
-}
-
-/// Judges an index entry (`id`, `sid`, written at `indexed_ms`) of
-/// `subject` by the record now stored under its id.
-pub fn standing(
-    id: &SessionId,
-    sid: &str,
-    indexed_ms: UnixMillis,
-    record: Option<&SessionRecord>,
-    key: &str,
-    subject: &str,
-    now_ms: UnixMillis,
-) -> Standing {
-    if let Some(r) = record
-        && r.is_live(now_ms)
-        && r.sid == sid
-        && subject_of(&r.data, key).as_deref() == Some(subject)
-    {
-        return Standing::Live(Listed {
-            id: *id,
-            sid: r.sid.clone(),
-            created_ms: r.created_ms,
-            expires_ms: r.expires_ms,
-        });
-    }
-    if now_ms.saturating_sub(indexed_ms) < INDEX_GRACE_MS {
-        Standing::Pending
-    } else {
-        Standing::Stale
-    }
-}
-
-/// What a revocation found under an id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revoked {
-    Deleted,
-    /// No live session there (flushed, expired, or moved by a cycle).
-    Gone,
-    /// A live session with another subject: left alone.
-    Other,
-    /// Cycled to this id a moment ago (Redis leaves a tombstone that says
-    /// so): the revocation follows it.
-    Moved(SessionId),
 }
 
 #[derive(Debug)]

@@ -67,9 +67,30 @@ pub struct Config {
     /// Whether request headers with `_` in their names are forwarded
     /// (nginx's `underscores_in_headers`); by default they are dropped.
     pub underscores_in_headers: bool,
+    /// `trusted_proxies`: the peers whose `X-Forwarded-*` are believed.
+    pub trusted_proxies: TrustedProxies,
     /// What is allowed but probably not meant: `check` prints these, the
     /// proxy logs them at start.
     pub warnings: Vec<String>,
+}
+
+/// `trusted_proxies` (SPEC section 8.4): address ranges of the load
+/// balancers and proxies in front, whose `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` are kept and whose `X-Forwarded-For` entries are
+/// skipped when finding the client's address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// `paths:` (SPEC section 8.1). The defaults refuse every path a backend

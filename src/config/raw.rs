@@ -360,4 +360,5 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "limits",
     "paths",
     "underscores_in_headers",
+    "trusted_proxies",
 ];

@@ -36,18 +36,21 @@ const MAX_KEPT_BUFFER_BYTES: usize = 64 * 1024;
 /// What the accept loop knows of a connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// The client's address as an `X-Forwarded-For` entry, formatted once
+    /// The peer's address as an `X-Forwarded-For` entry, formatted once
     /// per connection rather than once per request.
     pub client_ip: HeaderValue,
+    /// The peer's address, judged by `trusted_proxies`.
+    pub peer: std::net::IpAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
 }
 
 impl ConnInfo {
     pub fn new(remote: SocketAddr, proto: &'static str) -> Self {
+        let peer = remote.ip().to_canonical();
         ConnInfo {
-            client_ip: HeaderValue::try_from(remote.ip().to_string())
-                .expect("an IP address is ASCII"),
+            client_ip: HeaderValue::try_from(peer.to_string()).expect("an IP address is ASCII"),
+            peer,
             proto,
         }
     }

@@ -76,6 +76,8 @@ pub struct Proxy {
     underscores_allowed: bool,
     /// `log.access`.
     access: crate::config::AccessLog,
+    /// `trusted_proxies`.
+    trusted: crate::config::TrustedProxies,
     /// Permits of upgraded (tunnelled) connections, `limits.max_connections` of them.
     tunnels: Arc<tokio::sync::Semaphore>,
     unrouted: crate::metrics::RouteRecorder,
@@ -140,6 +142,7 @@ impl Proxy {
             router: router::Router::new(&config.routes, config.paths),
             underscores_allowed: config.underscores_in_headers,
             access: config.log.access,
+            trusted: config.trusted_proxies.clone(),
             routes,
             session_filled,
             upstreams: Upstreams::new(config.upstreams.clone()),
@@ -176,7 +179,13 @@ impl Proxy {
         let access = (self.access_logged()
             && tracing::enabled!(target: "sessiongate::access", tracing::Level::INFO))
         .then(|| (req.method().clone(), req.uri().path().to_owned()));
-        let span = tracing::info_span!("request", request_id = %RequestIdDisplay(&request_id));
+        let client =
+            forward::client_address(req.headers(), &conn.client_ip, &conn.peer, &self.trusted);
+        let span = tracing::info_span!(
+            "request",
+            request_id = %RequestIdDisplay(&request_id),
+            client_ip = client.to_str().unwrap_or("-"),
+        );
         // Boxed: the request's state is then built once, in place, instead of
         // being copied through every layer that awaits it.
         let forwarding = pinned_in_place(|| self.route_and_forward(req, conn, &request_id, start));
@@ -202,6 +211,7 @@ impl Proxy {
                     status,
                     duration_ms = elapsed.as_secs_f64() * 1000.0,
                     route = label,
+                    client_ip = client.to_str().unwrap_or("-"),
                     "request"
                 )
             });
@@ -382,7 +392,15 @@ impl Proxy {
             host_in_place,
             rewritten,
         } = target;
-        forward::set_forwarded(h, &mut added, &conn.client_ip, conn.proto, host.as_ref());
+        let peer_trusted = !self.trusted.is_empty() && self.trusted.contains(&conn.peer);
+        forward::set_forwarded(
+            h,
+            &mut added,
+            &conn.client_ip,
+            peer_trusted,
+            conn.proto,
+            host.as_ref(),
+        );
         // Exactly one Host, the one the request was routed on.
         if !host_in_place {
             let host = host.unwrap_or_else(|| {

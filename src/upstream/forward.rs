@@ -2,6 +2,7 @@
 //! (RFC 9110 section 7.6.1), `X-Forwarded-*`, and the internal-prefix filter.
 
 use crate::config::InternalHeaders;
+use crate::config::TrustedProxies;
 pub use crate::http1::{Added, KEEP_ALIVE, holds, lists_token};
 use crate::http1::{HOP_BY_HOP, is_connection_option};
 use http::header::Entry;
@@ -82,12 +83,47 @@ pub fn remove_spoofable(
     }
 }
 
+/// The client's address: the peer's, unless the peer is a trusted proxy;
+/// then the rightmost `X-Forwarded-For` entry that is not one (the
+/// leftmost when every one is), so that no untrusted hop's own claims count.
+pub fn client_address(
+    headers: &HeaderMap,
+    peer: &HeaderValue,
+    peer_ip: &std::net::IpAddr,
+    trusted: &TrustedProxies,
+) -> HeaderValue {
+    if trusted.is_empty() || !trusted.contains(peer_ip) {
+        return peer.clone();
+    }
+    let hops: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let mut client = None;
+    for hop in hops.iter().rev() {
+        client = Some(*hop);
+        match hop.parse::<std::net::IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            _ => break,
+        }
+    }
+    client
+        .and_then(|c| HeaderValue::from_str(c).ok())
+        .unwrap_or_else(|| peer.clone())
+}
+
 /// Sets `X-Forwarded-For` (appended), `X-Forwarded-Proto` and
-/// `X-Forwarded-Host`, taking the client's copies out of `headers`.
+/// `X-Forwarded-Host`, taking the client's copies out of `headers`; a
+/// trusted proxy's `X-Forwarded-Proto` and `X-Forwarded-Host` are kept.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     added: &mut Added,
     client_ip: &HeaderValue,
+    peer_trusted: bool,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
@@ -108,13 +144,23 @@ pub fn set_forwarded(
         client_ip.clone()
     };
     added.set(X_FORWARDED_FOR.clone(), forwarded_for);
-    for name in [&X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
+    let mut kept = [false; 2];
+    for (i, name) in [&X_FORWARDED_PROTO, &X_FORWARDED_HOST]
+        .into_iter()
+        .enumerate()
+    {
         if holds(headers, name) {
-            headers.remove(name);
+            if peer_trusted {
+                kept[i] = true;
+            } else {
+                headers.remove(name);
+            }
         }
     }
-    added.set(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(h) = host {
+    if !kept[0] {
+        added.set(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if let (false, Some(h)) = (kept[1], host) {
         added.set(X_FORWARDED_HOST.clone(), h.clone());
     }
 }
@@ -277,6 +323,7 @@ mod tests {
             &mut h,
             &mut added,
             &HeaderValue::from_static("127.0.0.1"),
+            false,
             "http",
             host,
         );
@@ -336,5 +383,39 @@ mod tests {
         add_vary_cookie(&mut h);
         let all: Vec<_> = h.get_all(header::VARY).iter().collect();
         assert_eq!(all, vec!["Accept-Encoding", "Cookie"]);
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_hop() {
+        let trusted = TrustedProxies(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+            "fd00::/8".parse().unwrap(),
+        ]);
+        let peer = HeaderValue::from_static("127.0.0.1");
+        let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let with = |xff: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in xff {
+                h.append(&X_FORWARDED_FOR, HeaderValue::from_static(v));
+            }
+            client_address(&h, &peer, &local, &trusted)
+        };
+        // A client's own claim to the left of the real client is ignored.
+        assert_eq!(with(&["6.6.6.6, 1.2.3.4, 10.0.0.7"]), "1.2.3.4");
+        assert_eq!(with(&["6.6.6.6", "1.2.3.4", "10.1.1.1"]), "1.2.3.4");
+        assert_eq!(with(&["2001:db8::1, fd00::2"]), "2001:db8::1");
+        assert_eq!(
+            with(&["10.0.0.1, 10.0.0.2"]),
+            "10.0.0.1",
+            "all trusted: the leftmost"
+        );
+        assert_eq!(with(&[]), "127.0.0.1", "no header: the peer");
+        // From an untrusted peer, the header says nothing.
+        let outside: std::net::IpAddr = "192.0.2.9".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        let p = HeaderValue::from_static("192.0.2.9");
+        assert_eq!(client_address(&h, &p, &outside, &trusted), "192.0.2.9");
     }
 }

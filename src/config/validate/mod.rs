@@ -164,6 +164,7 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
             |v| section::<RawPathRules>(v, "paths", &mut issues),
         )
         .map(path_policy);
+    let trusted_proxies = trusted_proxies(take("trusted_proxies"), &mut issues);
     let underscores_in_headers = match take("underscores_in_headers") {
         None => false,
         Some(Value::Bool(b)) => b,
@@ -221,6 +222,7 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
                 limits,
                 paths,
                 underscores_in_headers,
+                trusted_proxies,
                 warnings,
             })
         }
@@ -319,6 +321,40 @@ fn admin(value: Option<Value>, issues: &mut Issues) -> Option<AdminConfig> {
         .token
         .and_then(|spec| secret_value(&Value::String(spec), "admin.token", issues));
     socket_addr(text, "admin.addr", issues).map(|addr| AdminConfig { addr, token })
+}
+
+/// `trusted_proxies`: CIDR ranges, or single addresses, IPv4 or IPv6.
+fn trusted_proxies(value: Option<Value>, issues: &mut Issues) -> TrustedProxies {
+    let Some(value) = value else {
+        return TrustedProxies::default();
+    };
+    let Value::Array(items) = value else {
+        issues.push(
+            "trusted_proxies",
+            "must be a list of CIDR ranges, e.g. [10.0.0.0/8, \"fd00::/8\"]",
+        );
+        return TrustedProxies::default();
+    };
+    let mut nets = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("trusted_proxies[{i}]");
+        let parsed = item.as_str().and_then(|text| {
+            text.parse::<ipnet::IpNet>().ok().or_else(|| {
+                text.parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(ipnet::IpNet::from)
+            })
+        });
+        match parsed {
+            // 10.1.2.3/8 names the range 10.0.0.0/8, as nginx's set_real_ip_from reads it.
+            Some(net) => nets.push(net.trunc()),
+            None => issues.push(
+                path,
+                "not an IP address or CIDR range (e.g. 10.0.0.0/8, 192.168.1.10, fd00::/8)",
+            ),
+        }
+    }
+    TrustedProxies(nets)
 }
 
 fn secrets(value: Option<Value>, issues: &mut Issues) -> Vec<Secret> {

@@ -124,11 +124,20 @@ pub async fn run(
         stop_rx.clone(),
     );
     let mut loops = JoinSet::new();
-    for (listener, acceptor) in listeners.proxy.into_iter().zip(acceptors) {
-        tracing::info!(addr = ?listener.local_addr().ok(), tls = acceptor.is_some(), "proxy listening");
+    let proxy_protocol = config.listen.iter().map(|l| l.proxy_protocol);
+    for ((listener, acceptor), proxy_protocol) in listeners
+        .proxy
+        .into_iter()
+        .zip(acceptors)
+        .zip(proxy_protocol)
+    {
+        tracing::info!(addr = ?listener.local_addr().ok(), tls = acceptor.is_some(), proxy_protocol, "proxy listening");
         loops.spawn(server::accept_loop(
             listener,
-            acceptor,
+            server::Accept {
+                tls: acceptor,
+                proxy_protocol,
+            },
             proxy.clone(),
             serving.clone(),
         ));
@@ -141,7 +150,10 @@ pub async fn run(
         };
         loops.spawn(server::accept_loop(
             listener,
-            None,
+            server::Accept {
+                tls: None,
+                proxy_protocol: false,
+            },
             admin.clone(),
             admin_serving,
         ));

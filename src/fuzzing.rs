@@ -319,3 +319,26 @@ pub fn merge_patch(
     }
     Some(target)
 }
+
+/// PROXY protocol headers (v1 and v2), read from a stream: reading never
+/// panics and never takes a byte past the header's end, and the bytes it
+/// took, read again as a whole header, name the same source.
+pub fn proxy_header(data: &[u8]) {
+    use crate::server::proxy_protocol::{read_header, source};
+    use futures_util::FutureExt;
+    let mut stream = std::io::Cursor::new(data);
+    let read = read_header(&mut stream)
+        .now_or_never()
+        .expect("a byte slice never makes a read wait");
+    let taken = stream.position() as usize;
+    assert!(taken <= data.len());
+    if let Ok(found) = read {
+        let header = &data[..taken];
+        assert!(
+            header.starts_with(b"PROXY") && header.ends_with(b"\r\n")
+                || header.starts_with(b"\r\n\r\n\0"),
+            "{header:?}"
+        );
+        assert_eq!(source(header).ok(), Some(found), "{header:?}");
+    }
+}

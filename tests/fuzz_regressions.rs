@@ -58,3 +58,8 @@ fn path_and_route_inputs_hold() {
 fn config_inputs_hold() {
     replay("config", sessiongate::fuzzing::config);
 }
+
+#[test]
+fn proxy_header_inputs_hold() {
+    replay("proxy_header", sessiongate::fuzzing::proxy_header);
+}

@@ -113,6 +113,9 @@ pub struct ListenerConfig {
     /// Certificates chosen by SNI (the first is the default), loaded once
     /// by validation; SIGHUP reloads them from their files.
     pub tls: Option<std::sync::Arc<crate::keys::CertStore>>,
+    /// `proxy_protocol`: every connection starts with a PROXY protocol
+    /// header (v1 or v2), whose source address becomes the peer's.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -19,6 +19,8 @@ pub struct RawListener {
     pub addr: String,
     #[serde(default)]
     pub tls: Option<RawTlsSpec>,
+    #[serde(default)]
+    pub proxy_protocol: Option<bool>,
 }
 
 /// One certificate and key, or several chosen by SNI (the first is the default).

@@ -10,6 +10,7 @@ pub mod tls;
 
 pub use signals::{Hangup, install_sighup, shutdown_signal};
 
+pub mod proxy_protocol;
 use crate::config::Limits;
 use crate::http1::{self, ConnInfo, Handler, HeadLimits, RequestBody, Served};
 use hyper::service::service_fn;
@@ -76,14 +77,26 @@ impl Serving {
     }
 }
 
-/// Accepts connections on `listener` (TLS when `tls` is set) and serves
-/// them with `handler` until the stop signal.
+/// What a listener does with a connection before HTTP.
+pub struct Accept {
+    /// TLS, when set.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// A PROXY protocol header first (before TLS), naming the client.
+    pub proxy_protocol: bool,
+}
+
+/// Accepts connections on `listener` and serves them with `handler` until
+/// the stop signal.
 pub async fn accept_loop<H: Handler>(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    accept: Accept,
     handler: Arc<H>,
     serving: Serving,
 ) {
+    let Accept {
+        tls,
+        proxy_protocol,
+    } = accept;
     let mut stop = serving.conn.stop.clone();
     let proto = if tls.is_some() { "https" } else { "http" };
     loop {
@@ -91,7 +104,7 @@ pub async fn accept_loop<H: Handler>(
             p = serving.connections.clone().acquire_owned() => p.expect("semaphore is never closed"),
             _ = stop.changed() => return,
         };
-        let (stream, remote): (TcpStream, SocketAddr) = tokio::select! {
+        let (mut stream, remote): (TcpStream, SocketAddr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -110,8 +123,27 @@ pub async fn accept_loop<H: Handler>(
         let serving = serving.conn.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let conn = ConnInfo::new(remote, proto);
             let mut stop = serving.stop.clone();
+            let remote = if proxy_protocol {
+                let header = tokio::select! {
+                    r = tokio::time::timeout(serving.head.read_timeout, proxy_protocol::read_header(&mut stream)) => r,
+                    _ = stop.changed() => return,
+                };
+                match header {
+                    Ok(Ok(source)) => source.unwrap_or(remote),
+                    Ok(Err(e)) => {
+                        crate::limited!(crate::logging::LogClass::refused, info, peer = %remote.ip(), error = %e, "connection closed: no valid PROXY protocol header");
+                        return;
+                    }
+                    Err(_) => {
+                        crate::limited!(crate::logging::LogClass::refused, info, peer = %remote.ip(), "connection closed: no PROXY protocol header in time");
+                        return;
+                    }
+                }
+            } else {
+                remote
+            };
+            let conn = ConnInfo::new(remote, proto);
             let result = match tls {
                 None => {
                     serve(

@@ -268,6 +268,7 @@ fn listeners(value: Option<Value>, issues: &mut Issues) -> Vec<ListenerConfig> {
         return vec![ListenerConfig {
             addr: DEFAULT_LISTEN_ADDR.parse().expect("default address parses"),
             tls: None,
+            proxy_protocol: false,
         }];
     };
     let Some(raw) = section::<Vec<RawListener>>(value, "listen", issues) else {
@@ -306,7 +307,11 @@ fn listeners(value: Option<Value>, issues: &mut Issues) -> Vec<ListenerConfig> {
                     }
                 },
             };
-            Some(ListenerConfig { addr, tls })
+            Some(ListenerConfig {
+                addr,
+                tls,
+                proxy_protocol: l.proxy_protocol.unwrap_or(false),
+            })
         })
         .collect()
 }

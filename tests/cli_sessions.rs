@@ -97,6 +97,12 @@ async fn the_cli_lists_and_revokes_through_the_admin_api() {
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["sessions"][0]["sid"], sb);
 
+    // A token that cannot be a header value: exit 1, no panic, not echoed.
+    let o = cli(args(&["list", "--subject", "bob"]), Some("bad\u{1}token")).await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be sent"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("bad"), "{}", stderr(&o));
+
     // A wrong token: exit 1 and a clear message.
     let o = cli(args(&["list", "--subject", "bob"]), Some("nope")).await;
     assert_eq!(o.status.code(), Some(1));

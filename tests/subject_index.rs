@@ -261,6 +261,8 @@ async fn suite<S: ServerStore>(s: S, t0: u64, tombstones: bool) {
         "the stale a1 and a2 entries were dropped; a1b and pending stay"
     );
     assert_eq!(s.find_sid("sid-a1", later).await.unwrap(), None);
+    // a2 left alice's index for bob's: its sid still finds it.
+    assert_eq!(s.find_sid("sid-a2", later).await.unwrap(), Some(a2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

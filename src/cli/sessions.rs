@@ -122,7 +122,14 @@ async fn call(t: &Target, method: Method, path: &str) -> Result<(StatusCode, Byt
             .header(http::header::HOST, &t.authority)
             .header(http::header::AUTHORIZATION, format!("Bearer {}", t.token))
             .body(Full::new(Bytes::new()))
-            .expect("a valid request");
+            // Never the value itself: it may be the token.
+            .map_err(|_| {
+                CliError::Usage(
+                    "the admin token or the --admin address cannot be sent in an HTTP request \
+                     (a control character, a space or a byte that is not text?)"
+                        .into(),
+                )
+            })?;
         let resp = sender.send_request(req).await.map_err(CliError::Http)?;
         let status = resp.status();
         let body = resp

@@ -109,8 +109,32 @@ impl Sessions {
                 }
                 Ok(())
             }
-            _ if entries > INDEX_PRUNE_AT => self.listed(key, subject, now).await.map(drop),
+            // At powers of two past the bound: a subject with many live
+            // sessions is listed O(log n) times as it grows, not at every login.
+            _ if entries > INDEX_PRUNE_AT && entries.is_power_of_two() => {
+                self.listed(key, subject, now).await.map(drop)
+            }
             _ => Ok(()),
+        }
+    }
+
+    /// `indexed_one` after a write that has committed: its failure is
+    /// logged, never turned into a failure of the write (whose cookie the
+    /// client must get).
+    pub(super) async fn after_indexed(
+        &self,
+        subject: &str,
+        entries: u64,
+        id: &SessionId,
+        now: UnixMillis,
+    ) {
+        if let Err(e) = self.indexed_one(subject, entries, id, now).await {
+            crate::limited!(
+                crate::logging::LogClass::store,
+                warn,
+                error = %crate::logging::Chain(&e),
+                "pruning a subject's index or enforcing max_per_subject failed; the write stands"
+            );
         }
     }
 

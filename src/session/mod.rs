@@ -367,6 +367,11 @@ impl Sessions {
                         tracing::info!(
                             "session flush dropped: the session ended while the request was in flight"
                         );
+                        // "Log out everywhere" still happens.
+                        if wb.revoke_others {
+                            self.revoke_others_of(loaded.record.as_deref(), None, now)
+                                .await?;
+                        }
                         return Ok(Vec::new());
                     }
                     Err(e) => {
@@ -420,10 +425,8 @@ impl Sessions {
                     self.metrics.event(SessionEvent::cycled);
                 }
                 if let Ticket::Id(new_id) = &id {
-                    if let Some((subject, entries)) = &indexed
-                        && let Err(e) = self.indexed_one(subject, *entries, new_id, now).await
-                    {
-                        self.write_failed(e)?;
+                    if let Some((subject, entries)) = &indexed {
+                        self.after_indexed(subject, *entries, new_id, now).await;
                     }
                     if wb.revoke_others {
                         self.revoke_others_of(Some(&record), Some(new_id), now)
@@ -434,6 +437,11 @@ impl Sessions {
             }
             (SaveOutcome::Emptied, _) => {
                 self.metrics.event(SessionEvent::flushed);
+                // This session is gone: revoke-others then ends every one.
+                if wb.revoke_others {
+                    self.revoke_others_of(loaded.record.as_deref(), None, now)
+                        .await?;
+                }
                 Ok(self.removal(held))
             }
             (SaveOutcome::Gone, _) => {
@@ -443,6 +451,10 @@ impl Sessions {
                 tracing::info!(
                     "session write dropped: the session ended while the request was in flight"
                 );
+                if wb.revoke_others {
+                    self.revoke_others_of(loaded.record.as_deref(), None, now)
+                        .await?;
+                }
                 Ok(Vec::new())
             }
             (SaveOutcome::Refused(e), _) => Err(self.refused(e)),
@@ -650,10 +662,8 @@ impl Sessions {
         match created {
             Ok((entries, Created::Stored(ticket))) => {
                 self.metrics.event(SessionEvent::created);
-                if let (Some(subject), Some(n)) = (&subject, entries)
-                    && let Err(e) = self.indexed_one(subject, n, &id, now).await
-                {
-                    self.write_failed(e)?;
+                if let (Some(subject), Some(n)) = (&subject, entries) {
+                    self.after_indexed(subject, n, &id, now).await;
                 }
                 if revoke_others {
                     self.revoke_others_of(Some(&record), Some(&id), now).await?;

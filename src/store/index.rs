@@ -16,8 +16,12 @@ pub enum Standing {
     Live(Listed),
     /// Not (yet) a session of the subject, but young: kept.
     Pending,
-    /// Gone, expired, or someone else's since long enough: dropped.
-    Stale,
+    /// Gone, expired, or someone else's since long enough: dropped. The
+    /// sid's own entry (sid -> id) goes too only when the session is gone:
+    /// a session that changed hands keeps being found by its sid.
+    Stale {
+        gone: bool,
+    },
 }
 
 /// Judges an index entry (`id`, `sid`, written at `indexed_ms`) of
@@ -46,7 +50,9 @@ pub fn standing(
     if now_ms.saturating_sub(indexed_ms) < INDEX_GRACE_MS {
         Standing::Pending
     } else {
-        Standing::Stale
+        Standing::Stale {
+            gone: !record.is_some_and(|r| r.is_live(now_ms) && r.sid == sid),
+        }
     }
 }
 

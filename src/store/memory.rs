@@ -80,7 +80,7 @@ impl MemoryStore {
                 match super::standing(id, sid, *written, record.as_deref(), key, subject, now_ms) {
                     Standing::Live(l) => live.push(l),
                     Standing::Pending => {}
-                    Standing::Stale => stale.push((*id, sid.clone())),
+                    Standing::Stale { gone } => stale.push((*id, sid.clone(), gone)),
                 }
             }
             (live, stale)

@@ -432,6 +432,13 @@ impl RedisStore {
                 Ok(false)
             }
             Ok(_) => Ok(true),
+            // With subjects, a revocation may have deleted the old session
+            // while the answer was lost: the new one cannot be trusted to
+            // be unrevoked, so it goes, and the cycle fails.
+            Err(e) if tombstone => {
+                let _ = ServerStore::delete(self, new).await;
+                Err(e)
+            }
             Err(e) => {
                 crate::limited!(
                     crate::logging::LogClass::store,

@@ -60,7 +60,7 @@ impl SubjectIndex {
     pub fn drop_entries(
         &self,
         subject: &str,
-        stale: &[(SessionId, String)],
+        stale: &[(SessionId, String, bool)],
         before_ms: UnixMillis,
     ) {
         let mut g = self.lock();
@@ -68,10 +68,12 @@ impl SubjectIndex {
             return;
         };
         let mut dropped = Vec::new();
-        for (id, sid) in stale {
+        for (id, sid, gone) in stale {
             if entries.get(id).is_some_and(|(_, at)| *at < before_ms) {
                 entries.remove(id);
-                dropped.push(sid);
+                if *gone {
+                    dropped.push(sid);
+                }
             }
         }
         if entries.is_empty() {
@@ -109,9 +111,9 @@ mod tests {
         assert_eq!(index.sid("s1"), Some(id));
         // Judged stale at 20, rewritten at 30: the drop of the judgement at 20 keeps it.
         index.add("alice", &entry, 30);
-        index.drop_entries("alice", &[(id, "s1".into())], 20);
+        index.drop_entries("alice", &[(id, "s1".into(), true)], 20);
         assert_eq!(index.with_entries("alice", <[_]>::len), 1);
-        index.drop_entries("alice", &[(id, "s1".into())], 31);
+        index.drop_entries("alice", &[(id, "s1".into(), true)], 31);
         assert_eq!(index.with_entries("alice", <[_]>::len), 0);
         assert_eq!(index.sid("s1"), None);
         assert!(index.subjects().is_empty());

@@ -5,7 +5,7 @@
 use super::rows::{Expiry, Sessions, remove};
 use super::{Written, backend, decode, readable};
 use crate::record::{ID_BYTES, IndexEntry, SessionId, SessionRecord, UnixMillis, subject_of};
-use crate::store::{Revoked, StoreError};
+use crate::store::{INDEX_GRACE_MS, Revoked, StoreError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 /// subject, 0xFF, id -> written at (8 bytes, big-endian), sid. 0xFF never
@@ -25,7 +25,8 @@ pub(in crate::store::embedded) enum IndexOp {
     /// Drops these entries unless written again at or after `before_ms`.
     Drop {
         subject: String,
-        stale: Vec<(SessionId, String)>,
+        /// (id, sid, whether its session is gone: then its sid goes too)
+        stale: Vec<(SessionId, String, bool)>,
         before_ms: UnixMillis,
     },
     /// Deletes the session if its subject is still this one: 0 deleted, 1
@@ -105,14 +106,18 @@ pub(super) fn apply(
         } => {
             let mut subjects = txn.open_table(SUBJECTS).map_err(backend)?;
             let key = entry_key(&subject, &entry.id);
-            // The entry commits with the write it was added for, never
-            // before it: one that is there already needs no fresher time
-            // (a login that sets the same subject again rewrites nothing).
+            // An entry written less than half the grace period ago cannot
+            // have been judged stale by a listing still under way (stale
+            // means older than the whole grace period): a login that sets
+            // the same subject again rewrites nothing. An older one gets a
+            // fresh time, so that such a listing's drop leaves it alone.
             let known = subjects
                 .get(key.as_slice())
                 .map_err(backend)?
                 .and_then(|v| parse_value(v.value()))
-                .is_some_and(|(_, sid)| sid == entry.sid);
+                .is_some_and(|(at, sid)| {
+                    sid == entry.sid && now_ms.saturating_sub(at) < INDEX_GRACE_MS / 2
+                });
             if !known {
                 let mut value = now_ms.to_be_bytes().to_vec();
                 value.extend_from_slice(entry.sid.as_bytes());
@@ -139,7 +144,7 @@ pub(super) fn apply(
             let mut subjects = txn.open_table(SUBJECTS).map_err(backend)?;
             let mut sids = txn.open_table(SIDS).map_err(backend)?;
             let mut dropped = 0;
-            for (id, sid) in stale {
+            for (id, sid, gone) in stale {
                 let key = entry_key(&subject, &id);
                 let old = subjects
                     .get(key.as_slice())
@@ -147,7 +152,9 @@ pub(super) fn apply(
                     .and_then(|v| parse_value(v.value()));
                 if old.is_some_and(|(at, _)| at < before_ms) {
                     subjects.remove(key.as_slice()).map_err(backend)?;
-                    sids.remove(sid.as_str()).map_err(backend)?;
+                    if gone {
+                        sids.remove(sid.as_str()).map_err(backend)?;
+                    }
                     dropped += 1;
                 }
             }

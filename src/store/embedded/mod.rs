@@ -377,7 +377,7 @@ impl ServerStore for EmbeddedStore {
             match super::standing(&id, &sid, at, record.as_ref(), key, subject, now_ms) {
                 Standing::Live(l) => live.push(l),
                 Standing::Pending => {}
-                Standing::Stale => stale.push((id, sid)),
+                Standing::Stale { gone } => stale.push((id, sid, gone)),
             }
         }
         if !stale.is_empty() {

@@ -93,7 +93,7 @@ impl RedisStore {
             match standing(id, sid, *at, record.as_deref(), key, subject, now_ms) {
                 Standing::Live(l) => live.push(l),
                 Standing::Pending => {}
-                Standing::Stale => stale.push(*m),
+                Standing::Stale { gone } => stale.push((*m, gone)),
             }
         }
         live.sort_by_key(|l| *l.id.as_bytes());
@@ -142,11 +142,12 @@ impl RedisStore {
         Ok(None)
     }
 
-    /// Drops stale entries, and the sid keys of those dropped.
+    /// Drops stale entries, and the sid keys of those dropped whose
+    /// sessions are gone (a session that changed hands keeps its sid key).
     async fn drop_entries(
         &self,
         index_key: &str,
-        stale: &[&str],
+        stale: &[(&str, bool)],
         now_ms: UnixMillis,
     ) -> Result<(), StoreError> {
         let before = now_ms.saturating_sub(INDEX_GRACE_MS) + 1;
@@ -155,13 +156,14 @@ impl RedisStore {
             .run(|mut c| async move {
                 let mut inv = script.key(index_key);
                 inv.arg(before);
-                for m in stale {
+                for (m, _) in stale {
                     inv.arg(*m);
                 }
                 inv.invoke_async(&mut c).await
             })
             .await?;
-        for m in &dropped {
+        let gone = |m: &str| stale.iter().any(|(s, g)| *s == m && *g);
+        for m in dropped.iter().filter(|m| gone(m)) {
             if let Some((_, sid)) = parse_member(m) {
                 let k = self.sid_key(sid);
                 self.run(|mut c| async move {

@@ -69,6 +69,9 @@ pub struct Config {
     pub underscores_in_headers: bool,
     /// `trusted_proxies`: the peers whose `X-Forwarded-*` are believed.
     pub trusted_proxies: TrustedProxies,
+    /// `auth_endpoint.path`: where the subrequests of a front proxy's
+    /// `auth_request` / ForwardAuth / ext_authz are answered.
+    pub auth_endpoint: Option<String>,
     /// What is allowed but probably not meant: `check` prints these, the
     /// proxy logs them at start.
     pub warnings: Vec<String>,

@@ -38,6 +38,12 @@ pub struct RawTls {
     pub key: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthEndpoint {
+    pub path: String,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
@@ -363,4 +369,5 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "paths",
     "underscores_in_headers",
     "trusted_proxies",
+    "auth_endpoint",
 ];

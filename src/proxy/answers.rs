@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
-fn text_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+pub(super) fn text_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
         body.as_bytes(),
     ))));

@@ -23,6 +23,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 mod answers;
+mod auth;
 mod request_id;
 
 use answers::{deny, refusal};
@@ -78,6 +79,8 @@ pub struct Proxy {
     access: crate::config::AccessLog,
     /// `trusted_proxies`.
     trusted: crate::config::TrustedProxies,
+    /// `auth_endpoint.path`.
+    auth_path: Option<String>,
     /// Permits of upgraded (tunnelled) connections, `limits.max_connections` of them.
     tunnels: Arc<tokio::sync::Semaphore>,
     unrouted: crate::metrics::RouteRecorder,
@@ -143,6 +146,7 @@ impl Proxy {
             underscores_allowed: config.underscores_in_headers,
             access: config.log.access,
             trusted: config.trusted_proxies.clone(),
+            auth_path: config.auth_endpoint.clone(),
             routes,
             session_filled,
             upstreams: Upstreams::new(config.upstreams.clone()),
@@ -227,6 +231,11 @@ impl Proxy {
         start: Instant,
     ) -> (Option<usize>, Box<Response<ProxyBody>>) {
         let version = req.version();
+        if let Some(auth) = &self.auth_path
+            && auth::is_auth_path(auth, req.uri().path())
+        {
+            return self.authorize(req, &conn).await;
+        }
         let (index, target) = match self.route(&req) {
             Ok(routed) => routed,
             Err(e) => {

@@ -165,6 +165,24 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
         )
         .map(path_policy);
     let trusted_proxies = trusted_proxies(take("trusted_proxies"), &mut issues);
+    let auth_endpoint = take("auth_endpoint")
+        .and_then(|v| section::<RawAuthEndpoint>(v, "auth_endpoint", &mut issues))
+        .and_then(|raw| {
+            let ok = raw.path.starts_with('/')
+                && raw.path.len() > 1
+                && !raw.path.ends_with('/')
+                && raw
+                    .path
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"?#;\\%".contains(&b));
+            if !ok {
+                issues.push(
+                    "auth_endpoint.path",
+                    "must be a path like /_sessiongate/auth (no query, no trailing /)",
+                );
+            }
+            ok.then_some(raw.path)
+        });
     let underscores_in_headers = match take("underscores_in_headers") {
         None => false,
         Some(Value::Bool(b)) => b,
@@ -184,6 +202,13 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
         );
     }
     let mut warnings = Vec::new();
+    if auth_endpoint.is_some() && trusted_proxies.is_empty() {
+        warnings.push(
+            "auth_endpoint: no trusted_proxies are set, so every subrequest is answered 403 \
+             (list the front proxy's address)"
+                .to_string(),
+        );
+    }
     if let Some(session) = &session {
         if session.max_per_subject.is_some() && session.subject_key.is_none() {
             issues.push(
@@ -223,6 +248,7 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
                 paths,
                 underscores_in_headers,
                 trusted_proxies,
+                auth_endpoint,
                 warnings,
             })
         }

@@ -168,40 +168,52 @@ async fn the_header_comes_before_the_tls_handshake() {
         leaf.cert.display(),
         leaf.key.display()
     );
-    let gw = start("127.0.0.1:0", up.addr, &tls, "[]").await;
-    sessiongate::install_crypto_provider();
-    let roots = sessiongate::keys::root_store(Some(&leaf.ca)).unwrap();
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    for preface in [
-        b"PROXY TCP4 203.0.113.9 10.0.0.1 5555 443\r\n".to_vec(),
-        v2_header("203.0.113.10:1".parse().unwrap(), gw.addr),
-    ] {
-        let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
-        tcp.write_all(&preface).await.unwrap();
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = connector.connect(name, tcp).await.expect("handshake");
-        let echo = exchange(tls, "").await;
-        let want = if preface.starts_with(b"PROXY") {
-            "203.0.113.9"
-        } else {
-            "203.0.113.10"
-        };
-        assert_eq!(header(&echo, "x-forwarded-for"), want);
-        assert_eq!(header(&echo, "x-forwarded-proto"), "https");
+    let mut binds = vec!["127.0.0.1:0"];
+    if TcpListener::bind("[::1]:0").await.is_ok() {
+        binds.push("[::1]:0");
+    } else {
+        assert!(std::env::var("CI").is_err(), "IPv6 loopback is unavailable");
+        eprintln!("SKIPPED the TLS case over IPv6: no IPv6 loopback");
     }
-    // A TLS hello without the header first is closed.
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    assert!(
-        tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
-            .await
-            .expect("closed in time")
-            .is_err()
-    );
-    gw.stop().await;
+    for bind in binds {
+        let gw = start(bind, up.addr, &tls, "[]").await;
+        sessiongate::install_crypto_provider();
+        let roots = sessiongate::keys::root_store(Some(&leaf.ca)).unwrap();
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        for preface in [
+            b"PROXY TCP4 203.0.113.9 10.0.0.1 5555 443\r\n".to_vec(),
+            v2_header(
+                "203.0.113.10:1".parse().unwrap(),
+                "10.0.0.1:443".parse().unwrap(),
+            ),
+        ] {
+            let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+            tcp.write_all(&preface).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            let tls = connector.connect(name, tcp).await.expect("handshake");
+            let echo = exchange(tls, "").await;
+            let want = if preface.starts_with(b"PROXY") {
+                "203.0.113.9"
+            } else {
+                "203.0.113.10"
+            };
+            assert_eq!(header(&echo, "x-forwarded-for"), want);
+            assert_eq!(header(&echo, "x-forwarded-proto"), "https");
+        }
+        // A TLS hello without the header first is closed.
+        let tcp = TcpStream::connect(gw.addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+                .await
+                .expect("closed in time")
+                .is_err()
+        );
+        gw.stop().await;
+    }
 }
 
 #[test]

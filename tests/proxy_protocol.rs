@@ -14,21 +14,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-struct Running {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), sessiongate::RunError>>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
 /// The proxy on `bind`, with one PROXY-protocol listener.
-async fn start(bind: &str, upstream: SocketAddr, extra_listen: &str, trusted: &str) -> Running {
+async fn start(bind: &str, upstream: SocketAddr, extra_listen: &str, trusted: &str) -> Gateway {
     let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let yaml = format!(
@@ -38,28 +25,12 @@ secrets: ["{SECRET}"]
 trusted_proxies: {trusted}
 session: {{cookie: {{secure: false}}, store: {{kind: memory}}}}
 limits: {{header_read_timeout: 2s}}
-upstreams: {{app: {{url: "http://{upstream}", timeout: 5s}}}}
+upstreams: {{app: {{url: "http://{{upstream}}", timeout: 5s}}}}
 routes:
 {JSON_ROUTE}
 "#
     );
-    let config = sessiongate::config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(sessiongate::run(
-        config,
-        sessiongate::Listeners {
-            proxy: vec![listener],
-            admin: None,
-        },
-        async move {
-            let _ = rx.await;
-        },
-    ));
-    Running {
-        addr,
-        stop: Some(tx),
-        task,
-    }
+    gateway_on(listener, &yaml, upstream).await
 }
 
 /// Sends one request and reads the upstream's echo of its headers.

@@ -92,25 +92,11 @@ async fn trusted_ranges_work_over_ipv6() {
             Ok(l) => l,
             Err(e) => panic!("{e}"),
         };
-        let addr = listener.local_addr().unwrap();
-        let yaml = yaml(trusted).replace("{upstream}", &up.addr.to_string());
-        let config = sessiongate::config::from_yaml(&yaml).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(sessiongate::run(
-            config,
-            sessiongate::Listeners {
-                proxy: vec![listener],
-                admin: None,
-            },
-            async move {
-                let _ = rx.await;
-            },
-        ));
-        let (xff, got_proto, _) = forwarded(&format!("http://{addr}/"), CLAIMS).await;
+        let gw = gateway_on(listener, &yaml(trusted), up.addr).await;
+        let (xff, got_proto, _) = forwarded(&gw.url("/"), CLAIMS).await;
         assert_eq!(xff, "6.6.6.6, 1.2.3.4, ::1");
         assert_eq!(got_proto, proto, "{trusted}");
-        let _ = tx.send(());
-        task.await.unwrap().unwrap();
+        gw.stop().await;
     }
     drop(listener);
 }

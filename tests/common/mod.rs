@@ -181,10 +181,16 @@ impl Gateway {
 
 /// Starts the proxy with YAML in which `{upstream}` stands for the upstream's address.
 pub async fn gateway(yaml: &str, upstream: SocketAddr) -> Gateway {
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    gateway_on(proxy, yaml, upstream).await
+}
+
+/// `gateway` on a listener the test bound (IPv6, or one whose address the
+/// YAML names); the config's first `listen` entry describes it.
+pub async fn gateway_on(proxy: TcpListener, yaml: &str, upstream: SocketAddr) -> Gateway {
     let yaml = yaml.replace("{upstream}", &upstream.to_string());
     let config = sessiongate::config::from_yaml(&yaml)
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = proxy.local_addr().unwrap();
     let admin_addr = admin.local_addr().unwrap();

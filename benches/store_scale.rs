@@ -5,18 +5,12 @@
 use serde_json::json;
 use sessiongate::record::SessionData;
 use sessiongate::record::SessionId;
-use sessiongate::record::{Policy, SessionRecord, now_ms};
+use sessiongate::record::{SessionRecord, now_ms};
 use sessiongate::store::ServerStore;
 use sessiongate::store::embedded::EmbeddedStore;
 use sessiongate::store::memory::MemoryStore;
 use std::time::{Duration, Instant};
 
-const POLICY: Policy = Policy {
-    ttl_s: 3600,
-    absolute_ttl_s: None,
-    expire_at_browser_close: false,
-    max_bytes: 65536,
-};
 const READS: usize = 200_000;
 
 fn record(i: usize, now: u64) -> SessionRecord {
@@ -83,7 +77,7 @@ async fn main() {
                 "memory" => {
                     let before = rss_kib();
                     // Shards bound their share each: room to spare keeps every session live.
-                    let store = MemoryStore::new(2 * n, POLICY);
+                    let store = MemoryStore::new(2 * n);
                     for (i, id) in ids.iter().enumerate() {
                         store.create(id, &record(i, now)).await.unwrap();
                     }
@@ -98,7 +92,7 @@ async fn main() {
                     let dir =
                         std::env::temp_dir().join(format!("sg-scale-{}-{n}", std::process::id()));
                     let _ = std::fs::remove_dir_all(&dir);
-                    let store = EmbeddedStore::open(&dir.join("s.db"), POLICY).unwrap();
+                    let store = EmbeddedStore::open(&dir.join("s.db")).unwrap();
                     // Concurrent creates share commits (group commit); 512 at a time.
                     for chunk in ids.chunks(512) {
                         let futs = chunk.iter().enumerate().map(|(i, id)| {

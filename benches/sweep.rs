@@ -3,19 +3,13 @@
 //! `cargo bench --bench sweep` (EXPIRED=1000000 to choose the size).
 
 use serde_json::json;
-use sessiongate::record::{Policy, SessionData, SessionId, SessionRecord, now_ms};
+use sessiongate::record::{SessionData, SessionId, SessionRecord, now_ms};
 use sessiongate::store::ServerStore;
 use sessiongate::store::embedded::EmbeddedStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-const POLICY: Policy = Policy {
-    ttl_s: 3600,
-    absolute_ttl_s: None,
-    expire_at_browser_close: false,
-    max_bytes: 65536,
-};
 /// Concurrent writers, as concurrent requests would be.
 const WRITERS: usize = 8;
 /// Writes each writer makes at least.
@@ -104,7 +98,7 @@ fn main() {
             "sessiongate-sweep-bench-{}",
             SessionId::generate().encode()
         ));
-        let store = Arc::new(EmbeddedStore::open(&dir.join("s.db"), POLICY).unwrap());
+        let store = Arc::new(EmbeddedStore::open(&dir.join("s.db")).unwrap());
         let start = Instant::now();
         fill_expired(&store, expired).await;
         eprintln!("{expired} expired sessions written in {:?}", start.elapsed());

@@ -6,7 +6,7 @@ mod common;
 
 use common::{SECRET, TestClient, hdrs, reply, upstream};
 use serde_json::json;
-use sessiongate::record::{Policy, SessionId, now_ms};
+use sessiongate::record::{SessionId, now_ms};
 use sessiongate::session::cookie::CookieCodec;
 use sessiongate::store::ServerStore;
 use sessiongate::store::embedded::EmbeddedStore;
@@ -15,12 +15,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const COOKIE: &str = "sessionid";
-const POLICY: Policy = Policy {
-    ttl_s: 3600,
-    absolute_ttl_s: None,
-    expire_at_browser_close: false,
-    max_bytes: 65536,
-};
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -83,7 +77,7 @@ fn an_empty_or_foreign_file_is_an_error_at_start_and_is_left_alone() {
     let dir = temp_dir("foreign");
     let empty = dir.join("empty.db");
     std::fs::write(&empty, b"").unwrap();
-    let e = EmbeddedStore::open(&empty, POLICY).err().expect("refused");
+    let e = EmbeddedStore::open(&empty).err().expect("refused");
     let text = e.to_string();
     assert!(
         text.contains("is not a session store file") && text.contains("empty"),
@@ -94,9 +88,7 @@ fn an_empty_or_foreign_file_is_an_error_at_start_and_is_left_alone() {
     let foreign = dir.join("notes.txt");
     let content = "meeting notes, not a database\n".repeat(500);
     std::fs::write(&foreign, &content).unwrap();
-    let e = EmbeddedStore::open(&foreign, POLICY)
-        .err()
-        .expect("refused");
+    let e = EmbeddedStore::open(&foreign).err().expect("refused");
     assert!(e.to_string().contains("is not a session store file"), "{e}");
     assert_eq!(std::fs::read_to_string(&foreign).unwrap(), content);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -110,7 +102,7 @@ async fn a_corrupt_file_at_start_is_reported_as_corrupt_not_as_a_panic() {
     let dir = temp_dir("corrupt-open");
     let path = dir.join("sessions.db");
     {
-        let store = EmbeddedStore::open(&path, POLICY).unwrap();
+        let store = EmbeddedStore::open(&path).unwrap();
         let now = now_ms();
         for i in 0..300 {
             let mut r = SessionRecord::new(format!("sid-{i}"), now);
@@ -130,7 +122,7 @@ async fn a_corrupt_file_at_start_is_reported_as_corrupt_not_as_a_panic() {
         let mut bytes = original.clone();
         bytes[offset + 32..offset + 48].fill(0xAB);
         std::fs::write(&path, &bytes).unwrap();
-        let opened = std::panic::catch_unwind(|| EmbeddedStore::open(&path, POLICY));
+        let opened = std::panic::catch_unwind(|| EmbeddedStore::open(&path));
         let Ok(result) = opened else {
             panic!("opening a file corrupt at {offset} panicked");
         };
@@ -167,7 +159,7 @@ async fn corrupt_some_pages(path: &Path, ids: &[SessionId]) -> Damage {
         let mut bytes = original.clone();
         bytes[offset + 64..offset + 80].fill(0xAB);
         std::fs::write(path, &bytes).unwrap();
-        let Ok(Ok(store)) = std::panic::catch_unwind(|| EmbeddedStore::open(path, POLICY)) else {
+        let Ok(Ok(store)) = std::panic::catch_unwind(|| EmbeddedStore::open(path)) else {
             continue;
         };
         let mut damage = Damage {
@@ -342,7 +334,7 @@ async fn a_full_disk_refuses_writes_then_recovers_by_itself() {
     gw.stop().await;
 
     // The file is intact and holds every acknowledged session.
-    let store = EmbeddedStore::open(&path, POLICY).unwrap();
+    let store = EmbeddedStore::open(&path).unwrap();
     let now = now_ms();
     for (user, cookie) in &acknowledged {
         let r = store
@@ -403,7 +395,7 @@ async fn past_max_sessions_the_nearest_deadlines_are_evicted_and_counted() {
 async fn a_large_sweep_lets_writes_through_between_its_transactions() {
     use sessiongate::record::{SessionData, SessionRecord};
     let dir = temp_dir("sweep");
-    let store = std::sync::Arc::new(EmbeddedStore::open(&dir.join("s.db"), POLICY).unwrap());
+    let store = std::sync::Arc::new(EmbeddedStore::open(&dir.join("s.db")).unwrap());
     let now = now_ms();
     let record = |expires_ms| {
         let mut r = SessionRecord::new("sid".into(), now);

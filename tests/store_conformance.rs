@@ -1,6 +1,6 @@
-//! One conformance suite that every store must pass. Each store is created
-//! with a policy; the clock is the `now` argument, so expiry is tested
-//! without sleeping.
+//! One conformance suite that every store must pass. The lifetimes and
+//! size bound come with each save (a reload changes them between requests);
+//! the clock is the `now` argument, so expiry is tested without sleeping.
 
 use serde_json::{Map, Value, json};
 use sessiongate::record::SessionData;
@@ -41,6 +41,17 @@ fn new_record(data: Value, now: u64, policy: &Policy) -> SessionRecord {
 }
 
 async fn save<S: SessionStore>(s: &S, t: &Ticket, patch: Value, now: u64) -> SaveOutcome<Ticket> {
+    save_under(s, t, patch, now, POLICY).await
+}
+
+/// A save under `policy`: the lifetimes and size bound come with each save.
+async fn save_under<S: SessionStore>(
+    s: &S,
+    t: &Ticket,
+    patch: Value,
+    now: u64,
+    policy: Policy,
+) -> SaveOutcome<Ticket> {
     let patches = [obj(patch)];
     let op = SaveOp {
         change: Change {
@@ -49,6 +60,7 @@ async fn save<S: SessionStore>(s: &S, t: &Ticket, patch: Value, now: u64) -> Sav
         },
         cycle_to: None,
         now_ms: now,
+        policy,
         expect: None,
     };
     s.save(t, &op).await.unwrap()
@@ -135,6 +147,7 @@ pub async fn reads_follow_writes(s: impl SessionStore) {
         change: Change::default(),
         cycle_to: Some((SessionId::generate(), "n".into())),
         now_ms: t0 + 10,
+        policy: POLICY,
         expect: None,
     };
     let (new_t, _) = saved(s.save(&t, &op).await.unwrap());
@@ -183,6 +196,7 @@ pub async fn cycles_to_a_new_id(s: impl SessionStore) {
         },
         cycle_to: Some((new_id, "new-sid".into())),
         now_ms: *T0_CELL + 5,
+        policy: POLICY,
         expect: None,
     };
     let (got, record) = saved(s.save(&t, &op).await.unwrap());
@@ -219,6 +233,7 @@ pub async fn renewal_keeps_a_session_alive(s: impl SessionStore) {
         change: Change::default(),
         cycle_to: None,
         now_ms: *T0_CELL + 90_000,
+        policy: POLICY,
         expect: None,
     };
     let (t, _) = saved(s.save(&t, &op).await.unwrap());
@@ -233,7 +248,7 @@ pub async fn absolute_ttl_caps_renewal<S: SessionStore>(s: S, policy: Policy) {
     let mut t = create(&s, &new_record(json!({"a": 1}), *T0_CELL, &policy)).await;
     for step in 1..=4 {
         let now = *T0_CELL + step * 40_000;
-        let out = save(&s, &t, json!({"n": step}), now).await;
+        let out = save_under(&s, &t, json!({"n": step}), now, policy).await;
         if now < *T0_CELL + 150_000 {
             let (next, record) = saved(out);
             assert!(record.expires_ms <= *T0_CELL + 150_000);
@@ -275,7 +290,7 @@ pub async fn large_values_up_to_max_bytes<S: SessionStore>(s: S, policy: Policy)
     let t = create(&s, &new_record(json!({"a": 1}), *T0_CELL, &policy)).await;
     // {"a":1,"big":"..."}: 16 bytes of framing around the string.
     let fits = "x".repeat(policy.max_bytes - 16);
-    let (t, _) = saved(save(&s, &t, json!({"big": fits}), *T0_CELL + 1).await);
+    let (t, _) = saved(save_under(&s, &t, json!({"big": fits}), *T0_CELL + 1, policy).await);
     assert_eq!(
         data(&s, &t, *T0_CELL + 2).await.unwrap()["big"]
             .as_str()
@@ -283,7 +298,14 @@ pub async fn large_values_up_to_max_bytes<S: SessionStore>(s: S, policy: Policy)
             .len(),
         policy.max_bytes - 16
     );
-    let over = save(&s, &t, json!({"big": format!("{fits}y")}), *T0_CELL + 3).await;
+    let over = save_under(
+        &s,
+        &t,
+        json!({"big": format!("{fits}y")}),
+        *T0_CELL + 3,
+        policy,
+    )
+    .await;
     assert!(
         matches!(over, SaveOutcome::Refused(UpdateError::TooLarge { .. })),
         "{over:?}"
@@ -337,43 +359,43 @@ pub async fn clears_expired(s: impl SessionStore, native_expiry: bool) {
     assert_eq!(data(&s, &dead, *T0_CELL + 120_000).await, None);
 }
 
-/// Runs every check against a store made by `$make(policy)`.
+/// Runs every check against a store made by `$make()`.
 macro_rules! conformance {
     ($name:ident, $make:expr, native_expiry = $native:expr) => {
         mod $name {
             use super::*;
 
-            async fn make(policy: Policy) -> impl SessionStore {
-                ($make)(policy).await
+            async fn make() -> impl SessionStore {
+                ($make)().await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn creates_and_loads() {
-                super::creates_and_loads(make(POLICY).await).await
+                super::creates_and_loads(make().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn merges_patches() {
-                super::merges_patches(make(POLICY).await).await
+                super::merges_patches(make().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn deletes() {
-                super::deletes(make(POLICY).await).await
+                super::deletes(make().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn reads_follow_writes() {
-                super::reads_follow_writes(make(POLICY).await).await
+                super::reads_follow_writes(make().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn cycles_to_a_new_id() {
-                super::cycles_to_a_new_id(make(POLICY).await).await
+                super::cycles_to_a_new_id(make().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn expires_after_ttl() {
-                super::expires_after_ttl(make(POLICY).await).await
+                super::expires_after_ttl(make().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn renewal_keeps_a_session_alive() {
-                super::renewal_keeps_a_session_alive(make(POLICY).await).await
+                super::renewal_keeps_a_session_alive(make().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn absolute_ttl_caps_renewal() {
@@ -381,15 +403,15 @@ macro_rules! conformance {
                     absolute_ttl_s: Some(150),
                     ..POLICY
                 };
-                super::absolute_ttl_caps_renewal(make(p).await, p).await
+                super::absolute_ttl_caps_renewal(make().await, p).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn write_after_flush_never_resurrects() {
-                super::write_after_flush_never_resurrects(make(POLICY).await).await
+                super::write_after_flush_never_resurrects(make().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn emptied_session_is_deleted() {
-                super::emptied_session_is_deleted(make(POLICY).await).await
+                super::emptied_session_is_deleted(make().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn large_values_up_to_max_bytes() {
@@ -397,19 +419,19 @@ macro_rules! conformance {
                     max_bytes: 4096,
                     ..POLICY
                 };
-                super::large_values_up_to_max_bytes(make(p).await, p).await
+                super::large_values_up_to_max_bytes(make().await, p).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_merges_32() {
-                super::concurrent_merges_lose_nothing(make(POLICY).await, 32).await
+                super::concurrent_merges_lose_nothing(make().await, 32).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_merges_500() {
-                super::concurrent_merges_lose_nothing(make(POLICY).await, 500).await
+                super::concurrent_merges_lose_nothing(make().await, 500).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn clears_expired() {
-                super::clears_expired(make(POLICY).await, $native).await
+                super::clears_expired(make().await, $native).await
             }
         }
     };
@@ -417,42 +439,39 @@ macro_rules! conformance {
 
 conformance!(
     memory,
-    |policy| async move { sessiongate::store::memory::MemoryStore::new(100_000, policy) },
+    || async move { sessiongate::store::memory::MemoryStore::new(100_000) },
     native_expiry = false
 );
 
 conformance!(
     cookie,
-    |policy| async move {
+    || async move {
         let secret = sessiongate::config::Secret::new("conformance-secret-0123456789abcdef");
-        sessiongate::store::cookie::CookieStore::new(&[secret], "sessionid", policy)
+        sessiongate::store::cookie::CookieStore::new(&[secret], "sessionid")
     },
     native_expiry = true
 );
 
 conformance!(
     embedded,
-    |policy| async move {
+    || async move {
         let dir = std::env::temp_dir().join(format!(
             "sessiongate-conformance-{}",
             SessionId::generate().encode()
         ));
-        sessiongate::store::embedded::EmbeddedStore::open(&dir.join("sessions.db"), policy).unwrap()
+        sessiongate::store::embedded::EmbeddedStore::open(&dir.join("sessions.db")).unwrap()
     },
     native_expiry = false
 );
 
 /// Redis: the whole suite against one server, each check with its own key prefix.
-async fn redis_suite(
-    base: &str,
-    make: impl Fn(Policy, String) -> sessiongate::config::RedisConfig,
-) {
+async fn redis_suite(base: &str, make: impl Fn(String) -> sessiongate::config::RedisConfig) {
     use sessiongate::store::redis::RedisStore;
     let mut n = 0;
-    let mut store = |policy: Policy| {
+    let mut store = || {
         n += 1;
-        let cfg = make(policy, format!("{base}{n}:"));
-        async move { RedisStore::open(&cfg, policy).await.unwrap() }
+        let cfg = make(format!("{base}{n}:"));
+        async move { RedisStore::open(&cfg).await.unwrap() }
     };
     let abs = Policy {
         absolute_ttl_s: Some(150),
@@ -462,21 +481,21 @@ async fn redis_suite(
         max_bytes: 4096,
         ..POLICY
     };
-    creates_and_loads(store(POLICY).await).await;
-    merges_patches(store(POLICY).await).await;
-    deletes(store(POLICY).await).await;
-    reads_follow_writes(store(POLICY).await).await;
-    cycles_to_a_new_id(store(POLICY).await).await;
-    expires_after_ttl(store(POLICY).await).await;
-    renewal_keeps_a_session_alive(store(POLICY).await).await;
-    absolute_ttl_caps_renewal(store(abs).await, abs).await;
-    write_after_flush_never_resurrects(store(POLICY).await).await;
-    emptied_session_is_deleted(store(POLICY).await).await;
-    large_values_up_to_max_bytes(store(small).await, small).await;
-    concurrent_merges_lose_nothing(store(POLICY).await, 32).await;
-    concurrent_merges_lose_nothing(store(POLICY).await, 500).await;
-    clears_expired(store(POLICY).await, true).await;
-    json_survives_the_server_side_merge(store(POLICY).await).await;
+    creates_and_loads(store().await).await;
+    merges_patches(store().await).await;
+    deletes(store().await).await;
+    reads_follow_writes(store().await).await;
+    cycles_to_a_new_id(store().await).await;
+    expires_after_ttl(store().await).await;
+    renewal_keeps_a_session_alive(store().await).await;
+    absolute_ttl_caps_renewal(store().await, abs).await;
+    write_after_flush_never_resurrects(store().await).await;
+    emptied_session_is_deleted(store().await).await;
+    large_values_up_to_max_bytes(store().await, small).await;
+    concurrent_merges_lose_nothing(store().await, 32).await;
+    concurrent_merges_lose_nothing(store().await, 500).await;
+    clears_expired(store().await, true).await;
+    json_survives_the_server_side_merge(store().await).await;
 }
 
 /// The server-side merge keeps JSON exactly: empty arrays and objects,
@@ -521,7 +540,7 @@ async fn redis_standalone_conformance() {
     }
     let server = common::redis::RedisServer::start();
     let url = server.url();
-    redis_suite("sg-test:", |_, prefix| {
+    redis_suite("sg-test:", |prefix| {
         redis_config(
             sessiongate::config::RedisTopology::Standalone { url: url.clone() },
             prefix,
@@ -539,7 +558,7 @@ async fn redis_cluster_conformance() {
         .await
         .unwrap();
     let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
-    redis_suite("sg-test:", |_, prefix| {
+    redis_suite("sg-test:", |prefix| {
         redis_config(
             sessiongate::config::RedisTopology::Cluster {
                 nodes: nodes.clone(),
@@ -591,7 +610,7 @@ async fn redis_tls_conformance() {
     );
     let url = format!("rediss://127.0.0.1:{port}");
     let ca_path = files.ca.clone();
-    redis_suite("sg-tls:", |_, prefix| sessiongate::config::RedisConfig {
+    redis_suite("sg-tls:", |prefix| sessiongate::config::RedisConfig {
         ca_pem: Some(std::fs::read(&ca_path).unwrap()),
         ..redis_config(
             sessiongate::config::RedisTopology::Standalone { url: url.clone() },
@@ -609,7 +628,7 @@ async fn redis_tls_conformance() {
             "x:".into(),
         )
     };
-    let store = sessiongate::store::redis::RedisStore::open(&cfg, POLICY)
+    let store = sessiongate::store::redis::RedisStore::open(&cfg)
         .await
         .unwrap();
     assert!(

@@ -62,6 +62,7 @@ fn save_op<'a>(
         },
         cycle_to,
         now_ms: now,
+        policy: POLICY,
         expect,
     }
 }
@@ -267,18 +268,18 @@ async fn suite<S: ServerStore>(s: S, t0: u64, tombstones: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_keeps_the_index() {
-    let s = sessiongate::store::memory::MemoryStore::new(1000, POLICY);
+    let s = sessiongate::store::memory::MemoryStore::new(1000);
     suite(s, 1_000_000, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_keeps_the_index() {
     let dir = common::redis::temp_dir("index-embedded");
-    let s = sessiongate::store::embedded::EmbeddedStore::open(&dir.join("s.db"), POLICY).unwrap();
+    let s = sessiongate::store::embedded::EmbeddedStore::open(&dir.join("s.db")).unwrap();
     assert_eq!(s.live_sessions(), Some(0));
     suite(s, 1_000_000, false).await;
     // The index survives a restart with the sessions.
-    let s = sessiongate::store::embedded::EmbeddedStore::open(&dir.join("s.db"), POLICY).unwrap();
+    let s = sessiongate::store::embedded::EmbeddedStore::open(&dir.join("s.db")).unwrap();
     let later = 1_000_000 + INDEX_GRACE_MS + 200;
     assert_eq!(
         sids(&s.indexed(KEY, "alice", later).await.unwrap()),
@@ -308,7 +309,7 @@ async fn redis_standalone_keeps_the_index() {
     }
     let server = common::redis::RedisServer::start();
     let cfg = redis_cfg(sessiongate::config::RedisTopology::Standalone { url: server.url() });
-    let s = sessiongate::store::redis::RedisStore::open(&cfg, POLICY)
+    let s = sessiongate::store::redis::RedisStore::open(&cfg)
         .await
         .unwrap();
     suite(s, sessiongate::record::now_ms(), true).await;
@@ -324,7 +325,7 @@ async fn redis_cluster_keeps_the_index() {
         .unwrap();
     let nodes = cluster.nodes.iter().map(|n| n.url()).collect();
     let cfg = redis_cfg(sessiongate::config::RedisTopology::Cluster { nodes });
-    let s = sessiongate::store::redis::RedisStore::open(&cfg, POLICY)
+    let s = sessiongate::store::redis::RedisStore::open(&cfg)
         .await
         .unwrap();
     suite(s, sessiongate::record::now_ms(), true).await;

@@ -512,6 +512,7 @@ impl Sessions {
                 change,
                 cycle_to: cycle_to.clone(),
                 now_ms: now,
+                policy: self.policy,
                 expect: match (self.indexing(), &expect) {
                     (Some(key), Some(subject)) => Some(Expect {
                         key,

@@ -14,7 +14,7 @@
 
 use super::{Carries, Created, SaveOp, SaveOutcome, SessionStore, StoreError, Ticket};
 use crate::config::Secret;
-use crate::record::{Applied, Policy, SessionId, SessionRecord, UnixMillis, UpdateError, apply};
+use crate::record::{Applied, SessionId, SessionRecord, UnixMillis, UpdateError, apply};
 use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf;
 use base64::Engine;
@@ -40,11 +40,10 @@ pub struct TooLargeForCookies {
 pub struct CookieStore {
     name: String,
     keys: Vec<LessSafeKey>,
-    policy: Policy,
 }
 
 impl CookieStore {
-    pub fn new(secrets: &[Secret], cookie_name: &str, policy: Policy) -> Self {
+    pub fn new(secrets: &[Secret], cookie_name: &str) -> Self {
         assert!(!secrets.is_empty(), "config validation guarantees a secret");
         let keys = secrets
             .iter()
@@ -60,7 +59,6 @@ impl CookieStore {
         CookieStore {
             name: cookie_name.to_string(),
             keys,
-            policy,
         }
     }
 
@@ -228,7 +226,7 @@ impl SessionStore for CookieStore {
         let Some(current) = self.opened(ticket, op.now_ms) else {
             return Ok(SaveOutcome::Gone);
         };
-        let mut record = match apply(current, &op.change, &self.policy, op.now_ms) {
+        let mut record = match apply(current, &op.change, &op.policy, op.now_ms) {
             Ok(Applied::Saved(r)) => r,
             Ok(Applied::Emptied) => return Ok(SaveOutcome::Emptied),
             Err(e) => return Ok(SaveOutcome::Refused(e)),
@@ -264,13 +262,6 @@ mod tests {
     use super::*;
     use crate::record::SessionData;
 
-    const POLICY: Policy = Policy {
-        ttl_s: 60,
-        absolute_ttl_s: None,
-        expire_at_browser_close: false,
-        max_bytes: 65_536,
-    };
-
     fn record(now: UnixMillis) -> SessionRecord {
         let mut r = SessionRecord::new("sid".into(), now);
         r.data = SessionData::from_map(serde_json::json!({"user_id": 7}).as_object().unwrap());
@@ -284,7 +275,7 @@ mod tests {
 
     #[test]
     fn sealed_record_opens_and_expires() {
-        let s = CookieStore::new(&[secret('a')], "sessionid", POLICY);
+        let s = CookieStore::new(&[secret('a')], "sessionid");
         let sealed = s.seal(&record(1000));
         assert_eq!(s.open(&sealed, 2000), Some(record(1000)));
         assert_eq!(
@@ -297,18 +288,18 @@ mod tests {
 
     #[test]
     fn tampered_or_foreign_values_do_not_open() {
-        let s = CookieStore::new(&[secret('a')], "sessionid", POLICY);
+        let s = CookieStore::new(&[secret('a')], "sessionid");
         let sealed = s.seal(&record(0));
         let mut bytes = sealed.clone().into_bytes();
         let i = bytes.len() / 2;
         bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
         assert_eq!(s.open(std::str::from_utf8(&bytes).unwrap(), 1), None);
         assert_eq!(
-            CookieStore::new(&[secret('b')], "sessionid", POLICY).open(&sealed, 1),
+            CookieStore::new(&[secret('b')], "sessionid").open(&sealed, 1),
             None
         );
         assert_eq!(
-            CookieStore::new(&[secret('a')], "other", POLICY).open(&sealed, 1),
+            CookieStore::new(&[secret('a')], "other").open(&sealed, 1),
             None,
             "bound to the cookie name"
         );
@@ -319,8 +310,8 @@ mod tests {
 
     #[test]
     fn rotation_opens_old_values() {
-        let old = CookieStore::new(&[secret('o')], "sessionid", POLICY);
-        let rotated = CookieStore::new(&[secret('n'), secret('o')], "sessionid", POLICY);
+        let old = CookieStore::new(&[secret('o')], "sessionid");
+        let rotated = CookieStore::new(&[secret('n'), secret('o')], "sessionid");
         assert_eq!(rotated.open(&old.seal(&record(0)), 1), Some(record(0)));
         assert_eq!(
             old.open(&rotated.seal(&record(0)), 1),
@@ -331,7 +322,7 @@ mod tests {
 
     #[test]
     fn large_values_split_into_numbered_chunks_and_rejoin() {
-        let s = CookieStore::new(&[secret('a')], "sessionid", POLICY);
+        let s = CookieStore::new(&[secret('a')], "sessionid");
         let mut r = record(0);
         r.data = SessionData::from_map(
             serde_json::json!({"blob": "x".repeat(9000)})

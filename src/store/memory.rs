@@ -6,7 +6,7 @@
 use super::subjects::SubjectIndex;
 use super::table::{Lookup, SessionTable};
 use super::{INDEX_GRACE_MS, Revoked, SaveOp, SaveOutcome, ServerStore, Standing, StoreError};
-use crate::record::{Applied, Policy, SessionRecord, UnixMillis, apply};
+use crate::record::{Applied, SessionRecord, UnixMillis, apply};
 use crate::record::{IndexEntry, Listed, SessionId, subject_of};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -18,12 +18,11 @@ type Shard = SessionTable;
 
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
-    policy: Policy,
     subjects: SubjectIndex,
 }
 
 impl MemoryStore {
-    pub fn new(max_sessions: usize, policy: Policy) -> Self {
+    pub fn new(max_sessions: usize) -> Self {
         let max_sessions = max_sessions.max(1);
         let shards = (max_sessions / MIN_SESSIONS_PER_SHARD).clamp(1, MAX_SHARDS);
         // Rounding down keeps the total at or under the configured bound.
@@ -32,7 +31,6 @@ impl MemoryStore {
             shards: (0..shards)
                 .map(|_| Mutex::new(SessionTable::new(per_shard)))
                 .collect(),
-            policy,
             subjects: SubjectIndex::default(),
         }
     }
@@ -166,7 +164,7 @@ impl ServerStore for MemoryStore {
             }
             None => return Ok(SaveOutcome::Gone),
         };
-        let mut record = match apply(current, &op.change, &self.policy, op.now_ms) {
+        let mut record = match apply(current, &op.change, &op.policy, op.now_ms) {
             Ok(Applied::Saved(r)) => r,
             Ok(Applied::Emptied) => {
                 shard.pop(id);
@@ -292,13 +290,6 @@ mod tests {
     use super::*;
     use crate::record::SessionData;
 
-    const POLICY: Policy = Policy {
-        ttl_s: 60,
-        absolute_ttl_s: None,
-        expire_at_browser_close: false,
-        max_bytes: 1024,
-    };
-
     fn record(now: UnixMillis) -> SessionRecord {
         let mut r = SessionRecord::new("sid".into(), now);
         r.data = SessionData::from_map(serde_json::json!({"k": 1}).as_object().unwrap());
@@ -308,7 +299,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unread_session_is_evicted_before_read_ones_past_the_bound() {
-        let store = MemoryStore::new(3, POLICY);
+        let store = MemoryStore::new(3);
         let ids: Vec<SessionId> = (0..4).map(|_| SessionId::generate()).collect();
         for id in &ids {
             store.create(id, &record(0)).await.unwrap();
@@ -335,7 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn sweep_removes_expired() {
-        let store = MemoryStore::new(100, POLICY);
+        let store = MemoryStore::new(100);
         store
             .create(&SessionId::generate(), &record(0))
             .await

@@ -18,7 +18,7 @@ mod subjects;
 pub mod table;
 
 use crate::record::UpdateError;
-use crate::record::{Change, SessionRecord, UnixMillis};
+use crate::record::{Change, Policy, SessionRecord, UnixMillis};
 use crate::record::{IndexEntry, Listed, SessionId, subject_of};
 pub use index::{INDEX_GRACE_MS, INDEX_PRUNE_AT, Revoked, Standing, standing};
 use std::future::Future;
@@ -85,6 +85,10 @@ pub struct SaveOp<'a> {
     /// `cycle`: move the session to this new id (with its new sid), deleting the old one.
     pub cycle_to: Option<(SessionId, String)>,
     pub now_ms: UnixMillis,
+    /// The lifetimes and size bound the saved session gets: the config of
+    /// the request that saves it, so that a reload applies from the next
+    /// request on.
+    pub policy: Policy,
     /// With `session.subject_key` and a cycle: the subject the new id was
     /// indexed under. A store whose result has another subject writes
     /// nothing and answers `Reindex`, so that no session is ever stored
@@ -625,27 +629,22 @@ pub async fn open(
     secrets: &[crate::config::Secret],
 ) -> Result<Store, OpenError> {
     use crate::config::StoreConfig;
-    let policy = cfg.policy;
     let store = match &cfg.store {
         StoreConfig::Memory { max_sessions } => {
-            Store::Memory(memory::MemoryStore::new(*max_sessions, policy))
+            Store::Memory(memory::MemoryStore::new(*max_sessions))
         }
         StoreConfig::Embedded { path, max_sessions } => {
             let (path, max) = (path.clone(), *max_sessions);
             // Opening may recover a file after a crash: blocking work, kept off the runtime.
             let store = tokio::task::spawn_blocking(move || {
-                embedded::EmbeddedStore::open_bounded(&path, policy, max)
+                embedded::EmbeddedStore::open_bounded(&path, max)
             })
             .await
             .map_err(|e| OpenError::Backend("embedded store".into(), Box::new(e)))??;
             Store::Embedded(store)
         }
-        StoreConfig::Redis(r) => {
-            Store::Redis(Box::new(self::redis::RedisStore::open(r, policy).await?))
-        }
-        StoreConfig::Cookie => {
-            Store::Cookie(cookie::CookieStore::new(secrets, &cfg.cookie.name, policy))
-        }
+        StoreConfig::Redis(r) => Store::Redis(Box::new(self::redis::RedisStore::open(r).await?)),
+        StoreConfig::Cookie => Store::Cookie(cookie::CookieStore::new(secrets, &cfg.cookie.name)),
     };
     Ok(store)
 }

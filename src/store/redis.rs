@@ -17,7 +17,7 @@ use crate::config::{RedisConfig, RedisTopology};
 use crate::record::SessionId;
 use crate::record::UpdateError;
 use crate::record::{IndexEntry, Listed, value_texts};
-use crate::record::{Policy, SessionRecord, UnixMillis};
+use crate::record::{SessionRecord, UnixMillis};
 use ::redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
@@ -147,7 +147,6 @@ pub struct RedisStore {
     topology: Topology,
     prefix: String,
     timeout: Duration,
-    policy: Policy,
     /// `replicas_ack`: replicas that must hold a write before it is acknowledged.
     replicas: u32,
     save_script: Script,
@@ -174,7 +173,7 @@ fn open_err(what: &str) -> impl FnOnce(RedisError) -> OpenError + '_ {
 impl RedisStore {
     /// Connects lazily where the client allows it: a Redis that is down at
     /// start makes requests fail (per `on_store_error`) until it is back.
-    pub async fn open(cfg: &RedisConfig, policy: Policy) -> Result<Self, OpenError> {
+    pub async fn open(cfg: &RedisConfig) -> Result<Self, OpenError> {
         crate::install_crypto_provider();
         let certs = tls_certs(&cfg.ca_pem);
         let topology = match &cfg.topology {
@@ -259,7 +258,6 @@ impl RedisStore {
             topology,
             prefix: cfg.key_prefix.clone(),
             timeout: cfg.timeout,
-            policy,
             replicas: cfg.replicas_ack,
             save_script: Script::new(SAVE_SCRIPT),
             create_script: Script::new(CREATE_SCRIPT),
@@ -524,7 +522,7 @@ impl ServerStore for RedisStore {
     async fn save(&self, id: &SessionId, op: &SaveOp<'_>) -> Result<SaveOutcome, StoreError> {
         let key = self.key(id);
         let script = &self.save_script;
-        let policy = self.policy;
+        let policy = op.policy;
         // A cycle on one server is one script over both keys. Cluster puts
         // the new id in another slot: the old session is marked as moving
         // (read-only, and expiring by itself when the mark ends) until the
@@ -597,7 +595,7 @@ impl ServerStore for RedisStore {
             )),
             Some("too_large") => Ok(SaveOutcome::Refused(UpdateError::TooLarge {
                 size: reply.get(1).and_then(|s| s.parse().ok()).unwrap_or(0),
-                max: self.policy.max_bytes,
+                max: op.policy.max_bytes,
             })),
             Some("saved") => {
                 let fields: Vec<Option<String>> = reply[1..].iter().cloned().map(Some).collect();

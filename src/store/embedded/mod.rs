@@ -15,7 +15,7 @@ mod writer;
 use super::table::{Lookup, SessionTable};
 use super::{OpenError, Revoked, SaveOp, SaveOutcome, ServerStore, Standing, StoreError};
 use crate::record::{ID_BYTES, IndexEntry, Listed, SessionId};
-use crate::record::{Policy, SessionRecord, UnixMillis};
+use crate::record::{SessionRecord, UnixMillis};
 use file::StoreFile;
 use index::IndexOp;
 use redb::{Database, ReadableDatabase, TableDefinition};
@@ -77,6 +77,7 @@ fn save_op(
         expiry_s: op.change.expiry_s,
         cycle_to: op.cycle_to.clone(),
         now_ms: op.now_ms,
+        policy: op.policy,
         expect: op
             .expect
             .map(|e| (e.key.to_string(), e.subject.map(str::to_string))),
@@ -190,21 +191,14 @@ impl EmbeddedStore {
     }
 
     /// Opens the store with the default bound on sessions.
-    pub fn open(path: &Path, policy: Policy) -> Result<Self, OpenError> {
-        Self::open_bounded(path, policy, crate::config::DEFAULT_EMBEDDED_MAX_SESSIONS)
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        Self::open_bounded(path, crate::config::DEFAULT_EMBEDDED_MAX_SESSIONS)
     }
 
     /// Opens the store; past `max_sessions`, creating a session evicts the
     /// one whose deadline is nearest.
-    pub fn open_bounded(
-        path: &Path,
-        policy: Policy,
-        max_sessions: usize,
-    ) -> Result<Self, OpenError> {
-        let bounds = writer::Bounds {
-            policy,
-            max_sessions,
-        };
+    pub fn open_bounded(path: &Path, max_sessions: usize) -> Result<Self, OpenError> {
+        let bounds = writer::Bounds { max_sessions };
         let file = Arc::new(StoreFile::open(path)?);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer_file = file.clone();
@@ -516,7 +510,7 @@ mod tests {
     use crate::store::SaveOp;
     use serde_json::{Map, Value};
 
-    const POLICY: Policy = Policy {
+    const POLICY: crate::record::Policy = crate::record::Policy {
         ttl_s: 600,
         absolute_ttl_s: None,
         expire_at_browser_close: false,
@@ -537,7 +531,7 @@ mod tests {
             "sessiongate-embedded-{}",
             SessionId::generate().encode()
         ));
-        let store = EmbeddedStore::open(&dir.join("sessions.db"), POLICY).unwrap();
+        let store = EmbeddedStore::open(&dir.join("sessions.db")).unwrap();
         let now = crate::record::now_ms();
         let id = SessionId::generate();
         let mut record = SessionRecord::new("sid-a".into(), now);
@@ -552,6 +546,7 @@ mod tests {
                 expiry_s: None,
                 cycle_to: None,
                 now_ms: now,
+                policy: POLICY,
                 expect: None,
                 reply: oneshot::channel().0,
             },
@@ -561,10 +556,7 @@ mod tests {
             },
         ];
         let db = store.file.db().unwrap();
-        let bounds = writer::Bounds {
-            policy: POLICY,
-            max_sessions: 100,
-        };
+        let bounds = writer::Bounds { max_sessions: 100 };
         writer::apply_batch(&db, &store.cache, batch, &bounds, |_, _| {});
         assert_eq!(cached(&store, &id), None);
         assert!(store.load(&id, now).await.unwrap().is_none());
@@ -586,7 +578,7 @@ mod tests {
             SessionId::generate(),
         );
         {
-            let store = EmbeddedStore::open(&path, POLICY).unwrap();
+            let store = EmbeddedStore::open(&path).unwrap();
             let mut record = SessionRecord::new("sid-a".into(), now);
             record.data = SessionData::from_map(&object(serde_json::json!({"a": 1})));
             record.expires_ms = now + 600_000;
@@ -602,6 +594,7 @@ mod tests {
                 },
                 cycle_to: Some((new, "sid-b".into())),
                 now_ms: now,
+                policy: POLICY,
                 expect: None,
             };
             assert!(matches!(
@@ -616,7 +609,7 @@ mod tests {
             assert_eq!(cached(&store, &gone), None);
         }
         // What the cache served is what the file holds.
-        let store = EmbeddedStore::open(&path, POLICY).unwrap();
+        let store = EmbeddedStore::open(&path).unwrap();
         assert_eq!(cached(&store, &new), None);
         let loaded = store.load(&new, now).await.unwrap().unwrap();
         assert_eq!(

@@ -36,6 +36,7 @@ pub(super) enum WriteOp {
         expiry_s: Option<u64>,
         cycle_to: Option<(SessionId, String)>,
         now_ms: UnixMillis,
+        policy: Policy,
         /// `SaveOp::expect`: (subject key, the subject the result must have).
         expect: Option<(String, Option<String>)>,
         reply: oneshot::Sender<Result<SaveOutcome, StoreError>>,
@@ -70,7 +71,6 @@ pub(super) enum WriteOp {
 /// What bounds the writer's transactions.
 #[derive(Clone, Copy)]
 pub(super) struct Bounds {
-    pub policy: Policy,
     /// Past this many sessions, creating one evicts the nearest deadline.
     pub max_sessions: usize,
 }
@@ -197,7 +197,6 @@ fn apply_batch_inner(
     bounds: &Bounds,
     before_replies: impl FnOnce(Vec<Written>, Result<(), &str>, u64),
 ) -> bool {
-    let policy = &bounds.policy;
     let creates = batch.iter().any(|op| matches!(op, WriteOp::Create { .. }));
     let mut evicted = 0;
     let sweeps_only = batch
@@ -251,7 +250,7 @@ fn apply_batch_inner(
                         None => (indexed, error),
                         Some(then) => {
                             let (written_reply, e) =
-                                apply_one(&mut sessions, &mut expiry, *then, policy, &mut written);
+                                apply_one(&mut sessions, &mut expiry, *then, &mut written);
                             error = error.or(e);
                             let both: Pending = Box::new(move |commit| {
                                 indexed(commit);
@@ -261,7 +260,7 @@ fn apply_batch_inner(
                         }
                     }
                 }
-                op => apply_one(&mut sessions, &mut expiry, op, policy, &mut written),
+                op => apply_one(&mut sessions, &mut expiry, op, &mut written),
             };
             replies.push(reply);
             if let Some(e) = error {
@@ -346,7 +345,6 @@ fn apply_one(
     sessions: &mut Sessions<'_>,
     expiry: &mut Expiry<'_>,
     op: WriteOp,
-    policy: &Policy,
     written: &mut Vec<Written>,
 ) -> (Pending, Option<String>) {
     fn done<T: Send + 'static>(
@@ -388,6 +386,7 @@ fn apply_one(
             expiry_s,
             cycle_to,
             now_ms,
+            policy,
             expect,
             reply,
         } => {
@@ -399,12 +398,13 @@ fn apply_one(
                 change,
                 cycle_to,
                 now_ms,
+                policy,
                 expect: expect.as_ref().map(|(key, subject)| crate::store::Expect {
                     key,
                     subject: subject.as_deref(),
                 }),
             };
-            let result = save(sessions, expiry, &id, &op, policy);
+            let result = save(sessions, expiry, &id, &op);
             written.push((id, None));
             if let Ok(SaveOutcome::Saved { id, record }) = &result {
                 written.push((*id, Some(record.clone())));
@@ -419,7 +419,6 @@ fn save(
     expiry: &mut Expiry<'_>,
     id: &SessionId,
     op: &crate::store::SaveOp<'_>,
-    policy: &Policy,
 ) -> Result<SaveOutcome, StoreError> {
     let now_ms = op.now_ms;
     let Some(current) = remove(sessions, expiry, id)? else {
@@ -428,7 +427,7 @@ fn save(
     if !current.is_live(now_ms) {
         return Ok(SaveOutcome::Gone);
     }
-    match apply(current.clone(), &op.change, policy, now_ms) {
+    match apply(current.clone(), &op.change, &op.policy, now_ms) {
         Ok(Applied::Saved(mut record)) => {
             if let Some(actual) = op.unexpected(&record) {
                 put(sessions, expiry, id, &current)?;

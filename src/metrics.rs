@@ -3,6 +3,7 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
@@ -69,6 +70,19 @@ pub enum StoreOp {
     revoke,
 }
 
+/// How a reload of the config ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReloadResult {
+    success,
+    error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: ReloadResult,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
     pub op: StoreOp,
@@ -108,12 +122,15 @@ pub struct Metrics {
     registry: Registry,
     store_ops: [(Histogram, Counter); 8],
     /// Live sessions, where the store counts them (set at each scrape).
-    sessions: prometheus_client::metrics::gauge::Gauge,
+    sessions: Gauge,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     events: Family<EventLabels, Counter>,
     /// The store's eviction total when the events last heard of it.
     evicted_seen: std::sync::atomic::AtomicU64,
+    reloads: Family<ReloadLabels, Counter>,
+    /// When the running config was loaded (at start, then by each reload).
+    last_reload_success: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -146,7 +163,7 @@ impl Metrics {
             request_duration.clone(),
         );
         registry.register("session_events", "Session lifecycle events", events.clone());
-        let sessions = prometheus_client::metrics::gauge::Gauge::default();
+        let sessions = Gauge::default();
         registry.register(
             "store_operation_duration_seconds",
             "Latency of session store operations",
@@ -161,6 +178,18 @@ impl Metrics {
             "log_suppressed",
             "Log lines a client could trigger that were suppressed by the rate limit, by class",
             crate::logging::SUPPRESSED.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Reloads of the config file on SIGHUP, by result",
+            reloads.clone(),
+        );
+        let last_reload_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the running config was loaded, in seconds since the Unix epoch",
+            last_reload_success.clone(),
         );
         let store_ops = STORE_OPS.map(|op| {
             let labels = OpLabels { op };
@@ -177,6 +206,19 @@ impl Metrics {
             request_duration,
             events,
             evicted_seen: std::sync::atomic::AtomicU64::new(0),
+            reloads,
+            last_reload_success,
+        }
+    }
+
+    /// A reload ended; a successful one (or the first load, with `None`)
+    /// also sets the time the running config was loaded.
+    pub fn config_loaded(&self, result: Option<ReloadResult>, now_ms: u64) {
+        if let Some(result) = result {
+            self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        }
+        if result != Some(ReloadResult::error) {
+            self.last_reload_success.set(now_ms as f64 / 1000.0);
         }
     }
 
@@ -269,6 +311,9 @@ mod tests {
         m.request("/api/", 200, Duration::from_millis(3));
         m.event(SessionEvent::created);
         m.store_op(StoreOp::load, Duration::from_micros(50), false);
+        m.config_loaded(None, 1_000_000);
+        m.config_loaded(Some(ReloadResult::error), 2_000_000);
+        m.config_loaded(Some(ReloadResult::success), 3_000_500);
         let text = m.encode();
         for needle in [
             "sessiongate_requests_total{route=\"/api/\",status=\"200\"} 1",
@@ -276,6 +321,9 @@ mod tests {
             "sessiongate_session_events_total{event=\"created\"} 1",
             "sessiongate_store_operation_duration_seconds_count{op=\"load\"} 1",
             "sessiongate_store_errors_total{op=\"load\"} 1",
+            "sessiongate_config_reloads_total{result=\"error\"} 1",
+            "sessiongate_config_reloads_total{result=\"success\"} 1",
+            "sessiongate_config_last_reload_success_timestamp_seconds 3000.5",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

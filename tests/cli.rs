@@ -3,36 +3,12 @@
 
 mod common;
 
+use common::process::*;
 use common::*;
 use serde_json::json;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sessiongate");
-
-fn sessiongate(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    c
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "sessiongate-cli-{tag}-{}",
-        sessiongate::record::SessionId::generate().encode()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// The files the example configs name (certificates, keys), made here.
 fn example_files(root: &Path) {
@@ -124,7 +100,7 @@ routes:
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stderr);
     for expected in [
         "secrets[0]: secret is 20 bytes long",
         "secrets[1]: environment variable SESSIONGATE_SURELY_UNSET_VAR is not set",
@@ -160,13 +136,76 @@ fn check_never_echoes_values_in_type_errors() {
     let out = sessiongate(&["check", "--config", path.to_str().unwrap()])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text.contains("session.store: invalid type: string"),
         "{text}"
     );
     assert!(!text.contains("hunter3"), "{text}");
+}
+
+/// serde stops at a section's first unknown key; check does not, and takes
+/// Django's capitalisation of SameSite.
+#[test]
+fn check_reports_every_unknown_key_of_a_section_on_stderr() {
+    let dir = temp_dir("check-typos");
+    let path = dir.join("typos.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+secrets: ["{SECRET}"]
+session:
+  tll: 2w
+  cookie: {{secrue: true, same_site: Strict, htp_only: true}}
+upstreams:
+  app: {{url: "http://127.0.0.1:3000", timout: 5s}}
+routes:
+  - {{match: {{path_prefix: /}}, upstream: app, forward: {{mode: json}}}}
+"#
+        ),
+    )
+    .unwrap();
+    let out = sessiongate(&["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "the report is on stderr"
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "session.tll: unknown field `tll`",
+        "session.cookie.secrue: unknown field `secrue`",
+        "session.cookie.htp_only: unknown field `htp_only`",
+        "upstreams.app.timout: unknown field `timout`",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("unknown variant"),
+        "`Strict` is accepted:\n{text}"
+    );
+
+    let fixed = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("tll: 2w", "ttl: 2w")
+        .replace("secrue: true", "secure: true")
+        .replace("htp_only", "http_only")
+        .replace(", timout: 5s", "");
+    std::fs::write(&path, fixed).unwrap();
+    let out = sessiongate(&["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
 
 #[test]
@@ -186,37 +225,6 @@ fn keygen_prints_fresh_strong_secrets() {
     );
 }
 
-fn write_config(
-    dir: &Path,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    upstream: SocketAddr,
-    store: &str,
-    extra: &str,
-) -> PathBuf {
-    let path = dir.join("sessiongate.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-listen: [{{addr: "{listen}"}}]
-admin: {{addr: "{admin}"}}
-secrets: ["{SECRET}"]
-session:
-  cookie: {{secure: false}}
-  store: {store}
-upstreams:
-  app: {{url: "http://{upstream}"}}
-routes:
-  - {{match: {{path_prefix: /}}, upstream: app, forward: {{mode: json}}}}
-{extra}
-"#
-        ),
-    )
-    .unwrap();
-    path
-}
-
 #[test]
 fn clear_sessions_on_memory_prints_zero_and_explains() {
     let dir = temp_dir("clear-mem");
@@ -234,84 +242,6 @@ fn clear_sessions_on_memory_prints_zero_and_explains() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
     assert!(String::from_utf8_lossy(&out.stderr).contains("memory store lives inside"));
-}
-
-struct Running {
-    child: Child,
-    admin: SocketAddr,
-    stderr: PathBuf,
-}
-
-impl Running {
-    fn start(cfg: &Path, admin: SocketAddr, dir: &Path, env: &[(&str, &str)]) -> Running {
-        let stderr = dir.join(format!(
-            "stderr-{}.log",
-            Instant::now().elapsed().as_nanos()
-        ));
-        let mut cmd = sessiongate(&["--config", cfg.to_str().unwrap()]);
-        cmd.current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
-        let r = Running {
-            child,
-            admin,
-            stderr,
-        };
-        r.wait_ready();
-        r
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = std::net::TcpStream::connect(self.admin) {
-                use std::io::{Read, Write};
-                let _ =
-                    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut buf = String::new();
-                let _ = s.read_to_string(&mut buf);
-                if buf.starts_with("HTTP/1.1 200") {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("sessiongate did not become ready: {}", self.log());
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    fn wait(mut self) -> (std::process::ExitStatus, String) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, self.log());
-            }
-            assert!(Instant::now() < deadline, "sessiongate did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

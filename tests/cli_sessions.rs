@@ -199,7 +199,7 @@ fn check_judges_the_management_settings() {
         "{subject_key: \"\", max_per_subject: 0}",
     ));
     assert_eq!(o.status.code(), Some(1));
-    let text = stdout(&o);
+    let text = String::from_utf8_lossy(&o.stderr);
     for expected in [
         "admin.token: secret is 17 bytes long",
         "session.subject_key: must name a top-level key",
@@ -212,7 +212,10 @@ fn check_judges_the_management_settings() {
         "a secret was echoed:\n{text}"
     );
     let o = check(&base("{addr: \"127.0.0.1:9090\"}", "{max_per_subject: 3}"));
-    assert!(stdout(&o).contains("session.max_per_subject: needs session.subject_key"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("session.max_per_subject: needs session.subject_key")
+    );
     // Allowed, but it cannot do what it says: a warning, and ok.
     let o = check(&base(
         &format!("{{token: \"{TOKEN}\"}}"),

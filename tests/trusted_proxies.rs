@@ -185,7 +185,7 @@ fn check_refuses_malformed_ranges() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stderr);
     for i in 1..=4 {
         assert!(
             text.contains(&format!(

@@ -4,13 +4,12 @@
 
 mod sessions;
 
-use crate::http1::{ConnInfo, Handler, RequestBody};
+use crate::http1::RequestBody;
 use crate::metrics::Metrics;
 use crate::session::Sessions;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use std::future::Future;
 use std::sync::Arc;
 
 pub struct Admin {
@@ -111,8 +110,9 @@ impl Admin {
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 {
-                    self.metrics.sync_evicted(self.sessions.store.evicted());
-                    if let Some(n) = self.sessions.store.live_sessions() {
+                    self.metrics
+                        .sync_evicted(self.sessions.backend.store.evicted());
+                    if let Some(n) = self.sessions.backend.store.live_sessions() {
                         self.metrics.set_sessions(n);
                     }
                     self.metrics.encode()
@@ -132,18 +132,5 @@ impl Admin {
                 "not found\n",
             ),
         }
-    }
-}
-
-impl Handler for Admin {
-    type Body = Full<Bytes>;
-
-    fn call(
-        self: &Arc<Self>,
-        request: Box<Request<RequestBody>>,
-        _conn: &ConnInfo,
-    ) -> impl Future<Output = Box<Response<Full<Bytes>>>> + Send {
-        let admin = self.clone();
-        async move { Box::new(admin.handle(&request).await) }
     }
 }

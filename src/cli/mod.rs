@@ -28,7 +28,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy until SIGINT or SIGTERM (the default).
     Run,
-    /// Validate the config: prints `ok`, or every problem with its YAML path.
+    /// Validate the config: prints `ok`, or every problem with its YAML path (on stderr).
     Check {
         /// Also print, per route, what its upstream reads of the session and may write.
         #[arg(long)]
@@ -83,7 +83,7 @@ pub fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                println!("{e}");
+                eprintln!("{e}");
                 ExitCode::FAILURE
             }
         },

@@ -75,6 +75,8 @@ pub struct Config {
     /// What is allowed but probably not meant: `check` prints these, the
     /// proxy logs them at start.
     pub warnings: Vec<String>,
+    /// The file the config was read from, which SIGHUP reads again.
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// `trusted_proxies` (SPEC section 8.4): address ranges of the load
@@ -165,7 +167,7 @@ pub struct CookieConfig {
     pub same_site: SameSite,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StoreConfig {
     Memory { max_sessions: usize },
     Embedded { path: PathBuf, max_sessions: usize },
@@ -184,7 +186,7 @@ impl StoreConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
     pub topology: RedisTopology,
     pub key_prefix: String,
@@ -195,7 +197,7 @@ pub struct RedisConfig {
     pub replicas_ack: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RedisTopology {
     Standalone {
         url: String,
@@ -434,7 +436,9 @@ impl ConfigError {
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::single("", format!("cannot read {}: {e}", path.display())))?;
-    from_yaml(&text)
+    let mut config = from_yaml(&text)?;
+    config.source = Some(path.to_path_buf());
+    Ok(config)
 }
 
 /// Parses and validates YAML text.

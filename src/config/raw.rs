@@ -96,11 +96,15 @@ pub struct RawCookie {
     pub same_site: Option<RawSameSite>,
 }
 
+/// Django's `SESSION_COOKIE_SAMESITE` spells them `"Lax"`, `"Strict"`, `"None"`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RawSameSite {
+    #[serde(alias = "Strict")]
     Strict,
+    #[serde(alias = "Lax")]
     Lax,
+    #[serde(alias = "None")]
     None,
 }
 

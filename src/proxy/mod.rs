@@ -8,8 +8,7 @@ use crate::metrics::Metrics;
 use crate::record::now_ms;
 use crate::router::{self, HostError};
 use crate::session::cookie::{CookieCodec, is_chunk_name};
-use crate::session::{Loaded, Sessions};
-use crate::store::Store;
+use crate::session::{Backend, Loaded, Sessions};
 use crate::upstream::Upstreams;
 use crate::upstream::forward::{self, X_REQUEST_ID};
 use crate::upstream::identity::{
@@ -42,18 +41,6 @@ struct Route {
 /// copied all of it (2.6 KiB for a request) though only its arguments were set.
 fn pinned_in_place<F>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
-}
-
-impl crate::http1::Handler for Proxy {
-    type Body = ProxyBody;
-
-    fn call(
-        self: &Arc<Self>,
-        request: Box<Request<RequestBody>>,
-        conn: &ConnInfo,
-    ) -> impl Future<Output = Box<Response<ProxyBody>>> + Send {
-        self.clone().handle(request, conn.clone())
-    }
 }
 
 /// A request id as text, for the log span.
@@ -98,7 +85,11 @@ const PROXY_SET_HEADERS: usize = 6;
 const NO_ROUTE_LABEL: &str = "none";
 
 impl Proxy {
-    pub fn new(config: &Config, store: Store, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
+    pub fn new(
+        config: &Config,
+        backend: Backend,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SetupError> {
         let routes = config
             .routes
             .iter()
@@ -112,7 +103,7 @@ impl Proxy {
             .collect::<Result<Vec<_>, IdentityError>>()?;
         let sessions = Arc::new(
             Sessions::new(
-                store,
+                backend,
                 config.headers.clone(),
                 CookieCodec::new(config.session.cookie.clone(), &config.secrets),
                 config.session.policy,
@@ -213,7 +204,8 @@ impl Proxy {
                     method = %method,
                     path = %path,
                     status,
-                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    // Whole microseconds: `0.129`, not `0.12937300000000002`.
+                    duration_ms = elapsed.as_micros() as f64 / 1000.0,
                     route = label,
                     client_ip = client.to_str().unwrap_or("-"),
                     "request"

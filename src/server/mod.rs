@@ -8,7 +8,7 @@
 mod signals;
 pub mod tls;
 
-pub use signals::{Hangup, install_sighup, shutdown_signal};
+pub use signals::{Hangup, hangup, install_sighup, shutdown_signal};
 
 pub mod proxy_protocol;
 use crate::config::Limits;
@@ -86,13 +86,17 @@ pub struct Accept {
 }
 
 /// Accepts connections on `listener` and serves them with `handler` until
-/// the stop signal.
+/// the stop signal, or until `retire` changes (a reload that restarts the
+/// loop with new settings, or removes the listener). It gives the listener
+/// back: connections waiting in its queue are not lost, and the ones it
+/// accepted go on being served.
 pub async fn accept_loop<H: Handler>(
     listener: TcpListener,
     accept: Accept,
     handler: Arc<H>,
     serving: Serving,
-) {
+    mut retire: watch::Receiver<bool>,
+) -> TcpListener {
     let Accept {
         tls,
         proxy_protocol,
@@ -102,7 +106,8 @@ pub async fn accept_loop<H: Handler>(
     loop {
         let permit = tokio::select! {
             p = serving.connections.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            _ = stop.changed() => return,
+            _ = stop.changed() => return listener,
+            _ = retire.changed() => return listener,
         };
         let (mut stream, remote): (TcpStream, SocketAddr) = tokio::select! {
             r = listener.accept() => match r {
@@ -113,7 +118,8 @@ pub async fn accept_loop<H: Handler>(
                     continue;
                 }
             },
-            _ = stop.changed() => return,
+            _ = stop.changed() => return listener,
+            _ = retire.changed() => return listener,
         };
         let _ = stream.set_nodelay(true);
         // A connection still in its TLS handshake holds a watcher too, so

@@ -41,6 +41,19 @@ pub type Hangup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
 pub type Hangup = ();
 
+/// The next SIGHUP; never, without a handler.
+pub async fn hangup(hup: &mut Hangup) {
+    #[cfg(unix)]
+    if let Some(hup) = hup
+        && hup.recv().await.is_some()
+    {
+        return;
+    }
+    #[cfg(not(unix))]
+    let _ = hup;
+    std::future::pending::<()>().await
+}
+
 pub fn install_sighup() -> Hangup {
     #[cfg(unix)]
     {

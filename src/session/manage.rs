@@ -50,7 +50,7 @@ impl From<StoreError> for ManageError {
 impl Sessions {
     /// The subject key, where sessions have subjects on the server.
     pub fn subject_key(&self) -> Result<&str, ManageError> {
-        if !self.store.manages() {
+        if !self.backend.store.manages() {
             return Err(ManageError::CookieStore);
         }
         self.subjects
@@ -144,8 +144,11 @@ impl Sessions {
         subject: &str,
         now: UnixMillis,
     ) -> Result<Vec<Listed>, StoreError> {
-        self.timed(StoreOp::index, self.store.indexed(key, subject, now))
-            .await
+        self.timed(
+            StoreOp::index,
+            self.backend.store.indexed(key, subject, now),
+        )
+        .await
     }
 
     /// Revokes the session under `id`, following it to the new id of a
@@ -160,7 +163,10 @@ impl Sessions {
         let mut id = *id;
         for _ in 0..MAX_FOLLOWED_MOVES {
             let r = self
-                .timed(StoreOp::revoke, self.store.revoke(&id, key, subject, now))
+                .timed(
+                    StoreOp::revoke,
+                    self.backend.store.revoke(&id, key, subject, now),
+                )
                 .await?;
             match r {
                 Revoked::Moved(next) => id = next,
@@ -225,13 +231,13 @@ impl Sessions {
     pub async fn revoke_sid(&self, sid: &str, now: UnixMillis) -> Result<bool, ManageError> {
         self.subject_key()?;
         let found = self
-            .timed(StoreOp::index, self.store.find_sid(sid, now))
+            .timed(StoreOp::index, self.backend.store.find_sid(sid, now))
             .await?;
         let Some(id) = found else {
             return Ok(false);
         };
         let deleted = self
-            .timed(StoreOp::revoke, self.store.delete(&Ticket::Id(id)))
+            .timed(StoreOp::revoke, self.backend.store.delete(&Ticket::Id(id)))
             .await?;
         if deleted {
             self.metrics.event(SessionEvent::revoked);

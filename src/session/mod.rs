@@ -2,10 +2,12 @@
 //! what the upstream's response asks (merge patches and actions) to the store
 //! and the cookie.
 
+mod backend;
 pub mod cookie;
 mod manage;
 pub mod writeback;
 
+pub use backend::Backend;
 pub use manage::{ManageError, Subjects};
 
 use crate::config::{InternalHeaders, OnStoreError};
@@ -61,7 +63,7 @@ impl Loaded {
 }
 
 pub struct Sessions {
-    pub store: Store,
+    pub backend: Backend,
     /// The internal headers an upstream writes back with.
     headers: InternalHeaders,
     pub codec: CookieCodec,
@@ -69,16 +71,13 @@ pub struct Sessions {
     pub on_store_error: OnStoreError,
     pub save_every_request: bool,
     metrics: Arc<Metrics>,
-    /// What the last store panic said, if one happened: readiness fails
-    /// from then on, since a store that panicked may not be trusted.
-    fault: std::sync::Mutex<Option<String>>,
     /// Whose sessions are whose, and how many one may have.
     subjects: Subjects,
 }
 
 impl Sessions {
     pub fn new(
-        store: Store,
+        backend: Backend,
         headers: InternalHeaders,
         codec: CookieCodec,
         policy: Policy,
@@ -87,14 +86,13 @@ impl Sessions {
         metrics: Arc<Metrics>,
     ) -> Self {
         Sessions {
-            store,
+            backend,
             headers,
             codec,
             policy,
             on_store_error,
             save_every_request,
             metrics,
-            fault: std::sync::Mutex::new(None),
             subjects: Subjects::default(),
         }
     }
@@ -127,13 +125,13 @@ impl Sessions {
 
     fn panicked(&self, e: StoreError) -> StoreError {
         tracing::error!(error = %e, "session store operation panicked; readiness now fails");
-        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        self.backend.set_fault(e.to_string());
         e
     }
 
     /// The panic that made the store untrustworthy, if any.
     pub fn fault(&self) -> Option<String> {
-        self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.backend.fault()
     }
 
     /// The tickets a request's cookies hold, best first: signed ids (each
@@ -141,7 +139,7 @@ impl Sessions {
     /// session in its numbered cookies (at most two candidates: a request
     /// cannot make the gateway decrypt at will).
     fn tickets(&self, cookies: &RequestCookies<'_>) -> Vec<Ticket> {
-        match self.store.carries() {
+        match self.backend.store.carries() {
             Carries::Id => cookies
                 .session_values
                 .iter()
@@ -150,7 +148,7 @@ impl Sessions {
                     // In a large store the lookup misses the cache: its first
                     // miss is taken while the MAC is checked (about 0.15 us)
                     // instead of after. A forged id costs a prefetch, never a lookup.
-                    self.store.prefetch(&id);
+                    self.backend.store.prefetch(&id);
                     self.codec.verify(&id, &mac).then_some(Ticket::Id(id))
                 })
                 .collect(),
@@ -223,7 +221,7 @@ impl Sessions {
         let chunks = cookies.chunks.iter().map(|(n, _)| *n).collect();
         for ticket in self.tickets(cookies) {
             match self
-                .timed(StoreOp::load, self.store.load(&ticket, now))
+                .timed(StoreOp::load, self.backend.store.load(&ticket, now))
                 .await
             {
                 Ok(Some(record)) => {
@@ -355,7 +353,10 @@ impl Sessions {
             let replacement = self.new_session(&change, now)?;
             let mut cookies = Vec::new();
             if let Some(ticket) = &loaded.ticket {
-                match self.timed(StoreOp::delete, self.store.delete(ticket)).await {
+                match self
+                    .timed(StoreOp::delete, self.backend.store.delete(ticket))
+                    .await
+                {
                     Ok(true) => {
                         self.metrics.event(SessionEvent::flushed);
                         cookies = self.removal(held);
@@ -527,14 +528,14 @@ impl Sessions {
                     let (n, outcome) = self
                         .timed(
                             StoreOp::save,
-                            self.store.save_indexed(&subject, e, ticket, &op),
+                            self.backend.store.save_indexed(&subject, e, ticket, &op),
                         )
                         .await?;
                     indexed = Some((subject, n));
                     outcome
                 }
                 _ => {
-                    self.timed(StoreOp::save, self.store.save(ticket, &op))
+                    self.timed(StoreOp::save, self.backend.store.save(ticket, &op))
                         .await?
                 }
             };
@@ -585,7 +586,7 @@ impl Sessions {
         wb: Writeback,
         now: UnixMillis,
     ) -> Result<Vec<HeaderValue>, SessionError> {
-        if !self.store.waits_on_writes() {
+        if !self.backend.store.waits_on_writes() {
             return self.write_back(&loaded, &wb, now).await;
         }
         let sessions = self.clone();
@@ -650,13 +651,15 @@ impl Sessions {
                 };
                 self.timed(
                     StoreOp::create,
-                    self.store.create_indexed(subject, &entry, &record, now),
+                    self.backend
+                        .store
+                        .create_indexed(subject, &entry, &record, now),
                 )
                 .await
                 .map(|(n, created)| (Some(n), created))
             }
             None => self
-                .timed(StoreOp::create, self.store.create(&id, &record))
+                .timed(StoreOp::create, self.backend.store.create(&id, &record))
                 .await
                 .map(|created| (None, created)),
         };
@@ -682,10 +685,13 @@ impl Sessions {
     /// Deletes expired sessions; counted as `expired` events.
     pub async fn sweep(&self, now: UnixMillis) -> Result<u64, StoreError> {
         let n = self
-            .timed(StoreOp::clear_expired, self.store.clear_expired(now))
+            .timed(
+                StoreOp::clear_expired,
+                self.backend.store.clear_expired(now),
+            )
             .await?;
         self.metrics.event_n(SessionEvent::expired, n);
-        if let (Store::Memory(m), Some(key)) = (&self.store, self.indexing()) {
+        if let (Store::Memory(m), Some(key)) = (&*self.backend.store, self.indexing()) {
             // Evicted and expired sessions leave their entries behind.
             m.sweep_index(key, now);
         }
@@ -693,6 +699,6 @@ impl Sessions {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.timed(StoreOp::ping, self.store.ping()).await
+        self.timed(StoreOp::ping, self.backend.store.ping()).await
     }
 }

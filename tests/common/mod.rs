@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod gate;
+pub mod process;
 pub mod raw;
 pub mod redis;
 pub mod tls;

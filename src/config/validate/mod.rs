@@ -23,22 +23,66 @@ impl Issues {
     }
 }
 
+/// Unknown keys reported from one section at most; past this, the section
+/// is probably not the one the key names.
+const MAX_UNKNOWN_KEYS: usize = 32;
+
 /// Deserializes one section, recording a shape error (unknown field, wrong type)
-/// with the full path to where it happened.
-fn section<T: DeserializeOwned>(value: Value, path: &str, issues: &mut Issues) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let full = match (path.is_empty(), inner.as_str()) {
-                (_, ".") => path.to_string(),
-                (true, p) => p.to_string(),
-                (false, p) if p.starts_with('[') => format!("{path}{p}"),
-                (false, p) => format!("{path}.{p}"),
-            };
-            issues.push(full, redact_values(&e.into_inner().to_string()));
-            None
+/// with the full path to where it happened. serde stops at the first unknown
+/// key; each is recorded and taken out and the section read again, so that
+/// one typo does not hide the next.
+fn section<T: DeserializeOwned>(mut value: Value, path: &str, issues: &mut Issues) -> Option<T> {
+    for _ in 0..=MAX_UNKNOWN_KEYS {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return Some(v),
+            Err(e) => e,
+        };
+        let inner = e.path().to_string();
+        let full = match (path.is_empty(), inner.as_str()) {
+            (_, ".") => path.to_string(),
+            (true, p) => p.to_string(),
+            (false, p) if p.starts_with('[') => format!("{path}{p}"),
+            (false, p) => format!("{path}.{p}"),
+        };
+        let segments: Vec<_> = e.path().iter().cloned().collect();
+        let message = e.into_inner().to_string();
+        let unknown = message.starts_with("unknown field");
+        issues.push(full, redact_values(&message));
+        if !unknown || !remove_at(&mut value, &segments) {
+            return None;
         }
+    }
+    None
+}
+
+/// Removes the key `path` ends with from `value`; whether it was there.
+fn remove_at(value: &mut Value, path: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for segment in parents {
+        at = match (segment, at) {
+            (Segment::Map { key }, Value::Object(m)) => match m.get_mut(key) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Array(a)) => match a.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            // An enum's variant is written as the single key of a mapping.
+            (Segment::Enum { variant }, Value::Object(m)) => match m.get_mut(variant) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, at) {
+        (Segment::Map { key }, Value::Object(m)) => m.remove(key).is_some(),
+        _ => false,
     }
 }
 
@@ -250,6 +294,7 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
                 trusted_proxies,
                 auth_endpoint,
                 warnings,
+                source: None,
             })
         }
         _ => Err(ConfigError { issues: issues.0 }),

@@ -1,0 +1,141 @@
+//! The real binary as a child process: started on a config file, waited
+//! for until ready, signalled, and its log read.
+
+use super::SECRET;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sessiongate");
+
+pub fn sessiongate(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    c
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "sessiongate-proc-{tag}-{}",
+        sessiongate::record::SessionId::generate().encode()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+pub fn write_config(
+    dir: &Path,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    upstream: SocketAddr,
+    store: &str,
+    extra: &str,
+) -> PathBuf {
+    let path = dir.join("sessiongate.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+listen: [{{addr: "{listen}"}}]
+admin: {{addr: "{admin}"}}
+secrets: ["{SECRET}"]
+session:
+  cookie: {{secure: false}}
+  store: {store}
+upstreams:
+  app: {{url: "http://{upstream}"}}
+routes:
+  - {{match: {{path_prefix: /}}, upstream: app, forward: {{mode: json}}}}
+{extra}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+pub struct Running {
+    child: Child,
+    admin: SocketAddr,
+    stderr: PathBuf,
+}
+
+impl Running {
+    pub fn start(cfg: &Path, admin: SocketAddr, dir: &Path, env: &[(&str, &str)]) -> Running {
+        let stderr = dir.join(format!(
+            "stderr-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
+        let mut cmd = sessiongate(&["--config", cfg.to_str().unwrap()]);
+        cmd.current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let r = Running {
+            child,
+            admin,
+            stderr,
+        };
+        r.wait_ready();
+        r
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(self.admin) {
+                use std::io::{Read, Write};
+                let _ =
+                    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sessiongate did not become ready: {}", self.log());
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, self.log());
+            }
+            assert!(Instant::now() < deadline, "sessiongate did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

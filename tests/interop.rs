@@ -217,21 +217,37 @@ async fn python_upstream_verifies_eddsa_through_the_jwks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_node_example),
+    ignore = "needs node and examples/upstreams/node/node_modules (npm install there)"
+)]
 async fn node_upstream_verifies_hs256_and_writes_back() {
     hs256("node", "node_upstream_verifies_hs256_and_writes_back").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_node_example),
+    ignore = "needs node and examples/upstreams/node/node_modules (npm install there)"
+)]
 async fn node_upstream_verifies_eddsa_through_the_jwks() {
     eddsa("node", "node_upstream_verifies_eddsa_through_the_jwks").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_go_example),
+    ignore = "needs go and Debian's golang-github-golang-jwt-jwt-dev"
+)]
 async fn go_upstream_verifies_hs256_and_writes_back() {
     hs256("go", "go_upstream_verifies_hs256_and_writes_back").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_go_example),
+    ignore = "needs go and Debian's golang-github-golang-jwt-jwt-dev"
+)]
 async fn go_upstream_verifies_eddsa_through_the_jwks() {
     eddsa("go", "go_upstream_verifies_eddsa_through_the_jwks").await;
 }

@@ -139,6 +139,7 @@ fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> (u16, String, Opti
 }
 
 #[test]
+#[cfg_attr(not(tool_nginx), ignore = "needs nginx (apt-get install nginx-light)")]
 fn nginx_auth_request_in_front_of_a_pyjwt_upstream() {
     if !tools("nginx_auth_request_in_front_of_a_pyjwt_upstream") {
         return;

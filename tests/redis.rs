@@ -87,6 +87,10 @@ async fn two_instances_share_sessions(store: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn two_instances_share_sessions_on_standalone_redis() {
     if !available("two_instances_share_sessions_on_standalone_redis") {
         return;
@@ -96,6 +100,10 @@ async fn two_instances_share_sessions_on_standalone_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn two_instances_share_sessions_on_redis_cluster() {
     if !available("two_instances_share_sessions_on_redis_cluster") {
         return;
@@ -109,6 +117,10 @@ async fn two_instances_share_sessions_on_redis_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn two_instances_share_sessions_through_sentinel() {
     if !available("two_instances_share_sessions_through_sentinel") {
         return;
@@ -134,6 +146,10 @@ async fn metric(c: &TestClient, gw: &Gateway, needle: &str) -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn redis_outage_fails_closed_and_recovers_without_losing_writes() {
     if !available("redis_outage_fails_closed_and_recovers_without_losing_writes") {
         return;
@@ -240,6 +256,10 @@ async fn redis_outage_fails_closed_and_recovers_without_losing_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn redis_outage_fails_open_with_an_empty_session_and_writes_nothing() {
     if !available("redis_outage_fails_open_with_an_empty_session_and_writes_nothing") {
         return;
@@ -302,6 +322,10 @@ async fn redis_outage_fails_open_with_an_empty_session_and_writes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn sentinel_failover_is_followed_without_a_restart() {
     if !available("sentinel_failover_is_followed_without_a_restart") {
         return;
@@ -383,6 +407,10 @@ async fn sentinel_failover_is_followed_without_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn sentinel_master_with_a_password() {
     if !available("sentinel_master_with_a_password") {
         return;

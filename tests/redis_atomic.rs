@@ -104,6 +104,10 @@ async fn cycle_under_oom_keeps_the_old_session(store: &str, nodes: &[&RedisServe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn a_cycle_during_redis_oom_keeps_the_old_session() {
     if !available("a_cycle_during_redis_oom_keeps_the_old_session") {
         return;
@@ -113,6 +117,10 @@ async fn a_cycle_during_redis_oom_keeps_the_old_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn a_cycle_during_redis_cluster_oom_keeps_the_old_session() {
     if !available("a_cycle_during_redis_cluster_oom_keeps_the_old_session") {
         return;
@@ -126,6 +134,10 @@ async fn a_cycle_during_redis_cluster_oom_keeps_the_old_session() {
 /// goes on, long after sessiongate answered 502 for them: each refuses by
 /// Redis's own clock, so a write the client was told failed never lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn a_write_answered_502_by_the_timeout_is_never_applied_later() {
     if !available("a_write_answered_502_by_the_timeout_is_never_applied_later") {
         return;
@@ -174,6 +186,10 @@ async fn a_write_answered_502_by_the_timeout_is_never_applied_later() {
 /// a client that hangs up while they run must not leave the session half
 /// moved (marked, never copied, then expired).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn a_client_that_hangs_up_mid_cycle_does_not_cut_the_cycle() {
     if !available("a_client_that_hangs_up_mid_cycle_does_not_cut_the_cycle") {
         return;
@@ -229,6 +245,10 @@ async fn a_client_that_hangs_up_mid_cycle_does_not_cut_the_cycle() {
 /// replicas hold it (Redis `WAIT`), so a failover cannot lose it; a replica
 /// that does not confirm in time makes the write fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn with_replicas_ack_a_write_no_replica_confirms_is_refused() {
     if !available("with_replicas_ack_a_write_no_replica_confirms_is_refused") {
         return;

@@ -180,6 +180,10 @@ fn cluster_store(cluster: &Cluster) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a minute of failover under traffic: bench/failover.sh runs it"]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn a_cluster_master_killed_under_traffic_loses_no_acknowledged_write() {
     if !available("a_cluster_master_killed_under_traffic_loses_no_acknowledged_write") {
         return;
@@ -206,6 +210,10 @@ async fn a_cluster_master_killed_under_traffic_loses_no_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a minute of failover under traffic: bench/failover.sh runs it"]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn with_replicas_ack_a_cluster_master_killed_loses_no_acknowledged_write() {
     if !available("with_replicas_ack_a_cluster_master_killed_loses_no_acknowledged_write") {
         return;
@@ -233,6 +241,10 @@ async fn with_replicas_ack_a_cluster_master_killed_loses_no_acknowledged_write()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a minute of failover under traffic: bench/failover.sh runs it"]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn a_cluster_master_paused_past_the_node_timeout_loses_no_acknowledged_write() {
     if !available("a_cluster_master_paused_past_the_node_timeout_loses_no_acknowledged_write") {
         return;
@@ -260,6 +272,10 @@ async fn a_cluster_master_paused_past_the_node_timeout_loses_no_acknowledged_wri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a minute of failover under traffic: bench/failover.sh runs it"]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn a_sentinel_failover_under_traffic_loses_no_acknowledged_write() {
     if !available("a_sentinel_failover_under_traffic_loses_no_acknowledged_write") {
         return;
@@ -422,6 +438,10 @@ impl Drop for Namespace {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a minute of failover under traffic: bench/failover.sh runs it"]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn a_redis_cut_off_by_the_network_fails_closed_and_recovers_when_it_heals() {
     if !available("a_redis_cut_off_by_the_network_fails_closed_and_recovers_when_it_heals") {
         return;

@@ -194,6 +194,10 @@ async fn revocation_under_traffic_on_the_embedded_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn revocation_under_traffic_on_two_instances_sharing_redis() {
     if !common::redis::available("revocation_under_traffic_on_two_instances_sharing_redis") {
         return;
@@ -203,6 +207,10 @@ async fn revocation_under_traffic_on_two_instances_sharing_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn revocation_under_traffic_on_two_instances_sharing_a_redis_cluster() {
     if !common::redis::available(
         "revocation_under_traffic_on_two_instances_sharing_a_redis_cluster",

@@ -305,6 +305,10 @@ async fn management_on_the_embedded_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn management_on_redis_standalone() {
     if !common::redis::available("management_on_redis_standalone") {
         return;
@@ -318,6 +322,10 @@ async fn management_on_redis_standalone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn management_on_redis_sentinel() {
     if !common::redis::available("management_on_redis_sentinel") {
         return;
@@ -333,6 +341,10 @@ async fn management_on_redis_sentinel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn management_on_redis_cluster() {
     if !common::redis::available("management_on_redis_cluster") {
         return;

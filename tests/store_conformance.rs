@@ -534,6 +534,10 @@ fn redis_config(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn redis_standalone_conformance() {
     if !common::redis::available("redis_standalone_conformance") {
         return;
@@ -550,6 +554,10 @@ async fn redis_standalone_conformance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn redis_cluster_conformance() {
     if !common::redis::available("redis_cluster_conformance") {
         return;
@@ -580,6 +588,10 @@ async fn redis_cluster_conformance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn redis_tls_conformance() {
     if !common::redis::available("redis_tls_conformance") {
         return;

@@ -303,6 +303,10 @@ fn redis_cfg(topology: sessiongate::config::RedisTopology) -> sessiongate::confi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn redis_standalone_keeps_the_index() {
     if !common::redis::available("redis_standalone_keeps_the_index") {
         return;
@@ -316,6 +320,10 @@ async fn redis_standalone_keeps_the_index() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn redis_cluster_keeps_the_index() {
     if !common::redis::available("redis_cluster_keeps_the_index") {
         return;

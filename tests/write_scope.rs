@@ -160,6 +160,10 @@ async fn each_route_writes_only_its_keys_and_actions_over_http2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
 async fn each_route_writes_only_its_keys_and_actions_on_redis() {
     if !available("each_route_writes_only_its_keys_and_actions_on_redis") {
         return;

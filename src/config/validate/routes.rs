@@ -22,10 +22,25 @@ pub(super) fn upstreams(value: Option<Value>, issues: &mut Issues) -> Vec<Upstre
         let Some(raw) = section::<RawUpstream>(v, &path, issues) else {
             continue;
         };
-        let uri: http::Uri = match raw.url.parse() {
+        // `env:NAME`, as secrets take it: a container's config names the
+        // upstream by an environment variable.
+        let url = match raw.url.strip_prefix("env:") {
+            None => raw.url.clone(),
+            Some(name) => match std::env::var(name) {
+                Ok(url) if !url.is_empty() => url,
+                _ => {
+                    issues.push(
+                        format!("{path}.url"),
+                        format!("environment variable {name} is not set (it names the upstream's URL, e.g. http://app:3000)"),
+                    );
+                    continue;
+                }
+            },
+        };
+        let uri: http::Uri = match url.parse() {
             Ok(u) => u,
             Err(_) => {
-                issues.push(format!("{path}.url"), format!("invalid URL {:?}", raw.url));
+                issues.push(format!("{path}.url"), format!("invalid URL {url:?}"));
                 continue;
             }
         };
@@ -35,7 +50,7 @@ pub(super) fn upstreams(value: Option<Value>, issues: &mut Issues) -> Vec<Upstre
                 format!("{path}.url"),
                 format!(
                     "{:?} needs a scheme and a host, e.g. http://127.0.0.1:3000",
-                    raw.url
+                    url
                 ),
             );
             continue;

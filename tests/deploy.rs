@@ -1,0 +1,287 @@
+//! The Kubernetes manifests (deploy/kubernetes) and the Helm chart
+//! (deploy/helm/sessiongate): read as `kubectl apply -k` and `helm
+//! template` would render them, checked against the Kubernetes schemas
+//! (`kubernetes-validate --strict`), and read as a cluster would use them:
+//! the probes and the Service reach the ports sessiongate's config listens
+//! on, and the config they carry passes `sessiongate check` with the
+//! environment the Deployment gives it. No cluster runs here.
+
+mod common;
+
+use common::process::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The documents of a rendered multi-document YAML stream.
+fn documents(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---")
+        .map(|d| d.trim_start_matches("---"))
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        })
+        .map(|d| serde_saphyr::from_str::<Value>(d).unwrap_or_else(|e| panic!("{e}:\n{d}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// `kubernetes-validate --strict` on the rendered manifests: unknown or
+/// mistyped fields fail.
+fn schema_check(yaml: &str, what: &str) {
+    let dir = temp_dir("k8s-schema");
+    let file = dir.join("rendered.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("kubernetes-validate (pip install kubernetes-validate)");
+    assert!(
+        out.status.success(),
+        "{what} does not match the Kubernetes schemas:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} named {name}"))
+}
+
+/// What the manifests promise, read as a cluster would: the container's
+/// ports are the config's listeners, the probes hit the admin endpoints,
+/// the Service targets the proxy port, and the config passes `check` with
+/// the Deployment's environment and the Secret's keys.
+fn check_manifests(docs: &[Value], name: &str, replicas: u64) {
+    let deployment = find(docs, "Deployment", name);
+    let spec = &deployment["spec"];
+    assert_eq!(spec["replicas"], replicas);
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let labels = spec["template"]["metadata"]["labels"].as_object().unwrap();
+    for (k, v) in spec["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(labels.get(k), Some(v), "the selector matches the pods");
+    }
+    let container = &pod["containers"][0];
+    let port = |name: &str| {
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no port {name}"))["containerPort"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(port("http"), 8080);
+    assert_eq!(port("admin"), 9090);
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "admin");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "admin");
+
+    let service = find(docs, "Service", name);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    for (k, v) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(labels.get(k), Some(v), "the Service selects the pods");
+    }
+    if replicas > 1 {
+        let pdb = find(docs, "PodDisruptionBudget", name);
+        for (k, v) in pdb["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(labels.get(k), Some(v), "the PDB covers the pods");
+        }
+    }
+
+    // The config, checked with the environment the pod gets.
+    let config_map = find(docs, "ConfigMap", name);
+    let yaml = config_map["data"]["sessiongate.yaml"].as_str().unwrap();
+    let config: Value = serde_saphyr::from_str(yaml).unwrap();
+    assert_eq!(config["listen"][0]["addr"], "0.0.0.0:8080");
+    assert_eq!(config["admin"]["addr"], "0.0.0.0:9090");
+    let dir = temp_dir("k8s-config");
+    let path = dir.join("sessiongate.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut check = sessiongate(&["check", "--config", path.to_str().unwrap()]);
+    check
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap());
+    for env in container["env"].as_array().unwrap() {
+        check.env(
+            env["name"].as_str().unwrap(),
+            env["value"].as_str().unwrap(),
+        );
+    }
+    let secret = find(docs, "Secret", name);
+    for (k, v) in secret["stringData"].as_object().unwrap() {
+        check.env(k, v.as_str().unwrap());
+    }
+    assert_eq!(run(&mut check).trim(), "ok");
+}
+
+/// What `kubectl apply -k` applies: the kustomization's resources, which
+/// use no transformers, so that they read the same without kustomize.
+fn kustomize(variant: &str) -> String {
+    let dir = Path::new(ROOT).join("deploy/kubernetes").join(variant);
+    let k: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    let keys: Vec<_> = k.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(
+        keys,
+        ["apiVersion", "kind", "resources"],
+        "plain resources only"
+    );
+    k["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| std::fs::read_to_string(dir.join(r.as_str().unwrap())).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+#[test]
+#[cfg_attr(
+    not(tool_kube),
+    ignore = "needs kubernetes-validate (pip install kubernetes-validate)"
+)]
+fn single_instance_manifests_are_valid_and_consistent() {
+    let yaml = kustomize("single");
+    schema_check(&yaml, "deploy/kubernetes/single");
+    let docs = documents(&yaml);
+    check_manifests(&docs, "sessiongate", 1);
+    let deployment = find(&docs, "Deployment", "sessiongate");
+    assert_eq!(
+        deployment["spec"]["strategy"]["type"], "Recreate",
+        "one process opens the embedded file at a time"
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["securityContext"]["fsGroup"],
+        65532
+    );
+    find(&docs, "PersistentVolumeClaim", "sessiongate-data");
+}
+
+#[test]
+#[cfg_attr(
+    not(tool_kube),
+    ignore = "needs kubernetes-validate (pip install kubernetes-validate)"
+)]
+fn redis_manifests_are_valid_and_consistent() {
+    let yaml = kustomize("redis");
+    schema_check(&yaml, "deploy/kubernetes/redis");
+    let docs = documents(&yaml);
+    check_manifests(&docs, "sessiongate", 3);
+    let config_map = find(&docs, "ConfigMap", "sessiongate");
+    let config: Value =
+        serde_saphyr::from_str(config_map["data"]["sessiongate.yaml"].as_str().unwrap()).unwrap();
+    let url = config["session"]["store"]["url"].as_str().unwrap();
+    let redis = find(&docs, "Service", "sessiongate-redis");
+    let host = redis["metadata"]["name"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("redis://{host}:6379")),
+        "{url} names the Redis Service"
+    );
+}
+
+/// Helm's merge of values files: maps merge key by key, and null removes.
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                if v.is_null() {
+                    b.remove(k);
+                } else {
+                    merge(b.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+fn chart() -> std::path::PathBuf {
+    Path::new(ROOT).join("deploy/helm/sessiongate")
+}
+
+fn values(file: &str) -> Value {
+    serde_saphyr::from_str(&std::fs::read_to_string(chart().join(file)).unwrap()).unwrap()
+}
+
+/// The chart's `config` values are sessiongate's YAML config key for key:
+/// the defaults and the Redis overlay each pass `check` as written.
+#[test]
+fn helm_values_are_a_config_that_passes_check() {
+    let defaults = values("values.yaml");
+    let mut redis = defaults.clone();
+    merge(&mut redis, &values("values-redis.yaml"));
+    for (name, v) in [("values.yaml", &defaults), ("values-redis.yaml", &redis)] {
+        let dir = temp_dir("helm-values");
+        let path = dir.join("sessiongate.yaml");
+        std::fs::write(&path, serde_json::to_string_pretty(&v["config"]).unwrap()).unwrap();
+        let out = sessiongate(&["check", "--config", path.to_str().unwrap()])
+            .env("UPSTREAM_URL", v["upstreamUrl"].as_str().unwrap())
+            .env(
+                "SESSIONGATE_SECRET",
+                "helm-secret-0123456789abcdef-0123456789",
+            )
+            .env(
+                "UPSTREAM_JWT_SECRET",
+                "helm-jwt-secret-0123456789abcdef-012345",
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(redis["config"]["session"]["store"]["kind"], "redis");
+    assert!(redis["config"]["session"]["store"].get("path").is_none());
+}
+
+#[test]
+#[cfg_attr(
+    not(tool_helm),
+    ignore = "needs helm (https://helm.sh/docs/intro/install/)"
+)]
+fn helm_chart_renders_valid_consistent_manifests() {
+    let secrets = [
+        "--set",
+        "secrets.sessiongateSecret=helm-secret-0123456789abcdef-0123456789",
+        "--set",
+        "secrets.upstreamJwtSecret=helm-jwt-secret-0123456789abcdef-012345",
+    ];
+    let single = run(Command::new("helm")
+        .args(["template", "sg"])
+        .arg(chart())
+        .args(secrets));
+    schema_check(&single, "the chart with its defaults");
+    check_manifests(&documents(&single), "sg", 1);
+    let redis = run(Command::new("helm")
+        .args(["template", "sg"])
+        .arg(chart())
+        .arg("-f")
+        .arg(chart().join("values-redis.yaml"))
+        .args(secrets));
+    schema_check(&redis, "the chart with values-redis.yaml");
+    check_manifests(&documents(&redis), "sg", 3);
+}

@@ -76,7 +76,7 @@ fn demo_secret(path: &std::path::Path) -> std::io::Result<String> {
 }
 
 pub async fn run_demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
-    crate::logging::init(crate::config::LogFormat::Pretty);
+    crate::logging::init(crate::config::LogFormat::Pretty, None);
     let shutdown = crate::server::shutdown_signal();
     let app = match TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => l,

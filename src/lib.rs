@@ -26,6 +26,7 @@ mod router;
 pub mod server;
 pub mod session;
 pub mod store;
+mod telemetry;
 pub mod upstream;
 
 pub use app::{Listeners, RunError, run};

@@ -161,9 +161,14 @@ macro_rules! limited {
     };
 }
 
-pub fn init(format: LogFormat) {
+/// Installs the log subscriber, with the OpenTelemetry exporter when
+/// `tracing` is configured; called from inside the runtime.
+pub fn init(format: LogFormat, tracing: Option<&crate::config::TracingConfig>) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    if let Some(cfg) = tracing {
+        return init_exporting(format, filter, cfg);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -177,4 +182,40 @@ pub fn init(format: LogFormat) {
             .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+}
+
+/// The log lines as `init` writes them, under their filter, beside the
+/// exporter, which takes the spans below the log level too (store
+/// operations and upstream exchanges are `debug` spans, free when nothing
+/// takes them).
+fn init_exporting(format: LogFormat, filter: EnvFilter, cfg: &crate::config::TracingConfig) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let fmt = match format {
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .boxed(),
+        LogFormat::Pretty => fmt.boxed(),
+    };
+    match crate::telemetry::layer(cfg) {
+        Ok(otel) => {
+            let _ = tracing_subscriber::registry()
+                .with(fmt.with_filter(filter))
+                .with(otel)
+                .try_init();
+            tracing::info!(endpoint = %cfg.traces_url, sample_ratio = cfg.sample_ratio, "exporting traces over OTLP");
+        }
+        Err(e) => {
+            let _ = tracing_subscriber::registry()
+                .with(fmt.with_filter(filter))
+                .try_init();
+            tracing::error!(error = %e, "traces are not exported");
+        }
+    }
 }

@@ -157,6 +157,7 @@ impl Reloader {
                 "limits.max_connections",
             ),
             (new.log.format != old.log.format, "log.format"),
+            (new.tracing != old.tracing, "tracing"),
         ] {
             if changed {
                 tracing::warn!(

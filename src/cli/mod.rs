@@ -167,7 +167,7 @@ fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 }
 
 pub async fn serve(config: Config) -> ExitCode {
-    crate::logging::init(config.log.format);
+    crate::logging::init(config.log.format, config.tracing.as_ref());
     let shutdown = crate::server::shutdown_signal();
     let listeners = match Listeners::bind(&config).await {
         Ok(l) => l,
@@ -176,7 +176,9 @@ pub async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(config, listeners, shutdown).await {
+    let result = run(config, listeners, shutdown).await;
+    crate::telemetry::shutdown().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %crate::logging::Chain(&e), "cannot start");

@@ -77,7 +77,23 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The file the config was read from, which SIGHUP reads again.
     pub source: Option<std::path::PathBuf>,
+    /// `tracing`: spans exported over OTLP; `None` (the default) is off.
+    pub tracing: Option<TracingConfig>,
 }
+
+/// `tracing` (SPEC section 8.6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// The OTLP/HTTP traces URL: the configured endpoint with `/v1/traces`
+    /// added when it names no path.
+    pub traces_url: String,
+    pub service_name: String,
+    /// The share of new traces recorded, in [0, 1]; a trace the client's
+    /// `traceparent` marks as sampled (or not) is followed as marked.
+    pub sample_ratio: f64,
+}
+
+pub const DEFAULT_SERVICE_NAME: &str = "sessiongate";
 
 /// `trusted_proxies` (SPEC section 8.4): address ranges of the load
 /// balancers and proxies in front, whose `X-Forwarded-Proto` and

@@ -40,6 +40,14 @@ pub struct RawTls {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    pub otlp_endpoint: String,
+    pub service_name: Option<String>,
+    pub sample_ratio: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawAuthEndpoint {
     pub path: String,
 }
@@ -374,4 +382,5 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "underscores_in_headers",
     "trusted_proxies",
     "auth_endpoint",
+    "tracing",
 ];

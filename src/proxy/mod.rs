@@ -77,6 +77,9 @@ pub struct Proxy {
     upstreams: Upstreams,
     pub sessions: Arc<Sessions>,
     headers: InternalHeaders,
+    /// Spans are exported (`tracing:`): the client's trace is continued and
+    /// the upstream is told which span called it.
+    traced: bool,
 }
 
 /// Headers the proxy sets on every request: `X-Forwarded-For`, `-Proto`,
@@ -143,6 +146,7 @@ impl Proxy {
             upstreams: Upstreams::new(config.upstreams.clone()),
             sessions,
             headers: config.headers.clone(),
+            traced: crate::telemetry::enabled(),
         })
     }
 
@@ -176,11 +180,30 @@ impl Proxy {
         .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let client =
             forward::client_address(req.headers(), &conn.client_ip, &conn.peer, &self.trusted);
+        // The fields left empty are the exporter's (`tracing:`), filled
+        // only when it runs.
         let span = tracing::info_span!(
             "request",
             request_id = %RequestIdDisplay(&request_id),
             client_ip = client.to_str().unwrap_or("-"),
+            otel.kind = "server",
+            otel.name = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            http.request.method = tracing::field::Empty,
+            url.path = tracing::field::Empty,
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            session.sid = tracing::field::Empty,
         );
+        if self.traced {
+            crate::telemetry::continue_trace(&span, req.headers());
+            // The route is not known yet, and the exporter takes the name
+            // before the span is first entered: the method alone, as the
+            // HTTP conventions name a server span without a route.
+            span.record("otel.name", req.method().as_str());
+            span.record("http.request.method", req.method().as_str());
+            span.record("url.path", req.uri().path());
+        }
         // Boxed: the request's state is then built once, in place, instead of
         // being copied through every layer that awaits it.
         let forwarding = pinned_in_place(|| self.route_and_forward(req, conn, &request_id, start));
@@ -196,6 +219,10 @@ impl Proxy {
         let status = resp.status().as_u16();
         let recorder = route.map_or(&self.unrouted, |i| &self.routes[i].metrics);
         recorder.record(status, elapsed);
+        if self.traced {
+            let label = route.map_or(NO_ROUTE_LABEL, |i| self.routes[i].cfg.label.as_str());
+            crate::telemetry::finish_request(&span, label, status);
+        }
         if let Some((method, path)) = access {
             let label = route.map_or(NO_ROUTE_LABEL, |i| self.routes[i].cfg.label.as_str());
             span.in_scope(|| {
@@ -301,6 +328,12 @@ impl Proxy {
         let now = now_ms();
         let (mut parts, mut body) = (*req).into_parts();
         let (loaded, forwarded_cookie) = self.sessions.load_request(&parts.headers, now).await?;
+        if self.traced
+            && let Some(record) = &loaded.record
+        {
+            // The session's public sid, never its id (which is the cookie).
+            tracing::Span::current().record("session.sid", record.sid.as_str());
+        }
         if let Some(denied) = enforce(&route.cfg, &loaded, &parts) {
             return Ok(denied);
         }
@@ -315,18 +348,34 @@ impl Proxy {
             now,
         )?;
         let framing = crate::upstream::frame_request(&mut parts.headers, &body);
-        let resp = self
-            .upstreams
-            .send(
-                route.cfg.upstream,
-                &parts,
-                &outgoing.added,
-                &mut body,
-                framing,
-                outgoing.tunnel.is_some(),
-                start,
-            )
-            .await?;
+        let span = self.traced.then(|| {
+            let span = tracing::debug_span!(
+                target: "sessiongate::upstream",
+                "upstream",
+                otel.kind = "client",
+                server.address = %self.upstreams.get(route.cfg.upstream).authority,
+                http.response.status_code = tracing::field::Empty,
+            );
+            crate::telemetry::name_caller(&span, &mut parts.headers);
+            span
+        });
+        let exchange = self.upstreams.send(
+            route.cfg.upstream,
+            &parts,
+            &outgoing.added,
+            &mut body,
+            framing,
+            outgoing.tunnel.is_some(),
+            start,
+        );
+        let resp = match span {
+            Some(span) => {
+                let resp = exchange.instrument(span.clone()).await?;
+                span.record("http.response.status_code", resp.status().as_u16());
+                resp
+            }
+            None => exchange.await?,
+        };
         self.respond(route, resp, loaded, outgoing.tunnel).await
     }
 

@@ -115,7 +115,16 @@ impl Sessions {
         // A panic inside a store (redb's on a corrupt page) fails this one
         // operation; unwinding further would reset the client's connection
         // without an answer.
-        let result = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        let guarded = std::panic::AssertUnwindSafe(fut).catch_unwind();
+        // A span for the exporter (`tracing:`); disabled, and not entered,
+        // when nothing takes debug spans.
+        let span = tracing::debug_span!(target: "sessiongate::store", "store", op = ?op);
+        let outcome = if span.is_disabled() {
+            guarded.await
+        } else {
+            tracing::Instrument::instrument(guarded, span).await
+        };
+        let result = match outcome {
             Ok(result) => result,
             Err(payload) => Err(self.panicked(StoreError::panicked(payload))),
         };

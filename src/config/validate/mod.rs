@@ -3,6 +3,7 @@
 
 mod routes;
 mod session;
+mod telemetry;
 
 use super::raw::*;
 use super::*;
@@ -209,6 +210,9 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
         )
         .map(path_policy);
     let trusted_proxies = trusted_proxies(take("trusted_proxies"), &mut issues);
+    let tracing = take("tracing")
+        .and_then(|v| section::<RawTracing>(v, "tracing", &mut issues))
+        .and_then(|raw| telemetry::tracing(raw, &mut issues));
     let auth_endpoint = take("auth_endpoint")
         .and_then(|v| section::<RawAuthEndpoint>(v, "auth_endpoint", &mut issues))
         .and_then(|raw| {
@@ -295,6 +299,7 @@ pub fn from_value(value: Value) -> Result<Config, ConfigError> {
                 auth_endpoint,
                 warnings,
                 source: None,
+                tracing,
             })
         }
         _ => Err(ConfigError { issues: issues.0 }),

@@ -40,7 +40,10 @@ fn main() {
             println!("cargo::rerun-if-changed={}", dir.display());
         }
     }
-    let tools: [(&str, bool, bool); 6] = [
+    let go_render = ["github.com/Masterminds/sprig", "sigs.k8s.io/yaml"]
+        .iter()
+        .all(|p| Path::new("/usr/share/gocode/src").join(p).exists());
+    let tools: [(&str, bool, bool); 7] = [
         // (cfg, present, installed by .ci/run)
         ("tool_redis", on_path("redis-server"), true),
         ("tool_nginx", on_path("nginx"), true),
@@ -51,6 +54,7 @@ fn main() {
             on_path("go") && golang_jwt.exists(),
             false,
         ),
+        ("tool_go_render", on_path("go") && go_render, true),
         ("tool_helm", on_path("helm"), false),
     ];
     for (cfg, present, required_in_ci) in tools {

@@ -258,30 +258,95 @@ fn helm_values_are_a_config_that_passes_check() {
     assert!(redis["config"]["session"]["store"].get("path").is_none());
 }
 
+const SECRETS: [&str; 4] = [
+    "--set",
+    "secrets.sessiongateSecret=helm-secret-0123456789abcdef-0123456789",
+    "--set",
+    "secrets.upstreamJwtSecret=helm-jwt-secret-0123456789abcdef-012345",
+];
+
+/// The chart rendered by `render` (a command taking helm's `-f`/`--set`
+/// after the chart and the release name), with its defaults and with the
+/// Redis values, checked as the Kustomize manifests are.
+fn chart_renders_valid_consistent_manifests(render: impl Fn(&[&str]) -> Command) {
+    let single = run(&mut render(&SECRETS));
+    schema_check(&single, "the chart with its defaults");
+    check_manifests(&documents(&single), "sg", 1);
+    let redis_values = chart().join("values-redis.yaml");
+    let mut args = vec!["-f", redis_values.to_str().unwrap()];
+    args.extend(SECRETS);
+    let redis = run(&mut render(&args));
+    schema_check(&redis, "the chart with values-redis.yaml");
+    check_manifests(&documents(&redis), "sg", 3);
+
+    // What the chart refuses: several replicas on the embedded store, and
+    // no secrets.
+    let mut args = vec!["--set", "replicaCount=3"];
+    args.extend(SECRETS);
+    let out = render(&args).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the embedded store is one file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = render(&[]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("secrets.sessiongateSecret is required"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 #[cfg_attr(
     not(tool_helm),
     ignore = "needs helm (https://helm.sh/docs/intro/install/)"
 )]
 fn helm_chart_renders_valid_consistent_manifests() {
-    let secrets = [
-        "--set",
-        "secrets.sessiongateSecret=helm-secret-0123456789abcdef-0123456789",
-        "--set",
-        "secrets.upstreamJwtSecret=helm-jwt-secret-0123456789abcdef-012345",
-    ];
-    let single = run(Command::new("helm")
-        .args(["template", "sg"])
-        .arg(chart())
-        .args(secrets));
-    schema_check(&single, "the chart with its defaults");
-    check_manifests(&documents(&single), "sg", 1);
-    let redis = run(Command::new("helm")
-        .args(["template", "sg"])
-        .arg(chart())
-        .arg("-f")
-        .arg(chart().join("values-redis.yaml"))
-        .args(secrets));
-    schema_check(&redis, "the chart with values-redis.yaml");
-    check_manifests(&documents(&redis), "sg", 3);
+    chart_renders_valid_consistent_manifests(|args| {
+        let mut c = Command::new("helm");
+        c.args(["template", "sg"]).arg(chart()).args(args);
+        c
+    });
+}
+
+/// Without helm: the chart rendered by tests/helm/render.go, built on what
+/// Helm's engine is built on (Go's text/template, sprig, and
+/// sigs.k8s.io/yaml for toYaml), from Debian's Go packages.
+#[test]
+#[cfg_attr(
+    not(tool_go_render),
+    ignore = "needs go with Debian's golang-github-masterminds-sprig-dev and golang-k8s-sigs-yaml-dev"
+)]
+fn chart_rendered_by_go_templates_and_sprig_is_valid_and_consistent() {
+    let dir = temp_dir("helm-render");
+    // Debian's Go sources sit under their import paths without the
+    // module's major version, which the imports name.
+    for (module, path) in [("semver", "semver/v3"), ("sprig", "sprig/v3")] {
+        let link = dir.join("gopath/src/github.com/Masterminds").join(path);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(
+            Path::new("/usr/share/gocode/src/github.com/Masterminds").join(module),
+            link,
+        )
+        .unwrap();
+    }
+    let bin = dir.join("render");
+    run(Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(Path::new(ROOT).join("tests/helm/render.go"))
+        .env("GO111MODULE", "off")
+        .env(
+            "GOPATH",
+            format!("{}:/usr/share/gocode", dir.join("gopath").display()),
+        )
+        .env("GOCACHE", dir.join("cache")));
+    chart_renders_valid_consistent_manifests(|args| {
+        let mut c = Command::new(&bin);
+        c.arg(chart()).arg("sg").args(args);
+        c
+    });
 }

@@ -20,11 +20,8 @@ use crate::store::{
     Carries, Created, Expect, SaveOp, SaveOutcome, SessionStore, Store, StoreError, Ticket,
 };
 use cookie::{CookieCodec, RequestCookies};
-use futures_util::FutureExt;
 use http::HeaderValue;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 use writeback::Writeback;
 
 /// What can go wrong in the session layer; the proxy maps each to a status.
@@ -104,43 +101,6 @@ impl Sessions {
             max_per_subject,
         };
         self
-    }
-
-    async fn timed<T>(
-        &self,
-        op: StoreOp,
-        fut: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        let start = Instant::now();
-        // A panic inside a store (redb's on a corrupt page) fails this one
-        // operation; unwinding further would reset the client's connection
-        // without an answer.
-        let guarded = std::panic::AssertUnwindSafe(fut).catch_unwind();
-        // A span for the exporter (`tracing:`); disabled, and not entered,
-        // when nothing takes debug spans.
-        let span = tracing::debug_span!(target: "sessiongate::store", "store", op = ?op);
-        let outcome = if span.is_disabled() {
-            guarded.await
-        } else {
-            tracing::Instrument::instrument(guarded, span).await
-        };
-        let result = match outcome {
-            Ok(result) => result,
-            Err(payload) => Err(self.panicked(StoreError::panicked(payload))),
-        };
-        self.metrics.store_op(op, start.elapsed(), result.is_ok());
-        result
-    }
-
-    fn panicked(&self, e: StoreError) -> StoreError {
-        tracing::error!(error = %e, "session store operation panicked; readiness now fails");
-        self.backend.set_fault(e.to_string());
-        e
-    }
-
-    /// The panic that made the store untrustworthy, if any.
-    pub fn fault(&self) -> Option<String> {
-        self.backend.fault()
     }
 
     /// The tickets a request's cookies hold, best first: signed ids (each

@@ -295,7 +295,32 @@ pub struct RouteConfig {
     pub forward: ForwardConfig,
     pub require: Vec<String>,
     pub on_deny: OnDeny,
+    /// `csrf:`, when enabled.
+    pub csrf: Option<CsrfConfig>,
 }
+
+/// A route's CSRF protection (SPEC section 8.7), as Django's
+/// `CsrfViewMiddleware` with its `CSRF_*` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsrfConfig {
+    /// `CSRF_TRUSTED_ORIGINS`: `scheme://host[:port]`, or with a leading
+    /// `*.` in the host for every subdomain.
+    pub trusted_origins: Vec<String>,
+    /// `CSRF_HEADER_NAME`, default `X-CSRFToken`.
+    pub header: HeaderName,
+    /// The form field, default `csrfmiddlewaretoken`.
+    pub form_field: String,
+    /// `CSRF_COOKIE_NAME`, default `csrftoken`.
+    pub cookie: String,
+    /// Path prefixes whose requests are not checked (`@csrf_exempt`).
+    pub exempt: Vec<String>,
+}
+
+pub const DEFAULT_CSRF_HEADER: &str = "x-csrftoken";
+pub const DEFAULT_CSRF_FORM_FIELD: &str = "csrfmiddlewaretoken";
+pub const DEFAULT_CSRF_COOKIE: &str = "csrftoken";
+/// How much of a form body is read to find the CSRF token: 1 MiB.
+pub const DEFAULT_MAX_FORM_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
@@ -400,6 +425,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub drain_timeout: Duration,
+    /// The most of a form body read for its CSRF token (`max_form_bytes`).
+    pub max_form_bytes: usize,
 }
 
 /// One problem in the config, with the YAML path it was found at.

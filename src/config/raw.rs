@@ -200,6 +200,26 @@ pub struct RawRoute {
     pub require: Option<Vec<String>>,
     #[serde(default)]
     pub on_deny: Option<RawOnDeny>,
+    #[serde(default)]
+    pub csrf: Option<RawCsrf>,
+}
+
+/// `csrf:` of a route (SPEC section 8.7), Django's CSRF_* settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCsrf {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub trusted_origins: Option<Vec<String>>,
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub form_field: Option<String>,
+    #[serde(default)]
+    pub cookie: Option<String>,
+    #[serde(default)]
+    pub exempt: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,6 +349,8 @@ pub struct RawLimits {
     pub max_headers: Option<u64>,
     #[serde(default)]
     pub drain_timeout: Option<RawDuration>,
+    #[serde(default)]
+    pub max_form_bytes: Option<u64>,
 }
 
 /// `paths:`: how the router reads paths that backends read differently.

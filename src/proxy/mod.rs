@@ -519,7 +519,7 @@ impl Proxy {
             // write nothing; unboxed, every request would carry their space.
             let written =
                 pinned_in_place(|| self.sessions.write_back_detached(loaded, wb, now_ms())).await?;
-            for set_cookie in written {
+            for set_cookie in written.cookies {
                 rparts.headers.append(header::SET_COOKIE, set_cookie);
             }
         }

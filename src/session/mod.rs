@@ -4,6 +4,7 @@
 
 mod backend;
 pub mod cookie;
+pub mod csrf;
 mod manage;
 pub mod writeback;
 
@@ -35,6 +36,39 @@ pub enum SessionError {
     UpdateRefused(#[source] crate::record::UpdateError),
     #[error("upstream asked for revoke-others")]
     NotManaged(#[source] ManageError),
+}
+
+/// The session a response leaves the client with, where a write-back
+/// changed it (CSRF tokens are bound to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    Unchanged,
+    Ended,
+    /// A session was created, cycled or saved: its sid.
+    Now(String),
+}
+
+/// What a write-back sends: `Set-Cookie` headers, and the session it leaves.
+#[derive(Debug)]
+pub struct Written {
+    pub cookies: Vec<HeaderValue>,
+    pub after: After,
+}
+
+impl Written {
+    fn unchanged() -> Self {
+        Written {
+            cookies: Vec::new(),
+            after: After::Unchanged,
+        }
+    }
+
+    fn ended(cookies: Vec<HeaderValue>) -> Self {
+        Written {
+            cookies,
+            after: After::Ended,
+        }
+    }
 }
 
 /// The session a request arrived with.
@@ -288,14 +322,15 @@ impl Sessions {
     }
 
     /// Applies an upstream's write-back; returns the `Set-Cookie` headers to
-    /// send. One path for every store: a flush deletes, a write without a
-    /// session creates, anything else is one atomic save in the store.
+    /// send and the session they leave. One path for every store: a flush
+    /// deletes, a write without a session creates, anything else is one
+    /// atomic save in the store.
     pub async fn write_back(
         &self,
         loaded: &Loaded,
         wb: &Writeback,
         now: UnixMillis,
-    ) -> Result<Vec<HeaderValue>, SessionError> {
+    ) -> Result<Written, SessionError> {
         if loaded.degraded {
             if !wb.is_empty() {
                 self.metrics.event(SessionEvent::dropped);
@@ -305,7 +340,7 @@ impl Sessions {
                     "session write dropped: the session could not be read (fail_open)"
                 );
             }
-            return Ok(Vec::new());
+            return Ok(Written::unchanged());
         }
         if wb.revoke_others {
             // Refused before anything is written.
@@ -320,7 +355,7 @@ impl Sessions {
             // A session that replaces the flushed one is checked first, so a
             // refused update leaves the old session untouched.
             let replacement = self.new_session(&change, now)?;
-            let mut cookies = Vec::new();
+            let mut ended = Written::unchanged();
             if let Some(ticket) = &loaded.ticket {
                 match self
                     .timed(StoreOp::delete, self.backend.store.delete(ticket))
@@ -328,7 +363,7 @@ impl Sessions {
                 {
                     Ok(true) => {
                         self.metrics.event(SessionEvent::flushed);
-                        cookies = self.removal(held);
+                        ended = Written::ended(self.removal(held));
                     }
                     Ok(false) => {
                         // Already flushed, cycled by a concurrent login, or expired:
@@ -342,11 +377,11 @@ impl Sessions {
                             self.revoke_others_of(loaded.record.as_deref(), None, now)
                                 .await?;
                         }
-                        return Ok(Vec::new());
+                        return Ok(Written::unchanged());
                     }
                     Err(e) => {
                         self.write_failed(e)?;
-                        return Ok(Vec::new());
+                        return Ok(Written::unchanged());
                     }
                 }
                 // `flush, revoke-others`: every session of the flushed one's
@@ -357,22 +392,29 @@ impl Sessions {
                 }
             }
             if let Some((id, record)) = replacement {
-                return self.create(id, record, now, held, cookies, false).await;
+                return self.create(id, record, now, held, ended, false).await;
             }
-            return Ok(cookies);
+            return Ok(ended);
         }
         let Some(ticket) = &loaded.ticket else {
             return match self.new_session(&change, now)? {
                 Some((id, record)) => {
-                    self.create(id, record, now, held, Vec::new(), wb.revoke_others)
-                        .await
+                    self.create(
+                        id,
+                        record,
+                        now,
+                        held,
+                        Written::unchanged(),
+                        wb.revoke_others,
+                    )
+                    .await
                 }
-                None => Ok(Vec::new()),
+                None => Ok(Written::unchanged()),
             };
         };
         let asked = !wb.patches.is_empty() || wb.expiry.is_some() || wb.cycle || wb.revoke_others;
         if !asked && !self.save_every_request {
-            return Ok(Vec::new());
+            return Ok(Written::unchanged());
         }
         let cycle_to = wb.cycle.then(|| {
             let new_id = SessionId::generate();
@@ -386,7 +428,7 @@ impl Sessions {
             Ok(saved) => saved,
             Err(e) => {
                 self.write_failed(e)?;
-                return Ok(Vec::new());
+                return Ok(Written::unchanged());
             }
         };
         match saved {
@@ -403,7 +445,10 @@ impl Sessions {
                             .await?;
                     }
                 }
-                Ok(self.cookies_for(&id, &record, held, now))
+                Ok(Written {
+                    cookies: self.cookies_for(&id, &record, held, now),
+                    after: After::Now(record.sid.clone()),
+                })
             }
             (SaveOutcome::Emptied, _) => {
                 self.metrics.event(SessionEvent::flushed);
@@ -412,7 +457,7 @@ impl Sessions {
                     self.revoke_others_of(loaded.record.as_deref(), None, now)
                         .await?;
                 }
-                Ok(self.removal(held))
+                Ok(Written::ended(self.removal(held)))
             }
             (SaveOutcome::Gone, _) => {
                 // Flushed, cycled, revoked or expired while this request was
@@ -425,14 +470,14 @@ impl Sessions {
                     self.revoke_others_of(loaded.record.as_deref(), None, now)
                         .await?;
                 }
-                Ok(Vec::new())
+                Ok(Written::unchanged())
             }
             (SaveOutcome::Refused(e), _) => Err(self.refused(e)),
             (SaveOutcome::Reindex(_), _) => {
                 self.write_failed(StoreError::Backend(
                     "the session's subject kept changing while it was cycled".into(),
                 ))?;
-                Ok(Vec::new())
+                Ok(Written::unchanged())
             }
         }
     }
@@ -554,7 +599,7 @@ impl Sessions {
         loaded: Loaded,
         wb: Writeback,
         now: UnixMillis,
-    ) -> Result<Vec<HeaderValue>, SessionError> {
+    ) -> Result<Written, SessionError> {
         if !self.backend.store.waits_on_writes() {
             return self.write_back(&loaded, &wb, now).await;
         }
@@ -575,7 +620,7 @@ impl Sessions {
                     Err(_) => StoreError::Backend("the write-back task was cancelled".into()),
                 };
                 self.write_failed(e)?;
-                Ok(Vec::new())
+                Ok(Written::unchanged())
             }
         }
     }
@@ -604,9 +649,9 @@ impl Sessions {
         record: SessionRecord,
         now: UnixMillis,
         held: &[usize],
-        otherwise: Vec<HeaderValue>,
+        otherwise: Written,
         revoke_others: bool,
-    ) -> Result<Vec<HeaderValue>, SessionError> {
+    ) -> Result<Written, SessionError> {
         let subject = self
             .indexing()
             .and_then(|key| subject_of(&record.data, key));
@@ -641,7 +686,10 @@ impl Sessions {
                 if revoke_others {
                     self.revoke_others_of(Some(&record), Some(&id), now).await?;
                 }
-                Ok(self.cookies_for(&ticket, &record, held, now))
+                Ok(Written {
+                    cookies: self.cookies_for(&ticket, &record, held, now),
+                    after: After::Now(record.sid.clone()),
+                })
             }
             Ok((_, Created::Refused(e))) => Err(self.refused(e)),
             Err(e) => {

@@ -1,6 +1,7 @@
 //! Raw config -> typed config. Every rule is checked and every problem is
 //! collected with its YAML path, so one `check` run reports them all.
 
+mod csrf;
 mod routes;
 mod session;
 mod telemetry;
@@ -549,6 +550,12 @@ fn limits(raw: RawLimits, issues: &mut Issues) -> Limits {
             &raw.drain_timeout,
             "limits.drain_timeout",
             Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS),
+            issues,
+        ),
+        max_form_bytes: count(
+            raw.max_form_bytes,
+            "limits.max_form_bytes",
+            DEFAULT_MAX_FORM_BYTES,
             issues,
         ),
     }

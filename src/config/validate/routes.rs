@@ -200,6 +200,9 @@ fn route(
         forward: forward?,
         require: raw.require.unwrap_or_default(),
         on_deny,
+        csrf: raw
+            .csrf
+            .and_then(|c| super::csrf::csrf(c, &format!("{path}.csrf"), issues)),
     })
 }
 

@@ -247,6 +247,8 @@ pub struct InternalHeaders {
     pub token: HeaderName,
     pub data: HeaderName,
     pub sid: HeaderName,
+    /// The CSRF token, masked, on routes with `csrf:` (json mode).
+    pub csrf: HeaderName,
 }
 
 impl InternalHeaders {

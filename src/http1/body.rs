@@ -220,6 +220,8 @@ pub enum RequestBody {
     Empty,
     Http1(Incoming),
     Http2(hyper::body::Incoming),
+    /// A body read whole (a form read for its CSRF token), sent on as read.
+    Buffered(Option<Bytes>),
 }
 
 /// The client's body failed to decode (a malformed chunk, a connection
@@ -238,6 +240,12 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Buffered(bytes) => Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
             RequestBody::Http1(body) => body.poll_data(cx),
             RequestBody::Http2(body) => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => Poll::Ready(None),
@@ -252,6 +260,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
+            RequestBody::Buffered(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
             RequestBody::Http1(body) => body.is_end_stream(),
             RequestBody::Http2(body) => body.is_end_stream(),
         }
@@ -260,6 +269,9 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Buffered(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             RequestBody::Http1(body) => body.hint,
             RequestBody::Http2(body) => body.size_hint(),
         }

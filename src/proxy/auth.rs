@@ -120,7 +120,7 @@ impl Proxy {
             return (Some(index), Box::new(deny(&route.cfg, &parts)));
         }
         let mut added = forward::Added::with_capacity(2 + route.cfg.forward.headers.len());
-        self.session_headers(route, &loaded, &mut added, now);
+        self.session_headers(route, &loaded, None, &mut added, now);
         let mut resp = text_response(StatusCode::OK, "");
         resp.headers_mut().remove(header::CONTENT_TYPE);
         added.append_to(resp.headers_mut());

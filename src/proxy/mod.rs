@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 mod answers;
 mod auth;
+mod csrf;
 mod request_id;
 
 use answers::{deny, refusal};
@@ -80,6 +81,10 @@ pub struct Proxy {
     /// Spans are exported (`tracing:`): the client's trace is continued and
     /// the upstream is told which span called it.
     traced: bool,
+    /// What CSRF secrets of sessions are derived with (routes with `csrf:`).
+    csrf_keys: crate::session::csrf::CsrfKeys,
+    /// `limits.max_form_bytes`.
+    max_form_bytes: usize,
 }
 
 /// Headers the proxy sets on every request: `X-Forwarded-For`, `-Proto`,
@@ -147,6 +152,8 @@ impl Proxy {
             sessions,
             headers: config.headers.clone(),
             traced: crate::telemetry::enabled(),
+            csrf_keys: crate::session::csrf::CsrfKeys::new(&config.secrets),
+            max_form_bytes: config.limits.max_form_bytes,
         })
     }
 
@@ -337,13 +344,44 @@ impl Proxy {
         if let Some(denied) = enforce(&route.cfg, &loaded, &parts) {
             return Ok(denied);
         }
+        // Deny first, then CSRF: a request without the session a route
+        // requires is refused as such.
+        let csrf = match &route.cfg.csrf {
+            Some(cfg) => {
+                let state = csrf::state(cfg, &self.csrf_keys, &parts.headers, &loaded);
+                let (secure, host) = self.addressed(&parts, &conn);
+                let at = csrf::Addressed {
+                    secure,
+                    host: &host,
+                };
+                let checked = csrf::check(
+                    cfg,
+                    &self.csrf_keys,
+                    &state,
+                    &parts,
+                    &mut body,
+                    &loaded,
+                    &at,
+                    self.max_form_bytes,
+                )
+                .await
+                .map_err(ProxyError::BadRequestBody)?;
+                if let csrf::Checked::Refused(reason) = checked {
+                    crate::limited!(crate::logging::LogClass::refused, info, route = %route.cfg.label, reason = %reason, "request refused: CSRF verification failed");
+                    return Ok(Box::new(csrf::refused(&reason)));
+                }
+                Some(state)
+            }
+            None => None,
+        };
+        let masked = csrf.as_ref().map(|s| s.secret.masked());
         let outgoing = self.upstream_request(
             route,
             &mut parts,
             &conn,
             target,
             forwarded_cookie,
-            &loaded,
+            (&loaded, masked.as_deref()),
             request_id,
             now,
         )?;
@@ -376,7 +414,8 @@ impl Proxy {
             }
             None => exchange.await?,
         };
-        self.respond(route, resp, loaded, outgoing.tunnel).await
+        self.respond(route, resp, loaded, outgoing.tunnel, csrf)
+            .await
     }
 
     /// The build phase: the client's head made into the upstream's, in
@@ -392,7 +431,7 @@ impl Proxy {
         conn: &ConnInfo,
         target: Target,
         forwarded_cookie: Option<Option<HeaderValue>>,
-        loaded: &Loaded,
+        (loaded, csrf): (&Loaded, Option<&str>),
         request_id: &HeaderValue,
         now: u64,
     ) -> Result<Outgoing, ProxyError> {
@@ -464,7 +503,7 @@ impl Proxy {
             h.remove(&X_REQUEST_ID);
         }
         added.set(X_REQUEST_ID.clone(), request_id.clone());
-        self.session_headers(route, loaded, &mut added, now);
+        self.session_headers(route, loaded, csrf, &mut added, now);
         let path = rewritten.unwrap_or_else(|| parts.uri.path().to_string());
         parts.uri = self.upstreams.uri(cfg.upstream, &path, parts.uri.query())?;
         parts.version = http::Version::HTTP_11;
@@ -481,6 +520,7 @@ impl Proxy {
         resp: http::Response<crate::upstream::UpstreamBody>,
         loaded: Loaded,
         tunnel: Option<tokio::sync::OwnedSemaphorePermit>,
+        csrf: Option<csrf::CsrfState>,
     ) -> Result<Box<Response<ProxyBody>>, ProxyError> {
         let cfg = &route.cfg;
         let (mut rparts, rbody) = resp.into_parts();
@@ -514,6 +554,7 @@ impl Proxy {
         if forwards_session(&cfg.forward) || !cfg.require.is_empty() {
             forward::add_vary_cookie(&mut rparts.headers);
         }
+        let mut after = crate::session::After::Unchanged;
         if let Some(wb) = outcome? {
             // Boxed: a write's store futures are large, and most responses
             // write nothing; unboxed, every request would carry their space.
@@ -522,13 +563,58 @@ impl Proxy {
             for set_cookie in written.cookies {
                 rparts.headers.append(header::SET_COOKIE, set_cookie);
             }
+            after = written.after;
+        }
+        if let (Some(state), Some(c)) = (&csrf, &cfg.csrf)
+            && let Some(secret) = csrf::cookie_after(&self.csrf_keys, state, &after)
+        {
+            rparts.headers.append(
+                header::SET_COOKIE,
+                self.sessions.codec.script_readable(
+                    &c.cookie,
+                    secret.as_str(),
+                    crate::session::csrf::COOKIE_AGE_S,
+                    now_ms(),
+                ),
+            );
         }
         Ok(Box::new(Response::from_parts(rparts, Either::Left(rbody))))
     }
 
+    /// The scheme and host the client addressed: a trusted proxy's
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host`, or the connection's and
+    /// the `Host` header.
+    fn addressed(&self, parts: &http::request::Parts, conn: &ConnInfo) -> (bool, String) {
+        let trusted = !self.trusted.is_empty() && self.trusted.contains(&conn.peer);
+        let forwarded = |name: &http::HeaderName| {
+            trusted
+                .then(|| parts.headers.get(name)?.to_str().ok())
+                .flatten()
+                .and_then(|v| v.split(',').next())
+                .map(str::trim)
+        };
+        let secure = match forwarded(&forward::X_FORWARDED_PROTO) {
+            Some(proto) => proto.eq_ignore_ascii_case("https"),
+            None => conn.proto == "https",
+        };
+        let host = forwarded(&forward::X_FORWARDED_HOST)
+            .or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("")
+            .to_string();
+        (secure, host)
+    }
+
     /// The session's headers for the upstream. Their names were cleared from
     /// the client's headers with the internal prefix and `session_filled`.
-    fn session_headers(&self, route: &Route, loaded: &Loaded, h: &mut forward::Added, now: u64) {
+    fn session_headers(
+        &self,
+        route: &Route,
+        loaded: &Loaded,
+        csrf: Option<&str>,
+        h: &mut forward::Added,
+        now: u64,
+    ) {
         let cfg = &route.cfg.forward;
         let data = loaded.data();
         let sid = loaded.record.as_ref().map(|r| r.sid.as_str());
@@ -538,7 +624,10 @@ impl Proxy {
         };
         match (&route.forwarding, &cfg.header) {
             (Forwarding::Signed(signer), Some(name)) => {
-                h.set(name.clone(), signer.header_value(&view, sid, now / 1000));
+                h.set(
+                    name.clone(),
+                    signer.header_value(&view, sid, csrf, now / 1000),
+                );
             }
             (Forwarding::Json, Some(name)) => {
                 h.set(
@@ -548,6 +637,12 @@ impl Proxy {
                 // A sid read from a shared store is not trusted to be header-safe.
                 if let Some(sid) = sid.and_then(|s| HeaderValue::from_str(s).ok()) {
                     h.set(self.headers.sid.clone(), sid);
+                }
+                if let Some(token) = csrf {
+                    h.set(
+                        self.headers.csrf.clone(),
+                        HeaderValue::from_str(token).expect("a token is letters and digits"),
+                    );
                 }
             }
             _ => {}

@@ -162,10 +162,34 @@ impl CookieCodec {
         max_age_s: Option<u64>,
         now: UnixMillis,
     ) -> HeaderValue {
+        self.build_with(name, value, max_age_s, now, self.cfg.http_only)
+    }
+
+    /// `Set-Cookie` for a cookie the page's JavaScript reads (the CSRF
+    /// token, as Django's `CSRF_COOKIE_HTTPONLY = False`), with the session
+    /// cookie's path, domain, `Secure` and `SameSite`.
+    pub fn script_readable(
+        &self,
+        name: &str,
+        value: &str,
+        max_age_s: u64,
+        now: UnixMillis,
+    ) -> HeaderValue {
+        self.build_with(name, value, Some(max_age_s), now, false)
+    }
+
+    fn build_with(
+        &self,
+        name: &str,
+        value: &str,
+        max_age_s: Option<u64>,
+        now: UnixMillis,
+        http_only: bool,
+    ) -> HeaderValue {
         let mut c = cookie::Cookie::build((name, value))
             .path(self.cfg.path.as_str())
             .secure(self.cfg.secure)
-            .http_only(self.cfg.http_only)
+            .http_only(http_only)
             .same_site(match self.cfg.same_site {
                 SameSite::Strict => cookie::SameSite::Strict,
                 SameSite::Lax => cookie::SameSite::Lax,
@@ -276,6 +300,17 @@ pub fn split_request_cookies<'a>(headers: &'a HeaderMap, name: &str) -> RequestC
         chunks,
         forwarded,
     }
+}
+
+/// The value of the first cookie named `name` the request carries.
+pub fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers.get_all(header::COOKIE).iter().find_map(|value| {
+        value.as_bytes().split(|b| *b == b';').find_map(|pair| {
+            let pair = trim_bytes(pair);
+            let i = pair.iter().position(|b| *b == b'=')?;
+            (trim_bytes(&pair[..i]) == name.as_bytes()).then(|| trim_bytes(&pair[i + 1..]))
+        })
+    })
 }
 
 /// `NAME.1` .. `NAME.N`: the chunks of a session split across cookies.

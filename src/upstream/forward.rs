@@ -233,6 +233,7 @@ mod tests {
             token: name("x-session-token"),
             data: name("x-session-data"),
             sid: name("x-session-sid"),
+            csrf: name("x-session-csrf"),
         }
     }
 

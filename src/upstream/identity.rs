@@ -114,20 +114,23 @@ impl TokenSigner {
     }
 
     /// The token as a header value; one per second for requests without a session.
+    /// The token for the upstream; `csrf`, on routes with `csrf:`, is the
+    /// masked CSRF token (claim `csrf`), fresh for every request.
     pub fn header_value(
         &self,
         view: &SessionView<'_>,
         sid: Option<&str>,
+        csrf: Option<&str>,
         now_s: u64,
     ) -> HeaderValue {
-        let anonymous = sid.is_none() && view.data.is_empty();
+        let anonymous = sid.is_none() && csrf.is_none() && view.data.is_empty();
         if anonymous
             && let Some((at, token)) = &*self.anonymous.lock().unwrap_or_else(|e| e.into_inner())
             && *at == now_s
         {
             return token.clone();
         }
-        let token = Bytes::from(self.sign_bytes(view, sid, now_s));
+        let token = Bytes::from(self.sign_bytes(view, sid, csrf, now_s));
         // SAFETY: a token is base64url characters and dots, all of them
         // visible ASCII, which a header value may hold; the check would read
         // every byte of the token again. Debug builds check it.
@@ -140,12 +143,19 @@ impl TokenSigner {
     }
 
     pub fn sign(&self, view: &SessionView<'_>, sid: Option<&str>, now_s: u64) -> String {
-        String::from_utf8(self.sign_bytes(view, sid, now_s)).expect("a JWT is base64url and dots")
+        String::from_utf8(self.sign_bytes(view, sid, None, now_s))
+            .expect("a JWT is base64url and dots")
     }
 
     /// The token's bytes: built as bytes, a token is not checked as UTF-8
     /// piece by piece on its way into a header value.
-    fn sign_bytes(&self, view: &SessionView<'_>, sid: Option<&str>, now_s: u64) -> Vec<u8> {
+    fn sign_bytes(
+        &self,
+        view: &SessionView<'_>,
+        sid: Option<&str>,
+        csrf: Option<&str>,
+        now_s: u64,
+    ) -> Vec<u8> {
         // Sized up front: grown from empty, the buffer was reallocated
         // several times per token.
         let mut json = Vec::with_capacity(
@@ -159,6 +169,10 @@ impl TokenSigner {
         if let Some(sid) = sid {
             json.extend_from_slice(b",\"sid\":");
             serde_json::to_writer(&mut json, sid).expect("writing to a Vec cannot fail");
+        }
+        if let Some(csrf) = csrf {
+            json.extend_from_slice(b",\"csrf\":");
+            serde_json::to_writer(&mut json, csrf).expect("writing to a Vec cannot fail");
         }
         json.extend_from_slice(b",\"session\":");
         serde_json::to_writer(&mut json, view).expect("serializing JSON values cannot fail");
@@ -397,9 +411,12 @@ mod tests {
             data: SessionData::empty(),
             keys: None,
         };
-        let first = signer.header_value(&anonymous, None, 1_700_000_000);
-        assert_eq!(signer.header_value(&anonymous, None, 1_700_000_000), first);
-        let next = signer.header_value(&anonymous, None, 1_700_000_001);
+        let first = signer.header_value(&anonymous, None, None, 1_700_000_000);
+        assert_eq!(
+            signer.header_value(&anonymous, None, None, 1_700_000_000),
+            first
+        );
+        let next = signer.header_value(&anonymous, None, None, 1_700_000_001);
         assert_ne!(next, first);
         let claims = verify(next.to_str().unwrap(), &key, jsonwebtoken::Algorithm::HS256);
         assert_eq!(claims["iat"], 1_700_000_001u64);
@@ -407,7 +424,7 @@ mod tests {
         assert!(claims.get("sid").is_none());
 
         // A session, even an empty one, is never served the shared token.
-        let with_sid = signer.header_value(&anonymous, Some("sid-1"), 1_700_000_001);
+        let with_sid = signer.header_value(&anonymous, Some("sid-1"), None, 1_700_000_001);
         assert_ne!(with_sid, next);
         let claims = verify(
             with_sid.to_str().unwrap(),
@@ -422,7 +439,7 @@ mod tests {
         };
         let claims = verify(
             signer
-                .header_value(&view, None, 1_700_000_001)
+                .header_value(&view, None, None, 1_700_000_001)
                 .to_str()
                 .unwrap(),
             &key,

@@ -44,6 +44,8 @@ pub struct Echo {
     pub method: String,
     pub path: String,
     pub headers: Map<String, Value>,
+    /// The SHA-256 of the body the upstream received, hex.
+    pub body_sha256: String,
 }
 
 impl Echo {
@@ -113,8 +115,12 @@ pub async fn upstream_handler(
     if let Some(ms) = delay {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let body =
-        json!({"method": method, "path": path, "headers": headers, "body_len": body_bytes.len()});
+    let digest: String = <sha2::Sha256 as sha2::Digest>::digest(&body_bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let body = json!({"method": method, "path": path, "headers": headers,
+        "body_len": body_bytes.len(), "body_sha256": digest});
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap();
     resp.headers_mut()
@@ -266,6 +272,7 @@ impl Reply {
             method: v["method"].as_str().unwrap().to_string(),
             path: v["path"].as_str().unwrap().to_string(),
             headers: v["headers"].as_object().unwrap().clone(),
+            body_sha256: v["body_sha256"].as_str().unwrap_or_default().to_string(),
         }
     }
     /// The session the upstream received in json mode.

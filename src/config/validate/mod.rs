@@ -502,6 +502,7 @@ fn internal_headers(value: Option<Value>, issues: &mut Issues) -> InternalHeader
         token: name("Token"),
         data: name("Data"),
         sid: name("Sid"),
+        csrf: name("Csrf"),
     }
 }
 

@@ -43,7 +43,7 @@ fn main() {
     let go_render = ["github.com/Masterminds/sprig", "sigs.k8s.io/yaml"]
         .iter()
         .all(|p| Path::new("/usr/share/gocode/src").join(p).exists());
-    let tools: [(&str, bool, bool); 7] = [
+    let tools: [(&str, bool, bool); 8] = [
         // (cfg, present, installed by .ci/run)
         ("tool_redis", on_path("redis-server"), true),
         ("tool_nginx", on_path("nginx"), true),
@@ -56,6 +56,11 @@ fn main() {
         ),
         ("tool_go_render", on_path("go") && go_render, true),
         ("tool_helm", on_path("helm"), false),
+        (
+            "tool_chromium",
+            on_path("chromium") && on_path("chromedriver"),
+            true,
+        ),
     ];
     for (cfg, present, required_in_ci) in tools {
         println!("cargo::rustc-check-cfg=cfg({cfg})");

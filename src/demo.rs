@@ -45,9 +45,11 @@ routes:
     forward: {{mode: json}}
     require: [user]
     on_deny: {{redirect: "/?next={{uri}}"}}
+    csrf: {{enabled: true}}
   - match: {{path_prefix: /}}
     upstream: app
     forward: {{mode: json}}
+    csrf: {{enabled: true}}
 "#
     )
 }
@@ -175,6 +177,13 @@ fn redirect_home(update: Option<Value>, action: Option<&'static str>) -> Respons
 
 async fn app(req: Request<Incoming>) -> Response<Full<Bytes>> {
     let session = session_of(&req);
+    // The gateway checks CSRF; the app only embeds the token it is given.
+    let token = req
+        .headers()
+        .get("x-session-csrf")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
         (Method::POST, "/login") => {
@@ -198,9 +207,10 @@ async fn app(req: Request<Incoming>) -> Response<Full<Bytes>> {
         (Method::GET, "/private") => page(
             "Private page",
             &session,
+            &token,
             "<p>Only signed-in users reach this page: the gateway enforces <code>require: [user]</code>.</p>",
         ),
-        (Method::GET, "/") => page("sessiongate demo", &session, ""),
+        (Method::GET, "/") => page("sessiongate demo", &session, &token, ""),
         _ => {
             let mut r = Response::new(Full::new(Bytes::from_static(b"not found\n")));
             *r.status_mut() = StatusCode::NOT_FOUND;
@@ -224,25 +234,38 @@ fn form_field(body: &[u8], field: &str) -> Option<String> {
     })
 }
 
-fn page(title: &str, session: &Map<String, Value>, extra: &str) -> Response<Full<Bytes>> {
+fn page(
+    title: &str,
+    session: &Map<String, Value>,
+    token: &str,
+    extra: &str,
+) -> Response<Full<Bytes>> {
     let user = session.get("user").and_then(Value::as_str);
     let pretty = serde_json::to_string_pretty(session).unwrap_or_default();
+    let csrf = format!(
+        "<input type=hidden name=csrfmiddlewaretoken value=\"{}\">",
+        escape(token)
+    );
     let account = match user {
         Some(u) => format!(
-            "<p>Signed in as <b>{}</b>.</p><form method=post action=/logout><button>Log out (flush)</button></form>",
+            "<p>Signed in as <b>{}</b>.</p><form method=post action=/logout>{csrf}<button>Log out (flush)</button></form>",
             escape(u)
         ),
-        None => "<form method=post action=/login><input name=name placeholder=name> <button>Log in (cycle)</button></form>".to_string(),
+        None => format!(
+            "<form method=post action=/login>{csrf}<input name=name placeholder=name> <button>Log in (cycle)</button></form>"
+        ),
     };
     let html = format!(
         "<!doctype html><meta charset=utf-8><title>{title}</title>\
          <body style=\"font-family:sans-serif;max-width:40em;margin:2em auto\">\
          <h1>{title}</h1>{extra}{account}\
-         <form method=post action=/visit><button>Count a visit (merge patch)</button></form>\
+         <form method=post action=/visit id=visit>{csrf}<button>Count a visit (merge patch)</button></form>\
          <p><a href=/>home</a> &middot; <a href=/private>private page</a></p>\
          <h2>The session this app received</h2><pre>{}</pre>\
          <p>The app never sees the cookie: sessiongate sends the session as <code>X-Session-Data</code> \
-         and applies the app's <code>X-Session-Update</code> and <code>X-Session-Action</code> headers.</p>",
+         and applies the app's <code>X-Session-Update</code> and <code>X-Session-Action</code> headers; \
+         it checks every form's CSRF token too (<code>csrf:</code>), which the app embeds from \
+         <code>X-Session-Csrf</code>.</p>",
         escape(&pretty)
     );
     let mut r = Response::new(Full::new(Bytes::from(html)));

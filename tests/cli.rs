@@ -540,16 +540,29 @@ async fn demo_shows_a_session_working() {
     assert!(home.text().contains("sessiongate demo"));
     let denied = c.get(&format!("http://{listen}/private"), &[]).await;
     assert_eq!(denied.status, 302);
-    let login = c
-        .send(
-            http::Request::post(format!("http://{listen}/login"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                    b"name=ann",
-                )))
-                .unwrap(),
-        )
-        .await;
+    // The page embeds the CSRF token; the cookie holds its secret.
+    let csrf_cookie = home.cookie("csrftoken").expect("a CSRF cookie");
+    let text = home.text();
+    let token = text
+        .split("name=csrfmiddlewaretoken value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form embeds the token")
+        .to_string();
+    let post_login = |with_token: bool| {
+        let body = if with_token {
+            format!("name=ann&csrfmiddlewaretoken={token}")
+        } else {
+            "name=ann".to_string()
+        };
+        http::Request::post(format!("http://{listen}/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", csrf_cookie.as_str())
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap()
+    };
+    assert_eq!(c.send(post_login(false)).await.status, 403);
+    let login = c.send(post_login(true)).await;
     assert_eq!(login.status, 303);
     let cookie = login
         .cookie("demo_session")

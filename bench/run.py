@@ -25,6 +25,7 @@ rounds of each round's ratio.
 """
 
 import argparse
+import resource
 import json
 import os
 import re
@@ -102,16 +103,22 @@ class Procs:
                 p.kill()
 
 
+# Connections each server may hold: room for the clients wrk opens (and the
+# proxy's upstream side), raised with --connections.
+SLOTS = 4096
+
+
 def nginx_conf(work, name, port, body):
     path = os.path.join(work, f"{name}.conf")
     with open(path, "w") as f:
         f.write(f"""
 worker_processes 1;
+worker_rlimit_nofile {SLOTS + 64};
 daemon off;
 master_process on;
 pid {work}/{name}.pid;
 error_log {work}/{name}.error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {SLOTS}; }}
 http {{
   access_log off;
   client_body_temp_path {work}/{name}-body;
@@ -143,6 +150,7 @@ routes:
   - match: {{path_prefix: /}}
     upstream: app
     forward: {{mode: signed, secret: "{JWT_SECRET}"}}
+limits: {{max_connections: {SLOTS}}}
 """)
     return path
 
@@ -203,6 +211,14 @@ def main():
     ap.add_argument("--compare", metavar="BINARY",
                     help="another build, run beside this one on each chosen store as target STORE-base")
     a = ap.parse_args()
+    global SLOTS
+    SLOTS = max(SLOTS, a.connections + 512)
+    # wrk and each proxy hold a descriptor per connection.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, SLOTS + 1024))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if want < SLOTS:
+        sys.exit(f"the file limit ({hard}) is below the {SLOTS} descriptors {a.connections} connections need")
     targets = [t for t in TARGETS if t in a.targets.split(",") or t == "nginx"]
     compared = [f"{t}-base" for t in targets if a.compare and t in ("memory", "embedded", "redis")]
     compared += [f"{t}-subject" for t in targets if a.subjects and t in ("memory", "embedded", "redis")]
@@ -283,7 +299,7 @@ def main():
                           f"  p99 {res['p99_ms']:.2f} ms  errors {res['errors']}", flush=True)
         rss = {t: peak_rss_mib(pids[t]) for t in pids}
         if partial:
-            report_partial(results, targets, workloads)
+            report_partial(results, targets, workloads, rss)
         else:
             report(results, rss, a, work)
     finally:
@@ -303,8 +319,8 @@ def paired_ratio(runs, baseline, key):
     return median([r[key] / b[key] for r, b in pairs if key in r and key in b])
 
 
-def report_partial(results, targets, workloads):
-    """A focused run (--targets/--workloads): medians and ratios only, nothing written."""
+def report_partial(results, targets, workloads, rss):
+    """A focused run (--targets/--workloads): medians, ratios and peak RSS, nothing written."""
     for w in workloads:
         base = results[(w, "nginx")]
         base_rps = median([r["rps"] for r in base])
@@ -319,6 +335,9 @@ def report_partial(results, targets, workloads):
                   f"  CPU {cpu:5.1f} us/req {cpu / base_cpu if cpu == cpu else float('nan'):5.2f}x"
                   f" (user {median([r['user_us'] for r in rs if 'user_us' in r]):.1f},"
                   f" system {median([r['sys_us'] for r in rs if 'sys_us' in r]):.1f})")
+    for t in targets:
+        if t in rss:
+            print(f"peak RSS {t:<13} {rss[t]:.1f} MiB")
 
 
 def report(results, rss, a, work):

@@ -12,6 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,8 +25,11 @@ struct Browser {
 }
 
 impl Drop for Browser {
+    /// chromedriver and the Chromium it started share a process group of
+    /// their own: all of it goes, also when the test failed half-way.
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // SAFETY: a signal to a process group this test created.
+        unsafe { libc::kill(-(self.driver.id() as i32), libc::SIGKILL) };
         let _ = self.driver.wait();
     }
 }
@@ -37,6 +41,7 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("chromedriver (apt-get install chromium chromium-driver)");
         let client = Client::builder(TokioExecutor::new()).build_http();
@@ -104,6 +109,12 @@ impl Browser {
             Some(json!({"script": script, "args": []})),
         )
         .await
+    }
+
+    /// Ends the session: chromedriver closes the browser.
+    async fn quit(&self) {
+        let path = format!("/session/{}", self.session);
+        self.call(http::Method::DELETE, &path, None).await;
     }
 
     /// Waits until the page's text contains `needle`; the text.
@@ -206,6 +217,7 @@ async fn a_same_origin_form_posts_and_a_cross_origin_one_is_refused() {
     let home = browser.wait_for_text("\"visits\": 1").await;
     assert!(!home.contains("\"visits\": 2"), "{home}");
 
+    browser.quit().await;
     let _ = demo.kill();
     let _ = demo.wait();
 }

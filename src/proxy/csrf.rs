@@ -347,6 +347,46 @@ pub(super) async fn check(
     })
 }
 
+impl super::Proxy {
+    /// The CSRF phase of a route with `csrf:`: the request's token state,
+    /// or the 403 that refuses it.
+    pub(super) async fn csrf_phase(
+        &self,
+        route: &super::Route,
+        cfg: &CsrfConfig,
+        parts: &http::request::Parts,
+        body: &mut RequestBody,
+        loaded: &Loaded,
+        conn: &crate::http1::ConnInfo,
+    ) -> Result<Result<CsrfState, Box<Response<ProxyBody>>>, crate::error::ProxyError> {
+        let state = state(cfg, &self.csrf_keys, &parts.headers, loaded);
+        let (secure, host) = self.addressed(parts, conn);
+        let at = Addressed {
+            secure,
+            host: &host,
+        };
+        let checked = check(
+            cfg,
+            &self.csrf_keys,
+            &state,
+            parts,
+            body,
+            loaded,
+            &at,
+            self.max_form_bytes,
+        )
+        .await
+        .map_err(crate::error::ProxyError::BadRequestBody)?;
+        Ok(match checked {
+            Checked::Pass => Ok(state),
+            Checked::Refused(reason) => {
+                crate::limited!(crate::logging::LogClass::refused, info, route = %route.cfg.label, reason = %reason, "request refused: CSRF verification failed");
+                Err(Box::new(refused(&reason)))
+            }
+        })
+    }
+}
+
 /// The 403 of a refused request.
 pub(super) fn refused(reason: &Rejection) -> Response<ProxyBody> {
     let body = format!("CSRF verification failed: {reason}\n");

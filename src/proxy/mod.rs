@@ -226,12 +226,11 @@ impl Proxy {
         let status = resp.status().as_u16();
         let recorder = route.map_or(&self.unrouted, |i| &self.routes[i].metrics);
         recorder.record(status, elapsed);
+        let label = route.map_or(NO_ROUTE_LABEL, |i| self.routes[i].cfg.label.as_str());
         if self.traced {
-            let label = route.map_or(NO_ROUTE_LABEL, |i| self.routes[i].cfg.label.as_str());
             crate::telemetry::finish_request(&span, label, status);
         }
         if let Some((method, path)) = access {
-            let label = route.map_or(NO_ROUTE_LABEL, |i| self.routes[i].cfg.label.as_str());
             span.in_scope(|| {
                 tracing::info!(
                     target: "sessiongate::access",
@@ -347,31 +346,13 @@ impl Proxy {
         // Deny first, then CSRF: a request without the session a route
         // requires is refused as such.
         let csrf = match &route.cfg.csrf {
-            Some(cfg) => {
-                let state = csrf::state(cfg, &self.csrf_keys, &parts.headers, &loaded);
-                let (secure, host) = self.addressed(&parts, &conn);
-                let at = csrf::Addressed {
-                    secure,
-                    host: &host,
-                };
-                let checked = csrf::check(
-                    cfg,
-                    &self.csrf_keys,
-                    &state,
-                    &parts,
-                    &mut body,
-                    &loaded,
-                    &at,
-                    self.max_form_bytes,
-                )
-                .await
-                .map_err(ProxyError::BadRequestBody)?;
-                if let csrf::Checked::Refused(reason) = checked {
-                    crate::limited!(crate::logging::LogClass::refused, info, route = %route.cfg.label, reason = %reason, "request refused: CSRF verification failed");
-                    return Ok(Box::new(csrf::refused(&reason)));
-                }
-                Some(state)
-            }
+            Some(cfg) => match self
+                .csrf_phase(route, cfg, &parts, &mut body, &loaded, &conn)
+                .await?
+            {
+                Ok(state) => Some(state),
+                Err(refused) => return Ok(refused),
+            },
             None => None,
         };
         let masked = csrf.as_ref().map(|s| s.secret.masked());

@@ -43,8 +43,13 @@ SECRET = "bench-secret-0123456789abcdef-0123456789"
 JWT_SECRET = "bench-upstream-jwt-0123456789abcdef-0123"
 TARGETS = ["direct", "nginx", "memory", "embedded", "redis"]
 WORKLOADS = ["anon", "read", "write"]
-# Run only when named in --workloads.
-EXTRA_WORKLOADS = ["login"]
+# Run only when named in --workloads. handshake: a new connection per
+# request (with --tls, a full TLS 1.3 handshake each).
+EXTRA_WORKLOADS = ["login", "handshake"]
+# --tls: every proxy (nginx and sessiongate) serves HTTPS with the same
+# certificate; the upstream stays plain HTTP.
+SCHEME = "http"
+TLS = None
 
 
 def free_port():
@@ -133,11 +138,22 @@ http {{
     return path
 
 
+def make_certificate(work):
+    """A self-signed P-256 certificate for 127.0.0.1: (cert, key) paths."""
+    cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 def sessiongate_conf(work, name, port, upstream, store, subject_key=False):
     path = os.path.join(work, f"{name}.yaml")
+    tls = f", tls: {{cert: {TLS[0]}, key: {TLS[1]}}}" if TLS else ""
     with open(path, "w") as f:
         f.write(f"""
-listen: [{{addr: "127.0.0.1:{port}"}}]
+listen: [{{addr: "127.0.0.1:{port}"{tls}}}]
 admin: {{addr: "127.0.0.1:{free_port()}"}}
 secrets: ["{SECRET}"]
 log: {{format: json}}
@@ -156,24 +172,28 @@ limits: {{max_connections: {SLOTS}}}
 
 
 def login_cookie(port):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/login")
-    with urllib.request.urlopen(req) as resp:
+    import ssl
+    req = urllib.request.Request(f"{SCHEME}://127.0.0.1:{port}/login")
+    context = ssl._create_unverified_context() if TLS else None
+    with urllib.request.urlopen(req, context=context) as resp:
         for k, v in resp.getheaders():
             if k.lower() == "set-cookie" and v.startswith("sessionid="):
                 return v.split(";")[0]
     return None
 
 
-def wrk_args(port, path, cookie, duration, connections):
+def wrk_args(port, path, cookie, duration, connections, close=False):
     args = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-            f"http://127.0.0.1:{port}{path}"]
+            f"{SCHEME}://127.0.0.1:{port}{path}"]
     if cookie:
         args[6:6] = ["-H", f"Cookie: {cookie}"]
+    if close:
+        args[6:6] = ["-H", "Connection: close"]
     return args
 
 
-def wrk(port, path, cookie, duration, connections):
-    args = wrk_args(port, path, cookie, duration, connections)
+def wrk(port, path, cookie, duration, connections, close=False):
+    args = wrk_args(port, path, cookie, duration, connections, close)
     return parse_wrk(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
 
 
@@ -208,6 +228,8 @@ def main():
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset to run")
     ap.add_argument("--subjects", action="store_true",
                     help="add STORE-subject targets: each chosen store with session.subject_key set")
+    ap.add_argument("--tls", action="store_true",
+                    help="the proxies serve HTTPS (TLS 1.3, one certificate, nginx with ssl_session_cache)")
     ap.add_argument("--compare", metavar="BINARY",
                     help="another build, run beside this one on each chosen store as target STORE-base")
     a = ap.parse_args()
@@ -229,6 +251,11 @@ def main():
 
     work = tempfile.mkdtemp(prefix="sessiongate-bench-")
     procs = Procs()
+    global SCHEME, TLS
+    if a.tls:
+        SCHEME, TLS = "https", make_certificate(work)
+        partial = True
+        targets = [t for t in targets if t != "direct"]
     try:
         upstream = free_port()
         up_conf = nginx_conf(work, "upstream", upstream, f"""
@@ -245,7 +272,8 @@ def main():
         px_conf = nginx_conf(work, "proxy", ports["nginx"], f"""
   upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
   server {{
-    listen 127.0.0.1:{ports['nginx']} backlog=4096;
+    listen 127.0.0.1:{ports['nginx']}{' ssl' if TLS else ''} backlog=4096;
+    {f'ssl_certificate {TLS[0]}; ssl_certificate_key {TLS[1]}; ssl_protocols TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_timeout 1h;' if TLS else ''}
     location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }}
   }}""")
         nginx_proxy = procs.start(["nginx", "-c", px_conf, "-p", work], cpu=0)
@@ -269,6 +297,8 @@ def main():
                                     subject_key=name.endswith("-subject"))
             binary = a.compare if name.endswith("-base") else a.binary
             pids[name] = procs.start([binary, "--config", conf], cpu=0, env=env).pid
+        if TLS:
+            del ports["direct"]
         for port in ports.values():
             wait_port(port)
         time.sleep(0.3)
@@ -288,7 +318,7 @@ def main():
                     cookie = cookies[t] if w != "anon" else None
                     pid = pids.get(t)
                     before = cpu_seconds(pid) if pid else None
-                    res = wrk(ports[t], path, cookie, a.duration, a.connections)
+                    res = wrk(ports[t], path, cookie, a.duration, a.connections, close=w == "handshake")
                     if pid:
                         after, n = cpu_seconds(pid), max(res["requests"], 1)
                         res["user_us"] = (after[0] - before[0]) / n * 1e6

@@ -44,8 +44,9 @@ JWT_SECRET = "bench-upstream-jwt-0123456789abcdef-0123"
 TARGETS = ["direct", "nginx", "memory", "embedded", "redis"]
 WORKLOADS = ["anon", "read", "write"]
 # Run only when named in --workloads. handshake: a new connection per
-# request (with --tls, a full TLS 1.3 handshake each).
-EXTRA_WORKLOADS = ["login", "handshake"]
+# request (with --tls, a full TLS 1.3 handshake each). h2read: session
+# reads over HTTP/2 (with --tls), h2load with 10 streams per connection.
+EXTRA_WORKLOADS = ["login", "handshake", "h2read"]
 # --tls: every proxy (nginx and sessiongate) serves HTTPS with the same
 # certificate; the upstream stays plain HTTP.
 SCHEME = "http"
@@ -197,6 +198,29 @@ def wrk(port, path, cookie, duration, connections, close=False):
     return parse_wrk(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
 
 
+def h2load(port, path, cookie, duration, connections):
+    """HTTP/2 over TLS with h2load: requests/s; h2load reports no
+    percentiles, so the latency fields hold its mean."""
+    args = ["taskset", "-c", "1", "h2load", "-t", "1", "-c", str(connections), "-m", "10",
+            "-D", str(duration), f"{SCHEME}://127.0.0.1:{port}{path}"]
+    if cookie:
+        args[4:4] = ["-H", f"cookie: {cookie}"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    status = re.search(r"status codes: (\d+) 2xx", out)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+    mean_ms = float(mean.group(1)) * unit[mean.group(2)] if mean else float("nan")
+    requests = int(done.group(1))
+    return {
+        "rps": float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1)),
+        "p50_ms": mean_ms,
+        "p99_ms": mean_ms,
+        "requests": requests,
+        "errors": requests - int(status.group(1)) if status else requests,
+    }
+
+
 def parse_wrk(out):
     unit = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
@@ -272,7 +296,7 @@ def main():
         px_conf = nginx_conf(work, "proxy", ports["nginx"], f"""
   upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
   server {{
-    listen 127.0.0.1:{ports['nginx']}{' ssl' if TLS else ''} backlog=4096;
+    listen 127.0.0.1:{ports['nginx']}{' ssl http2' if TLS else ''} backlog=4096;
     {f'ssl_certificate {TLS[0]}; ssl_certificate_key {TLS[1]}; ssl_protocols TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_timeout 1h;' if TLS else ''}
     location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }}
   }}""")
@@ -318,7 +342,11 @@ def main():
                     cookie = cookies[t] if w != "anon" else None
                     pid = pids.get(t)
                     before = cpu_seconds(pid) if pid else None
-                    res = wrk(ports[t], path, cookie, a.duration, a.connections, close=w == "handshake")
+                    if w == "h2read":
+                        res = h2load(ports[t], path, cookies[t], a.duration, a.connections)
+                    else:
+                        res = wrk(ports[t], path, cookie, a.duration, a.connections,
+                                  close=w == "handshake")
                     if pid:
                         after, n = cpu_seconds(pid), max(res["requests"], 1)
                         res["user_us"] = (after[0] - before[0]) / n * 1e6

@@ -345,14 +345,17 @@ impl Proxy {
         }
         // Deny first, then CSRF: a request without the session a route
         // requires is refused as such.
+        // Boxed: the phase may read a form, and its state would otherwise
+        // widen every request's future, CSRF route or not.
         let csrf = match &route.cfg.csrf {
-            Some(cfg) => match self
-                .csrf_phase(route, cfg, &parts, &mut body, &loaded, &conn)
-                .await?
-            {
-                Ok(state) => Some(state),
-                Err(refused) => return Ok(refused),
-            },
+            Some(cfg) => {
+                match Box::pin(self.csrf_phase(route, cfg, &parts, &mut body, &loaded, &conn))
+                    .await?
+                {
+                    Ok(state) => Some(state),
+                    Err(refused) => return Ok(refused),
+                }
+            }
             None => None,
         };
         let masked = csrf.as_ref().map(|s| s.secret.masked());

@@ -126,6 +126,20 @@ pub fn finish_request(span: &tracing::Span, route: &str, status: u16) {
     }
 }
 
+/// The span of an upstream exchange, named in the upstream request's
+/// `traceparent` as its caller.
+pub fn upstream_span(authority: &str, headers: &mut HeaderMap) -> tracing::Span {
+    let span = tracing::debug_span!(
+        target: "sessiongate::upstream",
+        "upstream",
+        otel.kind = "client",
+        server.address = authority,
+        http.response.status_code = tracing::field::Empty,
+    );
+    name_caller(&span, headers);
+    span
+}
+
 /// Names `span` as the caller in the request to the upstream (`traceparent`
 /// and `tracestate`, replacing the client's).
 pub fn name_caller(span: &tracing::Span, headers: &mut HeaderMap) {

@@ -4,11 +4,13 @@
 //! (`kubernetes-validate --strict`), and read as a cluster would use them:
 //! the probes and the Service reach the ports sessiongate's config listens
 //! on, and the config they carry passes `sessiongate check` with the
-//! environment the Deployment gives it. No cluster runs here.
+//! environment the Deployment gives it. No cluster runs here. The image's
+//! own config is run as the container would run it.
 
 mod common;
 
 use common::process::*;
+use common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -349,4 +351,69 @@ fn chart_rendered_by_go_templates_and_sprig_is_valid_and_consistent() {
         c.arg(chart()).arg("sg").args(args);
         c
     });
+}
+
+/// The image's built-in config: every variable it needs, named at once when
+/// unset; with them set, it passes and the process runs as the container would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_config_names_each_missing_variable_then_runs() {
+    let container = concat!(env!("CARGO_MANIFEST_DIR"), "/config/container.yaml");
+    let out = sessiongate(&["--config", container])
+        .env_remove("UPSTREAM_URL")
+        .env_remove("SESSIONGATE_SECRET")
+        .env_remove("UPSTREAM_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "upstreams.app.url: environment variable UPSTREAM_URL is not set",
+        "secrets[0]: environment variable SESSIONGATE_SECRET is not set",
+        "routes[0].forward.secret: environment variable UPSTREAM_JWT_SECRET is not set",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+
+    // The same file with the addresses and the data directory moved into
+    // a temporary place: it starts, and its admin listener answers probes.
+    let up = upstream().await;
+    let dir = temp_dir("container");
+    let (listen, admin) = (free_addr(), free_addr());
+    let yaml = std::fs::read_to_string(container)
+        .unwrap()
+        .replace("0.0.0.0:8080", &listen.to_string())
+        .replace("0.0.0.0:9090", &admin.to_string())
+        .replace("/home/nonroot/data/", &format!("{}/", dir.display()));
+    let path = dir.join("container.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let upstream_url = format!("http://{}", up.addr);
+    let proc = Running::start(
+        &path,
+        admin,
+        &dir,
+        &[
+            ("UPSTREAM_URL", upstream_url.as_str()),
+            (
+                "SESSIONGATE_SECRET",
+                "container-secret-0123456789abcdef-012345",
+            ),
+            (
+                "UPSTREAM_JWT_SECRET",
+                "container-jwt-secret-0123456789abcdef-01",
+            ),
+        ],
+    );
+    let c = TestClient::new();
+    assert_eq!(
+        c.get(&format!("http://{admin}/healthz"), &[]).await.status,
+        200
+    );
+    let r = c.get(&format!("http://{listen}/"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.echo().header("x-session-token").is_some(),
+        "a signed session header"
+    );
+    assert!(dir.join("sessions.db").exists());
+    drop(proc);
 }

@@ -7,9 +7,10 @@
 
 use super::ProxyBody;
 use crate::config::CsrfConfig;
-use crate::http1::RequestBody;
+use crate::http1::{ConnInfo, RequestBody};
 use crate::session::csrf::{CsrfKeys, CsrfSecret, TokenFormat, read_token};
 use crate::session::{After, Loaded};
+use crate::upstream::forward;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -348,6 +349,47 @@ pub(super) async fn check(
 }
 
 impl super::Proxy {
+    /// The scheme and host the client addressed: a trusted proxy's
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host`, or the connection's and
+    /// the `Host` header.
+    fn addressed(&self, parts: &http::request::Parts, conn: &ConnInfo) -> (bool, String) {
+        let trusted = !self.trusted.is_empty() && self.trusted.contains(&conn.peer);
+        let forwarded = |name: &http::HeaderName| {
+            trusted
+                .then(|| parts.headers.get(name)?.to_str().ok())
+                .flatten()
+                .and_then(|v| v.split(',').next())
+                .map(str::trim)
+        };
+        let secure = match forwarded(&forward::X_FORWARDED_PROTO) {
+            Some(proto) => proto.eq_ignore_ascii_case("https"),
+            None => conn.proto == "https",
+        };
+        let host = forwarded(&forward::X_FORWARDED_HOST)
+            .or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("")
+            .to_string();
+        (secure, host)
+    }
+
+    /// The `Set-Cookie` of the token the response leaves the client with,
+    /// when it does not hold it already.
+    pub(super) fn csrf_cookie(
+        &self,
+        cfg: &CsrfConfig,
+        state: &CsrfState,
+        after: &After,
+    ) -> Option<HeaderValue> {
+        let secret = cookie_after(&self.csrf_keys, state, after)?;
+        Some(self.sessions.codec.script_readable(
+            &cfg.cookie,
+            secret.as_str(),
+            crate::session::csrf::COOKIE_AGE_S,
+            crate::record::now_ms(),
+        ))
+    }
+
     /// The CSRF phase of a route with `csrf:`: the request's token state,
     /// or the 403 that refuses it.
     pub(super) async fn csrf_phase(
@@ -357,7 +399,7 @@ impl super::Proxy {
         parts: &http::request::Parts,
         body: &mut RequestBody,
         loaded: &Loaded,
-        conn: &crate::http1::ConnInfo,
+        conn: &ConnInfo,
     ) -> Result<Result<CsrfState, Box<Response<ProxyBody>>>, crate::error::ProxyError> {
         let state = state(cfg, &self.csrf_keys, &parts.headers, loaded);
         let (secure, host) = self.addressed(parts, conn);
@@ -406,11 +448,7 @@ pub(super) fn refused(reason: &Rejection) -> Response<ProxyBody> {
 /// The cookie to set after the response: the secret of the session the
 /// response leaves, when the client does not hold it already. A session
 /// that ended leaves a new random secret (Django rotates it at logout too).
-pub(super) fn cookie_after(
-    keys: &CsrfKeys,
-    state: &CsrfState,
-    after: &After,
-) -> Option<CsrfSecret> {
+fn cookie_after(keys: &CsrfKeys, state: &CsrfState, after: &After) -> Option<CsrfSecret> {
     match after {
         After::Unchanged => (!state.cookie_current).then_some(state.secret),
         After::Now(sid) => {

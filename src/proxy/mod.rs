@@ -11,9 +11,7 @@ use crate::session::cookie::{CookieCodec, is_chunk_name};
 use crate::session::{Backend, Loaded, Sessions};
 use crate::upstream::Upstreams;
 use crate::upstream::forward::{self, X_REQUEST_ID};
-use crate::upstream::identity::{
-    Forwarding, IdentityError, SessionView, plain_header_value, to_ascii_json,
-};
+use crate::upstream::identity::{Forwarding, IdentityError};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
@@ -25,6 +23,7 @@ mod answers;
 mod auth;
 mod csrf;
 mod request_id;
+mod session_headers;
 
 use answers::{deny, refusal};
 use request_id::request_id;
@@ -371,15 +370,8 @@ impl Proxy {
         )?;
         let framing = crate::upstream::frame_request(&mut parts.headers, &body);
         let span = self.traced.then(|| {
-            let span = tracing::debug_span!(
-                target: "sessiongate::upstream",
-                "upstream",
-                otel.kind = "client",
-                server.address = %self.upstreams.get(route.cfg.upstream).authority,
-                http.response.status_code = tracing::field::Empty,
-            );
-            crate::telemetry::name_caller(&span, &mut parts.headers);
-            span
+            let authority = &self.upstreams.get(route.cfg.upstream).authority;
+            crate::telemetry::upstream_span(authority.as_str(), &mut parts.headers)
         });
         let exchange = self.upstreams.send(
             route.cfg.upstream,
@@ -549,99 +541,13 @@ impl Proxy {
             }
             after = written.after;
         }
-        if let (Some(state), Some(c)) = (&csrf, &cfg.csrf)
-            && let Some(secret) = csrf::cookie_after(&self.csrf_keys, state, &after)
-        {
-            rparts.headers.append(
-                header::SET_COOKIE,
-                self.sessions.codec.script_readable(
-                    &c.cookie,
-                    secret.as_str(),
-                    crate::session::csrf::COOKIE_AGE_S,
-                    now_ms(),
-                ),
+        if let (Some(state), Some(c)) = (&csrf, &cfg.csrf) {
+            rparts.headers.extend(
+                self.csrf_cookie(c, state, &after)
+                    .map(|v| (header::SET_COOKIE, v)),
             );
         }
         Ok(Box::new(Response::from_parts(rparts, Either::Left(rbody))))
-    }
-
-    /// The scheme and host the client addressed: a trusted proxy's
-    /// `X-Forwarded-Proto` and `X-Forwarded-Host`, or the connection's and
-    /// the `Host` header.
-    fn addressed(&self, parts: &http::request::Parts, conn: &ConnInfo) -> (bool, String) {
-        let trusted = !self.trusted.is_empty() && self.trusted.contains(&conn.peer);
-        let forwarded = |name: &http::HeaderName| {
-            trusted
-                .then(|| parts.headers.get(name)?.to_str().ok())
-                .flatten()
-                .and_then(|v| v.split(',').next())
-                .map(str::trim)
-        };
-        let secure = match forwarded(&forward::X_FORWARDED_PROTO) {
-            Some(proto) => proto.eq_ignore_ascii_case("https"),
-            None => conn.proto == "https",
-        };
-        let host = forwarded(&forward::X_FORWARDED_HOST)
-            .or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("")
-            .to_string();
-        (secure, host)
-    }
-
-    /// The session's headers for the upstream. Their names were cleared from
-    /// the client's headers with the internal prefix and `session_filled`.
-    fn session_headers(
-        &self,
-        route: &Route,
-        loaded: &Loaded,
-        csrf: Option<&str>,
-        h: &mut forward::Added,
-        now: u64,
-    ) {
-        let cfg = &route.cfg.forward;
-        let data = loaded.data();
-        let sid = loaded.record.as_ref().map(|r| r.sid.as_str());
-        let view = SessionView {
-            data,
-            keys: cfg.keys.as_deref(),
-        };
-        match (&route.forwarding, &cfg.header) {
-            (Forwarding::Signed(signer), Some(name)) => {
-                h.set(
-                    name.clone(),
-                    signer.header_value(&view, sid, csrf, now / 1000),
-                );
-            }
-            (Forwarding::Json, Some(name)) => {
-                h.set(
-                    name.clone(),
-                    HeaderValue::try_from(to_ascii_json(&view)).expect("ASCII JSON"),
-                );
-                // A sid read from a shared store is not trusted to be header-safe.
-                if let Some(sid) = sid.and_then(|s| HeaderValue::from_str(s).ok()) {
-                    h.set(self.headers.sid.clone(), sid);
-                }
-                if let Some(token) = csrf {
-                    h.set(
-                        self.headers.csrf.clone(),
-                        HeaderValue::from_str(token).expect("a token is letters and digits"),
-                    );
-                }
-            }
-            _ => {}
-        }
-        let fields = (!cfg.headers.is_empty()).then(|| data.fields());
-        for (name, key) in &cfg.headers {
-            if let Some(value) = fields.as_ref().and_then(|f| f.get(key)) {
-                match plain_header_value(value) {
-                    Some(v) => h.set(name.clone(), v),
-                    None => {
-                        crate::limited!(crate::logging::LogClass::upstream, warn, header = %name, "session value cannot be sent as a header (control characters); skipped")
-                    }
-                }
-            }
-        }
     }
 }
 

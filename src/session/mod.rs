@@ -10,6 +10,7 @@ pub mod writeback;
 
 pub use backend::Backend;
 pub use manage::{ManageError, Subjects};
+pub use writeback::{After, Written};
 
 use crate::config::{InternalHeaders, OnStoreError};
 use crate::metrics::{Metrics, SessionEvent, StoreOp};
@@ -36,39 +37,6 @@ pub enum SessionError {
     UpdateRefused(#[source] crate::record::UpdateError),
     #[error("upstream asked for revoke-others")]
     NotManaged(#[source] ManageError),
-}
-
-/// The session a response leaves the client with, where a write-back
-/// changed it (CSRF tokens are bound to it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum After {
-    Unchanged,
-    Ended,
-    /// A session was created, cycled or saved: its sid.
-    Now(String),
-}
-
-/// What a write-back sends: `Set-Cookie` headers, and the session it leaves.
-#[derive(Debug)]
-pub struct Written {
-    pub cookies: Vec<HeaderValue>,
-    pub after: After,
-}
-
-impl Written {
-    fn unchanged() -> Self {
-        Written {
-            cookies: Vec::new(),
-            after: After::Unchanged,
-        }
-    }
-
-    fn ended(cookies: Vec<HeaderValue>) -> Self {
-        Written {
-            cookies,
-            after: After::Ended,
-        }
-    }
 }
 
 /// The session a request arrived with.

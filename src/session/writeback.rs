@@ -97,6 +97,39 @@ impl Writeback {
     }
 }
 
+/// The session a response leaves the client with, where a write-back
+/// changed it (CSRF tokens are bound to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    Unchanged,
+    Ended,
+    /// A session was created, cycled or saved: its sid.
+    Now(String),
+}
+
+/// What a write-back sends: `Set-Cookie` headers, and the session it leaves.
+#[derive(Debug)]
+pub struct Written {
+    pub cookies: Vec<HeaderValue>,
+    pub after: After,
+}
+
+impl Written {
+    pub(super) fn unchanged() -> Self {
+        Written {
+            cookies: Vec::new(),
+            after: After::Unchanged,
+        }
+    }
+
+    pub(super) fn ended(cookies: Vec<HeaderValue>) -> Self {
+        Written {
+            cookies,
+            after: After::Ended,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -177,23 +177,8 @@ async fn attacker(target: SocketAddr) -> SocketAddr {
 )]
 async fn a_same_origin_form_posts_and_a_cross_origin_one_is_refused() {
     let dir = temp_dir("browser");
-    let (listen, admin) = (free_addr(), free_addr());
-    let mut demo = sessiongate(&[
-        "demo",
-        "--listen",
-        &listen.to_string(),
-        "--admin",
-        &admin.to_string(),
-    ])
-    .current_dir(&dir)
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(listen).is_err() {
-        assert!(Instant::now() < deadline, "demo did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let demo = Demo::start(&dir).await;
+    let listen = demo.listen;
     let evil = attacker(listen).await;
     let browser = Browser::start(&dir).await;
 
@@ -218,6 +203,5 @@ async fn a_same_origin_form_posts_and_a_cross_origin_one_is_refused() {
     assert!(!home.contains("\"visits\": 2"), "{home}");
 
     browser.quit().await;
-    let _ = demo.kill();
-    let _ = demo.wait();
+    drop(demo);
 }

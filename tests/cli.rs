@@ -447,29 +447,9 @@ async fn access_log_has_one_line_per_request_and_no_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_shows_a_session_working() {
     let dir = temp_dir("demo");
-    let (listen, admin) = (free_addr(), free_addr());
-    let stderr = dir.join("demo.log");
-    let mut child = sessiongate(&[
-        "demo",
-        "--listen",
-        &listen.to_string(),
-        "--admin",
-        &admin.to_string(),
-    ])
-    .current_dir(&dir)
-    .stderr(std::fs::File::create(&stderr).unwrap())
-    .spawn()
-    .unwrap();
+    let demo = Demo::start(&dir).await;
+    let listen = demo.listen;
     let c = TestClient::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(listen).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "demo did not start: {}",
-            std::fs::read_to_string(&stderr).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let home = c.get(&format!("http://{listen}/"), &[]).await;
     assert_eq!(home.status, 200);
     assert!(home.text().contains("sessiongate demo"));
@@ -511,8 +491,7 @@ async fn demo_shows_a_session_working() {
         dir.join("data/demo-sessions.db").exists(),
         "the demo runs on the embedded store"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(demo);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

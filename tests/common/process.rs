@@ -139,3 +139,53 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// `sessiongate demo` on free addresses in `dir`, stopped when dropped.
+pub struct Demo {
+    child: Child,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    log: PathBuf,
+}
+
+impl Demo {
+    /// Starts it and waits until its proxy listener accepts.
+    pub async fn start(dir: &Path) -> Demo {
+        let (listen, admin) = (free_addr(), free_addr());
+        let log = dir.join("demo.log");
+        let child = sessiongate(&[
+            "demo",
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ])
+        .current_dir(dir)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+        let demo = Demo {
+            child,
+            listen,
+            admin,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(listen).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "demo did not start: {}",
+                std::fs::read_to_string(&demo.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        demo
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

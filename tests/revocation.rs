@@ -226,3 +226,33 @@ async fn revocation_under_traffic_on_two_instances_sharing_a_redis_cluster() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_under_traffic_on_two_instances_sharing_postgres() {
+    use sessiongate::config::SqlDialect;
+    if !common::db::available(SqlDialect::Postgres, "revocation_on_postgres") {
+        return;
+    }
+    let table = common::db::table("revoke");
+    let store = format!(
+        "{{kind: postgres, url: \"{}\", table: {table}}}",
+        common::db::POSTGRES_URL
+    );
+    revocation_under_traffic(&store, 2).await;
+    common::db::drop_tables(SqlDialect::Postgres, &[table]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_under_traffic_on_two_instances_sharing_mysql() {
+    use sessiongate::config::SqlDialect;
+    if !common::db::available(SqlDialect::Mysql, "revocation_on_mysql") {
+        return;
+    }
+    let table = common::db::table("revoke");
+    let store = format!(
+        "{{kind: mysql, url: \"{}\", table: {table}}}",
+        common::db::MYSQL_URL
+    );
+    revocation_under_traffic(&store, 2).await;
+    common::db::drop_tables(SqlDialect::Mysql, &[table]);
+}

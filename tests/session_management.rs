@@ -387,3 +387,33 @@ async fn the_cookie_store_answers_501() {
     assert!(r.set_cookie(COOKIE).is_none());
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_on_postgres() {
+    use sessiongate::config::SqlDialect;
+    if !common::db::available(SqlDialect::Postgres, "management_on_postgres") {
+        return;
+    }
+    let table = common::db::table("manage");
+    let store = format!(
+        "{{kind: postgres, url: \"{}\", table: {table}}}",
+        common::db::POSTGRES_URL
+    );
+    behaviours(&store, false).await;
+    common::db::drop_tables(SqlDialect::Postgres, &[table]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_on_mysql() {
+    use sessiongate::config::SqlDialect;
+    if !common::db::available(SqlDialect::Mysql, "management_on_mysql") {
+        return;
+    }
+    let table = common::db::table("manage");
+    let store = format!(
+        "{{kind: mysql, url: \"{}\", table: {table}}}",
+        common::db::MYSQL_URL
+    );
+    behaviours(&store, false).await;
+    common::db::drop_tables(SqlDialect::Mysql, &[table]);
+}

@@ -34,6 +34,12 @@ pub const DEFAULT_EMBEDDED_PATH: &str = "data/sessions.db";
 pub const DEFAULT_EMBEDDED_MAX_SESSIONS: usize = 10_000_000;
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "sessiongate:";
 pub const DEFAULT_REDIS_TIMEOUT_SECS: u64 = 2;
+pub const DEFAULT_SQL_TABLE: &str = "sessiongate_sessions";
+pub const DEFAULT_SQL_POOL_SIZE: u32 = 16;
+pub const DEFAULT_STORE_TIMEOUT_SECS: u64 = 2;
+pub const DEFAULT_MEMCACHED_KEY_PREFIX: &str = "sessiongate:";
+pub const DEFAULT_MEMCACHED_POOL_SIZE: u32 = 4;
+pub const DEFAULT_CACHED_MAX_SESSIONS: usize = 100_000;
 /// More replicas than any deployment runs per master.
 pub const MAX_REPLICAS_ACK: u64 = 16;
 pub const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 30;
@@ -189,6 +195,51 @@ pub enum StoreConfig {
     Embedded { path: PathBuf, max_sessions: usize },
     Redis(RedisConfig),
     Cookie,
+    Sql(SqlConfig),
+    Memcached(MemcachedConfig),
+    Cached(CachedConfig),
+}
+
+/// `kind: postgres` or `kind: mysql` (MariaDB and MySQL).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlConfig {
+    pub dialect: SqlDialect,
+    /// The connection URL: it may carry a password.
+    pub url: Secret,
+    pub table: String,
+    pub pool_size: u32,
+    /// How long a request waits for a connection, connecting included.
+    pub pool_timeout: Duration,
+    /// The deadline of one store operation.
+    pub timeout: Duration,
+    /// The PEM of the CA that signed the server's certificate: TLS is then
+    /// required and the server's name checked.
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlDialect {
+    Postgres,
+    Mysql,
+}
+
+/// `kind: memcached`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemcachedConfig {
+    /// `host:port` of each server; keys spread over them by rendezvous hashing.
+    pub servers: Vec<String>,
+    pub key_prefix: String,
+    pub timeout: Duration,
+    /// Connections per server.
+    pub pool_size: u32,
+}
+
+/// `kind: cached`: Django's `cached_db`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedConfig {
+    /// Sessions the local cache holds, least recently used evicted.
+    pub max_sessions: usize,
+    pub durable: Box<StoreConfig>,
 }
 
 impl StoreConfig {
@@ -198,6 +249,12 @@ impl StoreConfig {
             StoreConfig::Embedded { .. } => "embedded",
             StoreConfig::Redis(_) => "redis",
             StoreConfig::Cookie => "cookie",
+            StoreConfig::Sql(c) => match c.dialect {
+                SqlDialect::Postgres => "postgres",
+                SqlDialect::Mysql => "mysql",
+            },
+            StoreConfig::Memcached(_) => "memcached",
+            StoreConfig::Cached(_) => "cached",
         }
     }
 }

@@ -156,6 +156,73 @@ pub enum RawStore {
         replicas_ack: Option<u64>,
     },
     Cookie {},
+    Postgres(RawSql),
+    Mysql(RawSql),
+    Memcached(RawMemcached),
+    Cached(RawCached),
+}
+
+/// `kind: postgres` and `kind: mysql`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSql {
+    /// A secret (literal, env:NAME or file:PATH): it carries the password.
+    /// Kept as a raw value so that a wrongly typed one is never echoed.
+    #[serde(default)]
+    pub url: Option<Value>,
+    #[serde(default)]
+    pub table: Option<String>,
+    #[serde(default)]
+    pub pool: Option<RawPool>,
+    #[serde(default)]
+    pub timeout: Option<RawDuration>,
+    /// PEM file of the CA that signed the server's certificate.
+    #[serde(default)]
+    pub ca: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// How long a request waits for a connection (connecting included).
+    #[serde(default)]
+    pub timeout: Option<RawDuration>,
+}
+
+/// `kind: memcached`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMemcached {
+    #[serde(default)]
+    pub servers: Option<Vec<String>>,
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<RawDuration>,
+    /// Connections per server.
+    #[serde(default)]
+    pub pool: Option<RawPool>,
+}
+
+/// `kind: cached`: a local cache in front of a durable store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCached {
+    #[serde(default)]
+    pub cache: Option<RawCache>,
+    pub durable: Box<RawStore>,
+}
+
+/// The local cache of `kind: cached` (only `memory` exists).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawCache {
+    Memory {
+        #[serde(default)]
+        max_sessions: Option<u64>,
+    },
 }
 
 #[derive(Debug, Deserialize)]

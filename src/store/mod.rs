@@ -14,6 +14,7 @@ pub mod embedded;
 mod index;
 pub mod memory;
 pub mod redis;
+pub mod sql;
 mod subjects;
 pub mod table;
 
@@ -357,6 +358,7 @@ pub enum Store {
     /// size of the others.
     Redis(Box<self::redis::RedisStore>),
     Cookie(cookie::CookieStore),
+    Sql(Box<sql::SqlStore>),
 }
 
 impl Store {
@@ -367,7 +369,7 @@ impl Store {
         match self {
             Store::Memory(s) => s.prefetch(id),
             Store::Embedded(s) => s.prefetch(id),
-            Store::Redis(_) | Store::Cookie(_) => {}
+            Store::Redis(_) | Store::Cookie(_) | Store::Sql(_) => {}
         }
     }
 
@@ -379,7 +381,7 @@ impl Store {
     pub fn waits_on_writes(&self) -> bool {
         match self {
             Store::Memory(_) | Store::Cookie(_) => false,
-            Store::Embedded(_) | Store::Redis(_) => true,
+            Store::Embedded(_) | Store::Redis(_) | Store::Sql(_) => true,
         }
     }
 
@@ -388,7 +390,7 @@ impl Store {
         match self {
             Store::Memory(s) => s.evicted(),
             Store::Embedded(s) => s.evicted(),
-            Store::Redis(_) | Store::Cookie(_) => 0,
+            Store::Redis(_) | Store::Cookie(_) | Store::Sql(_) => 0,
         }
     }
 
@@ -409,6 +411,7 @@ impl Store {
             Store::Memory(s) => s.index(subject, entry, now_ms).await,
             Store::Embedded(s) => s.index(subject, entry, now_ms).await,
             Store::Redis(s) => boxed(s.index(subject, entry, now_ms)).await,
+            Store::Sql(s) => boxed(s.index(subject, entry, now_ms)).await,
             Store::Cookie(_) => Ok(0),
         }
     }
@@ -425,6 +428,7 @@ impl Store {
             Store::Memory(s) => s.create_indexed(subject, entry, record, now_ms).await?,
             Store::Embedded(s) => s.create_indexed(subject, entry, record, now_ms).await?,
             Store::Redis(s) => boxed(s.create_indexed(subject, entry, record, now_ms)).await?,
+            Store::Sql(s) => boxed(s.create_indexed(subject, entry, record, now_ms)).await?,
             Store::Cookie(s) => return Ok((0, s.create(&entry.id, record).await?)),
         };
         Ok((n, Created::Stored(Ticket::Id(entry.id))))
@@ -445,6 +449,7 @@ impl Store {
             Store::Memory(s) => s.save_indexed(subject, entry, id, op).await?,
             Store::Embedded(s) => s.save_indexed(subject, entry, id, op).await?,
             Store::Redis(s) => boxed(s.save_indexed(subject, entry, id, op)).await?,
+            Store::Sql(s) => boxed(s.save_indexed(subject, entry, id, op)).await?,
             Store::Cookie(s) => return Ok((0, s.save(ticket, op).await?)),
         };
         Ok((n, out.map_id(Ticket::Id)))
@@ -461,6 +466,7 @@ impl Store {
             Store::Memory(s) => s.indexed(key, subject, now_ms).await,
             Store::Embedded(s) => s.indexed(key, subject, now_ms).await,
             Store::Redis(s) => boxed(s.indexed(key, subject, now_ms)).await,
+            Store::Sql(s) => boxed(s.indexed(key, subject, now_ms)).await,
             Store::Cookie(_) => Ok(Vec::new()),
         }
     }
@@ -475,6 +481,7 @@ impl Store {
             Store::Memory(s) => s.find_sid(sid, now_ms).await,
             Store::Embedded(s) => s.find_sid(sid, now_ms).await,
             Store::Redis(s) => boxed(s.find_sid(sid, now_ms)).await,
+            Store::Sql(s) => boxed(s.find_sid(sid, now_ms)).await,
             Store::Cookie(_) => Ok(None),
         }
     }
@@ -491,6 +498,7 @@ impl Store {
             Store::Memory(s) => s.revoke(id, key, subject, now_ms).await,
             Store::Embedded(s) => s.revoke(id, key, subject, now_ms).await,
             Store::Redis(s) => boxed(s.revoke(id, key, subject, now_ms)).await,
+            Store::Sql(s) => boxed(s.revoke(id, key, subject, now_ms)).await,
             Store::Cookie(_) => Ok(Revoked::Gone),
         }
     }
@@ -501,6 +509,7 @@ impl Store {
             Store::Memory(s) => s.live_sessions(),
             Store::Embedded(s) => s.live_sessions(),
             Store::Redis(s) => s.live_sessions(),
+            Store::Sql(s) => s.live_sessions(),
             Store::Cookie(_) => None,
         }
     }
@@ -510,6 +519,7 @@ impl Store {
             Store::Memory(_) => "memory",
             Store::Embedded(_) => "embedded",
             Store::Redis(_) => "redis",
+            Store::Sql(s) => s.kind(),
             Store::Cookie(_) => "cookie",
         }
     }
@@ -529,6 +539,7 @@ impl SessionStore for Store {
             Store::Memory(s) => s.carries(),
             Store::Embedded(s) => s.carries(),
             Store::Redis(s) => s.carries(),
+            Store::Sql(s) => s.carries(),
             Store::Cookie(s) => s.carries(),
         }
     }
@@ -538,6 +549,7 @@ impl SessionStore for Store {
             Store::Memory(s) => s.revocable(),
             Store::Embedded(s) => s.revocable(),
             Store::Redis(s) => s.revocable(),
+            Store::Sql(s) => s.revocable(),
             Store::Cookie(s) => s.revocable(),
         }
     }
@@ -551,6 +563,7 @@ impl SessionStore for Store {
             Store::Memory(s) => SessionStore::load(s, ticket, now_ms).await,
             Store::Embedded(s) => SessionStore::load(s, ticket, now_ms).await,
             Store::Redis(s) => boxed(SessionStore::load(&**s, ticket, now_ms)).await,
+            Store::Sql(s) => boxed(SessionStore::load(&**s, ticket, now_ms)).await,
             Store::Cookie(s) => s.load(ticket, now_ms).await,
         }
     }
@@ -560,6 +573,7 @@ impl SessionStore for Store {
             Store::Memory(s) => SessionStore::create(s, id, record).await,
             Store::Embedded(s) => SessionStore::create(s, id, record).await,
             Store::Redis(s) => boxed(SessionStore::create(&**s, id, record)).await,
+            Store::Sql(s) => boxed(SessionStore::create(&**s, id, record)).await,
             Store::Cookie(s) => s.create(id, record).await,
         }
     }
@@ -573,6 +587,7 @@ impl SessionStore for Store {
             Store::Memory(s) => SessionStore::save(s, ticket, op).await,
             Store::Embedded(s) => SessionStore::save(s, ticket, op).await,
             Store::Redis(s) => boxed(SessionStore::save(&**s, ticket, op)).await,
+            Store::Sql(s) => boxed(SessionStore::save(&**s, ticket, op)).await,
             Store::Cookie(s) => s.save(ticket, op).await,
         }
     }
@@ -582,6 +597,7 @@ impl SessionStore for Store {
             Store::Memory(s) => SessionStore::delete(s, ticket).await,
             Store::Embedded(s) => SessionStore::delete(s, ticket).await,
             Store::Redis(s) => boxed(SessionStore::delete(&**s, ticket)).await,
+            Store::Sql(s) => boxed(SessionStore::delete(&**s, ticket)).await,
             Store::Cookie(s) => s.delete(ticket).await,
         }
     }
@@ -591,6 +607,7 @@ impl SessionStore for Store {
             Store::Memory(s) => SessionStore::clear_expired(s, now_ms).await,
             Store::Embedded(s) => SessionStore::clear_expired(s, now_ms).await,
             Store::Redis(s) => boxed(SessionStore::clear_expired(&**s, now_ms)).await,
+            Store::Sql(s) => boxed(SessionStore::clear_expired(&**s, now_ms)).await,
             Store::Cookie(s) => s.clear_expired(now_ms).await,
         }
     }
@@ -600,6 +617,7 @@ impl SessionStore for Store {
             Store::Memory(s) => SessionStore::ping(s).await,
             Store::Embedded(s) => SessionStore::ping(s).await,
             Store::Redis(s) => boxed(SessionStore::ping(&**s)).await,
+            Store::Sql(s) => boxed(SessionStore::ping(&**s)).await,
             Store::Cookie(s) => s.ping().await,
         }
     }
@@ -644,6 +662,13 @@ pub async fn open(
             Store::Embedded(store)
         }
         StoreConfig::Redis(r) => Store::Redis(Box::new(self::redis::RedisStore::open(r).await?)),
+        StoreConfig::Sql(c) => Store::Sql(Box::new(sql::SqlStore::open(c).await?)),
+        StoreConfig::Memcached(_) | StoreConfig::Cached(_) => {
+            return Err(OpenError::Backend(
+                cfg.store.kind().into(),
+                "this store kind is not available yet".into(),
+            ));
+        }
         StoreConfig::Cookie => Store::Cookie(cookie::CookieStore::new(secrets, &cfg.cookie.name)),
     };
     Ok(store)

@@ -2,6 +2,7 @@
 //! received and answers as the test asks, and the proxy itself.
 #![allow(dead_code)]
 
+pub mod db;
 pub mod gate;
 pub mod process;
 pub mod raw;

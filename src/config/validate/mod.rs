@@ -4,6 +4,7 @@
 mod csrf;
 mod routes;
 mod session;
+mod store;
 mod telemetry;
 
 use super::raw::*;

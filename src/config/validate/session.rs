@@ -1,8 +1,8 @@
 //! `session:`: the cookie, lifetimes, limits and the store.
 
+use super::store::store;
 use super::*;
 use crate::config::raw::*;
-use serde_json::Value;
 
 pub(super) fn session(raw: RawSession, issues: &mut Issues) -> SessionConfig {
     let c = raw.cookie;
@@ -94,7 +94,7 @@ pub(super) fn session(raw: RawSession, issues: &mut Issues) -> SessionConfig {
             path: PathBuf::from(DEFAULT_EMBEDDED_PATH),
             max_sessions: DEFAULT_EMBEDDED_MAX_SESSIONS,
         },
-        Some(s) => store(s, issues),
+        Some(s) => store(s, "session.store", issues),
     };
     let expire_at_browser_close = raw.expire_at_browser_close.unwrap_or(false);
     SessionConfig {
@@ -137,151 +137,5 @@ pub(super) fn session(raw: RawSession, issues: &mut Issues) -> SessionConfig {
             Some(n) => Some(n as usize),
             None => None,
         },
-    }
-}
-
-fn store(raw: RawStore, issues: &mut Issues) -> StoreConfig {
-    match raw {
-        RawStore::Memory { max_sessions } => {
-            let max_sessions = max_sessions.map_or(DEFAULT_MAX_SESSIONS, |m| m as usize);
-            if max_sessions == 0 {
-                issues.push("session.store.max_sessions", "must be at least 1");
-            }
-            StoreConfig::Memory { max_sessions }
-        }
-        RawStore::Embedded { path, max_sessions } => {
-            let max_sessions = max_sessions.map_or(DEFAULT_EMBEDDED_MAX_SESSIONS, |m| m as usize);
-            if max_sessions == 0 {
-                issues.push("session.store.max_sessions", "must be at least 1");
-            }
-            StoreConfig::Embedded {
-                path: PathBuf::from(path.unwrap_or_else(|| DEFAULT_EMBEDDED_PATH.to_string())),
-                max_sessions,
-            }
-        }
-        RawStore::Redis {
-            url,
-            cluster,
-            sentinel,
-            key_prefix,
-            timeout,
-            ca,
-            replicas_ack,
-        } => {
-            let redis_url = |u: &str, path: &str, issues: &mut Issues| {
-                if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
-                    issues.push(
-                        path,
-                        format!(
-                            "invalid Redis URL {:?}: expected redis:// or rediss://",
-                            redact_url(u)
-                        ),
-                    );
-                }
-            };
-            let topology = match (url, cluster, sentinel) {
-                (Some(url), None, None) => {
-                    redis_url(&url, "session.store.url", issues);
-                    RedisTopology::Standalone { url }
-                }
-                (None, Some(nodes), None) => {
-                    if nodes.is_empty() {
-                        issues.push("session.store.cluster", "needs at least one node");
-                    }
-                    for (i, n) in nodes.iter().enumerate() {
-                        redis_url(n, &format!("session.store.cluster[{i}]"), issues);
-                    }
-                    RedisTopology::Cluster { nodes }
-                }
-                (None, None, Some(s)) => {
-                    if s.nodes.is_empty() {
-                        issues.push(
-                            "session.store.sentinel.nodes",
-                            "needs at least one sentinel",
-                        );
-                    }
-                    for (i, n) in s.nodes.iter().enumerate() {
-                        redis_url(n, &format!("session.store.sentinel.nodes[{i}]"), issues);
-                    }
-                    let password = s.password.as_ref().and_then(|p| {
-                        let Value::String(spec) = p else {
-                            issues.push(
-                                "session.store.sentinel.password",
-                                "must be a string: a literal, env:NAME or file:PATH",
-                            );
-                            return None;
-                        };
-                        secret::resolve(spec)
-                            .map_err(|e| issues.push("session.store.sentinel.password", e))
-                            .ok()
-                    });
-                    RedisTopology::Sentinel {
-                        master: s.master,
-                        nodes: s.nodes,
-                        username: s.username,
-                        password,
-                        db: s.db.unwrap_or(0),
-                    }
-                }
-                (None, None, None) => {
-                    issues.push(
-                        "session.store",
-                        "a redis store needs one of `url`, `cluster` or `sentinel`",
-                    );
-                    RedisTopology::Standalone { url: String::new() }
-                }
-                _ => {
-                    issues.push(
-                        "session.store",
-                        "give only one of `url`, `cluster` or `sentinel`",
-                    );
-                    RedisTopology::Standalone { url: String::new() }
-                }
-            };
-            let key_prefix = key_prefix.unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_string());
-            if key_prefix.contains(['{', '}']) {
-                issues.push(
-                    "session.store.key_prefix",
-                    "must not contain { or }: they would change the Cluster hash slot",
-                );
-            }
-            let ca_pem = ca.as_ref().and_then(|path| match std::fs::read(path) {
-                Ok(pem) => Some(pem),
-                Err(e) => {
-                    issues.push("session.store.ca", format!("cannot read {path}: {e}"));
-                    None
-                }
-            });
-            let replicas_ack = replicas_ack.unwrap_or(0);
-            if replicas_ack > MAX_REPLICAS_ACK {
-                issues.push(
-                    "session.store.replicas_ack",
-                    format!("at most {MAX_REPLICAS_ACK}"),
-                );
-            }
-            StoreConfig::Redis(RedisConfig {
-                topology,
-                key_prefix,
-                ca_pem,
-                replicas_ack: replicas_ack.min(MAX_REPLICAS_ACK) as u32,
-                timeout: duration(
-                    &timeout,
-                    "session.store.timeout",
-                    Duration::from_secs(DEFAULT_REDIS_TIMEOUT_SECS),
-                    issues,
-                ),
-            })
-        }
-        RawStore::Cookie {} => StoreConfig::Cookie,
-    }
-}
-
-/// Hides a password in a URL before it goes into an error message.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***{}", &url[..scheme_end], &url[at..])
-        }
-        _ => url.to_string(),
     }
 }

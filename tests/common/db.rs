@@ -1,0 +1,355 @@
+//! The databases the SQL stores are tested against: the machine's own
+//! PostgreSQL and MariaDB services for the conformance suite, and servers
+//! of the test's own (in a temporary directory, on an ephemeral port) for
+//! the tests that kill them.
+
+use sessiongate::config::{Secret, SqlConfig, SqlDialect};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The machine's PostgreSQL service (trust auth).
+pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// The machine's MariaDB service (root, no password).
+pub const MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";
+
+fn answers(addr: &str) -> bool {
+    TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(1)).is_ok()
+}
+
+/// Whether the database service answers; under CI=true a missing one fails.
+pub fn available(dialect: SqlDialect, test: &str) -> bool {
+    let (addr, what) = match dialect {
+        SqlDialect::Postgres => ("127.0.0.1:5432", "PostgreSQL"),
+        SqlDialect::Mysql => ("127.0.0.1:3306", "MariaDB"),
+    };
+    if answers(addr) {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} does not answer on {addr}, and CI=true: {test} cannot be skipped");
+    }
+    eprintln!("\n*** SKIPPED {test}: {what} does not answer on {addr} ***\n");
+    false
+}
+
+/// A table name no other test uses.
+pub fn table(tag: &str) -> String {
+    let id = sessiongate::record::SessionId::generate();
+    let hex: String = id.as_bytes()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sg_{tag}_{hex}")
+}
+
+pub fn config(dialect: SqlDialect, url: &str, table: &str) -> SqlConfig {
+    SqlConfig {
+        dialect,
+        url: Secret::new(url.as_bytes()),
+        table: table.to_string(),
+        pool_size: 16,
+        pool_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(10),
+        ca: None,
+    }
+}
+
+/// Drops the tables a test made (by the database's own client).
+pub fn drop_tables(dialect: SqlDialect, tables: &[String]) {
+    if tables.is_empty() {
+        return;
+    }
+    let sql = format!("DROP TABLE IF EXISTS {}", tables.join(", "));
+    let _ = match dialect {
+        SqlDialect::Postgres => Command::new("psql")
+            .args([
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-c",
+                &sql,
+            ])
+            .stdout(Stdio::null())
+            .status(),
+        SqlDialect::Mysql => Command::new("mysql")
+            .args(["-h", "127.0.0.1", "-uroot", "test", "-e", &sql])
+            .status(),
+    };
+}
+
+pub fn free_port() -> u16 {
+    super::redis::free_port()
+}
+
+fn postgres_bin(tool: &str) -> PathBuf {
+    let dirs = std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL's binaries");
+    let mut found: Vec<PathBuf> = dirs
+        .filter_map(|d| d.ok())
+        .map(|d| d.path().join("bin").join(tool))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| panic!("{tool} not found"))
+}
+
+/// Whether this machine can run a PostgreSQL of a test's own.
+pub fn can_run_postgres(test: &str) -> bool {
+    let found = Path::new("/usr/lib/postgresql").is_dir()
+        && std::fs::read_dir("/usr/lib/postgresql")
+            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("bin/initdb").exists())));
+    if found {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("initdb is not installed, and CI=true: {test} cannot be skipped");
+    }
+    eprintln!("\n*** SKIPPED {test}: PostgreSQL's initdb is not installed ***\n");
+    false
+}
+
+/// Runs a command as the `postgres` user when this process is root
+/// (PostgreSQL refuses to run as root).
+fn as_postgres(program: &Path) -> Command {
+    if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A PostgreSQL of the test's own, in a temporary directory: stopped,
+/// started again and killed at will.
+pub struct OwnPostgres {
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl OwnPostgres {
+    pub fn start() -> OwnPostgres {
+        let dir = std::env::temp_dir().join(format!(
+            "sessiongate-pg-{}",
+            sessiongate::record::SessionId::generate().encode()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let data = dir.join("data");
+        let out = as_postgres(&postgres_bin("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pg = OwnPostgres {
+            port: free_port(),
+            dir,
+        };
+        pg.up();
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Starts the server (again) on its port, and waits until it answers.
+    pub fn up(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let status = as_postgres(&postgres_bin("pg_ctl"))
+            .args(["-w", "-t", "30", "-o", &opts, "-l"])
+            .arg(self.dir.join("log"))
+            .arg("-D")
+            .arg(self.data())
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl start");
+        wait_for(self.port);
+    }
+
+    /// Kills the server outright (SIGKILL to the postmaster and its children).
+    pub fn kill(&self) {
+        let pid = std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+        if let Some(pid) = pid {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            // The backends go with their postmaster; wait for the port to close.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while answers(&format!("127.0.0.1:{}", self.port)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-f", "--"])
+                .arg(format!("-D {}", self.data().display()))
+                .status();
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = std::fs::remove_file(self.data().join("postmaster.pid"));
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = as_postgres(&postgres_bin("pg_ctl"))
+            .args(["-m", "immediate", "-D"])
+            .arg(self.data())
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether this machine can run a MariaDB of a test's own.
+pub fn can_run_mariadb(test: &str) -> bool {
+    let found = Path::new("/usr/sbin/mariadbd").exists()
+        && Command::new("mariadb-install-db")
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+    if found {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("mariadbd is not installed, and CI=true: {test} cannot be skipped");
+    }
+    eprintln!("\n*** SKIPPED {test}: mariadbd is not installed ***\n");
+    false
+}
+
+/// A MariaDB of the test's own, in a temporary directory.
+pub struct OwnMariadb {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnMariadb {
+    pub fn start() -> OwnMariadb {
+        let dir = std::env::temp_dir().join(format!(
+            "sessiongate-mariadb-{}",
+            sessiongate::record::SessionId::generate().encode()
+        ));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let out = Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .args(["--user=root", "--auth-root-authentication-method=normal"])
+            .arg("--skip-test-db")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mariadb-install-db: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut db = OwnMariadb {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        db.up();
+        db
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}/mysql", self.port)
+    }
+
+    pub fn up(&mut self) {
+        let child = Command::new("/usr/sbin/mariadbd")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", self.dir.join("data").display()))
+            .arg(format!("--socket={}", self.dir.join("sock").display()))
+            .arg(format!("--pid-file={}", self.dir.join("pid").display()))
+            .arg(format!("--port={}", self.port))
+            .args(["--bind-address=127.0.0.1", "--user=root"])
+            .args(["--innodb-flush-log-at-trx-commit=2", "--skip-log-bin"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for(self.port);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnMariadb {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_for(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answers(&format!("127.0.0.1:{port}")) {
+        assert!(Instant::now() < deadline, "no server on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Rows in a table, read by the database's own client.
+pub fn rows(dialect: SqlDialect, table: &str) -> u64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    let out = match dialect {
+        SqlDialect::Postgres => Command::new("psql")
+            .args([
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-c",
+                &sql,
+            ])
+            .output(),
+        SqlDialect::Mysql => Command::new("mysql")
+            .args(["-N", "-h", "127.0.0.1", "-uroot", "test", "-e", &sql])
+            .output(),
+    }
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}

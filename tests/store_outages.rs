@@ -1,0 +1,230 @@
+//! The stores that live in another server (PostgreSQL, MariaDB, memcached),
+//! end to end: two instances sharing one, and the server killed under
+//! traffic and started again, with sessiongate recovering by itself.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn store_yaml(store: &str, on_store_error: &str) -> String {
+    format!(
+        r#"
+secrets: ["{SECRET}"]
+session:
+  cookie: {{secure: false}}
+  store: {store}
+  on_store_error: {on_store_error}
+upstreams:
+  app: {{url: "http://{{upstream}}", timeout: 5s}}
+routes:
+{JSON_ROUTE}
+"#
+    )
+}
+
+async fn write(c: &TestClient, gw: &Gateway, cookie: Option<&str>, update: &str) -> Reply {
+    let mut h = vec![reply("X-Session-Update", update)];
+    if let Some(cookie) = cookie {
+        h.push(("cookie", cookie.to_string()));
+    }
+    c.get(&gw.url("/"), &hdrs(&h)).await
+}
+
+/// Two instances on one store: a write through either is read through the
+/// other, and 80 concurrent writes of different keys through both all land.
+async fn two_instances_share_sessions(store: &str) {
+    let up = upstream().await;
+    let a = gateway(&store_yaml(store, "fail_closed"), up.addr).await;
+    let b = gateway(&store_yaml(store, "fail_closed"), up.addr).await;
+    let c = TestClient::new();
+    let cookie = write(&c, &a, None, r#"{"user_id":1}"#)
+        .await
+        .cookie("sessionid")
+        .unwrap();
+    assert_eq!(
+        c.get(&b.url("/"), &[("cookie", &cookie)]).await.session(),
+        json!({"user_id": 1})
+    );
+    let mut tasks = Vec::new();
+    for i in 0..80 {
+        let url = if i % 2 == 0 { a.url("/") } else { b.url("/") };
+        let cookie = cookie.clone();
+        tasks.push(tokio::spawn(async move {
+            let h = [
+                ("cookie", cookie),
+                reply("X-Session-Update", &format!("{{\"k{i}\":{i}}}")),
+            ];
+            TestClient::new().get(&url, &hdrs(&h)).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let session = c.get(&a.url("/"), &[("cookie", &cookie)]).await.session();
+    for i in 0..80 {
+        assert_eq!(session[format!("k{i}")], json!(i), "{session}");
+    }
+    // A flush on one is seen by the other.
+    let r = c
+        .get(
+            &b.url("/"),
+            &hdrs(&[
+                ("cookie", cookie.clone()),
+                reply("X-Session-Action", "flush"),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        c.get(&a.url("/"), &[("cookie", &cookie)]).await.session(),
+        json!({})
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The store's server killed under traffic: reads answer 503, writes 502
+/// and nothing is acknowledged that was not written; once it is back,
+/// sessiongate serves again without a restart and every acknowledged
+/// write is there.
+async fn outage_fails_closed_and_recovers(
+    store: &str,
+    kill: impl FnOnce() + Send + 'static,
+    restart: impl FnOnce() + Send + 'static,
+) {
+    let up = upstream().await;
+    let gw = gateway(&store_yaml(store, "fail_closed"), up.addr).await;
+    let c = TestClient::new();
+    let cookie = write(&c, &gw, None, r#"{"n":0}"#)
+        .await
+        .cookie("sessionid")
+        .unwrap();
+    let traffic = {
+        let url = gw.url("/");
+        let cookie = cookie.clone();
+        tokio::spawn(async move {
+            let c = TestClient::new();
+            let (mut acknowledged, mut statuses) = (Vec::new(), Vec::new());
+            for i in 0..60 {
+                let h = [
+                    ("cookie", cookie.clone()),
+                    reply("X-Session-Update", &format!("{{\"w{i}\":{i}}}")),
+                ];
+                let r = c.get(&url, &hdrs(&h)).await;
+                if r.status == 200 {
+                    acknowledged.push(i);
+                }
+                statuses.push(r.status);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (acknowledged, statuses)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::task::spawn_blocking(kill).await.unwrap();
+
+    let down = c.get(&gw.url("/"), &[("cookie", &cookie)]).await;
+    assert_eq!(down.status, 503, "a session that cannot be read");
+    assert_eq!(c.get(&gw.admin_url("/readyz"), &[]).await.status, 503);
+    assert_eq!(c.get(&gw.url("/"), &[]).await.status, 200, "no cookie");
+    let failed = write(&c, &gw, None, r#"{"new":true}"#).await;
+    assert_eq!(failed.status, 502, "a write that cannot be stored");
+    assert!(failed.headers.get("set-cookie").is_none());
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::spawn_blocking(restart).await.unwrap();
+    let (acknowledged, statuses) = traffic.await.unwrap();
+    assert!(statuses.contains(&503), "the outage was seen: {statuses:?}");
+    assert_eq!(*statuses.last().unwrap(), 200, "recovered: {statuses:?}");
+    assert_eq!(c.get(&gw.admin_url("/readyz"), &[]).await.status, 200);
+    let session = c.get(&gw.url("/"), &[("cookie", &cookie)]).await.session();
+    for i in &acknowledged {
+        assert_eq!(session[format!("w{i}")], json!(i), "lost w{i}: {session}");
+    }
+    gw.stop().await;
+}
+
+/// `fail_open`: with the server gone the request goes on with an empty
+/// session and nothing is written.
+async fn outage_fails_open(store: &str, kill: impl FnOnce() + Send + 'static) {
+    let up = upstream().await;
+    let gw = gateway(&store_yaml(store, "fail_open"), up.addr).await;
+    let c = TestClient::new();
+    let cookie = write(&c, &gw, None, r#"{"user_id":1}"#)
+        .await
+        .cookie("sessionid")
+        .unwrap();
+    tokio::task::spawn_blocking(kill).await.unwrap();
+    let r = write(&c, &gw, Some(&cookie), r#"{"while_down":true}"#).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.session(), Value::Object(Default::default()));
+    assert!(r.headers.get("set-cookie").is_none(), "nothing written");
+    gw.stop().await;
+}
+
+fn sql_store(kind: &str, url: &str) -> String {
+    format!("{{kind: {kind}, url: \"{url}\", timeout: 1s, pool: {{size: 4, timeout: 1s}}}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_postgres() {
+    use sessiongate::config::SqlDialect;
+    if !common::db::available(SqlDialect::Postgres, "two_instances_share_postgres") {
+        return;
+    }
+    let table = common::db::table("share");
+    two_instances_share_sessions(&format!(
+        "{{kind: postgres, url: \"{}\", table: {table}}}",
+        common::db::POSTGRES_URL
+    ))
+    .await;
+    common::db::drop_tables(SqlDialect::Postgres, &[table]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_mysql() {
+    use sessiongate::config::SqlDialect;
+    if !common::db::available(SqlDialect::Mysql, "two_instances_share_mysql") {
+        return;
+    }
+    let table = common::db::table("share");
+    two_instances_share_sessions(&format!(
+        "{{kind: mysql, url: \"{}\", table: {table}}}",
+        common::db::MYSQL_URL
+    ))
+    .await;
+    common::db::drop_tables(SqlDialect::Mysql, &[table]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_killed_under_traffic_fails_closed_and_recovers() {
+    if !common::db::can_run_postgres("postgres_killed_under_traffic") {
+        return;
+    }
+    let pg = std::sync::Arc::new(common::db::OwnPostgres::start());
+    let store = sql_store("postgres", &pg.url());
+    let (a, b) = (pg.clone(), pg.clone());
+    outage_fails_closed_and_recovers(&store, move || a.kill(), move || b.up()).await;
+    let a = pg.clone();
+    outage_fails_open(&store, move || a.kill()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_killed_under_traffic_fails_closed_and_recovers() {
+    if !common::db::can_run_mariadb("mariadb_killed_under_traffic") {
+        return;
+    }
+    let db = std::sync::Arc::new(std::sync::Mutex::new(common::db::OwnMariadb::start()));
+    let store = sql_store("mysql", &db.lock().unwrap().url());
+    let (a, b) = (db.clone(), db.clone());
+    outage_fails_closed_and_recovers(
+        &store,
+        move || a.lock().unwrap().kill(),
+        move || b.lock().unwrap().up(),
+    )
+    .await;
+    let a = db.clone();
+    outage_fails_open(&store, move || a.lock().unwrap().kill()).await;
+}

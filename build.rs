@@ -43,7 +43,9 @@ fn main() {
     let go_render = ["github.com/Masterminds/sprig", "sigs.k8s.io/yaml"]
         .iter()
         .all(|p| Path::new("/usr/share/gocode/src").join(p).exists());
-    let tools: [(&str, bool, bool); 8] = [
+    let postgres = std::fs::read_dir("/usr/lib/postgresql")
+        .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("bin/initdb").exists())));
+    let tools: [(&str, bool, bool); 11] = [
         // (cfg, present, installed by .ci/run)
         ("tool_redis", on_path("redis-server"), true),
         ("tool_nginx", on_path("nginx"), true),
@@ -56,6 +58,14 @@ fn main() {
         ),
         ("tool_go_render", on_path("go") && go_render, true),
         ("tool_helm", on_path("helm"), false),
+        ("tool_memcached", on_path("memcached"), true),
+        // The machine's database services, and servers of the tests' own.
+        ("tool_postgres", postgres, true),
+        (
+            "tool_mariadb",
+            Path::new("/usr/sbin/mariadbd").exists(),
+            true,
+        ),
         (
             "tool_chromium",
             on_path("chromium") && on_path("chromedriver"),

@@ -228,6 +228,10 @@ async fn revocation_under_traffic_on_two_instances_sharing_a_redis_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_postgres),
+    ignore = "needs PostgreSQL (apt-get install postgresql)"
+)]
 async fn revocation_under_traffic_on_two_instances_sharing_postgres() {
     use sessiongate::config::SqlDialect;
     if !common::db::available(SqlDialect::Postgres, "revocation_on_postgres") {
@@ -243,6 +247,10 @@ async fn revocation_under_traffic_on_two_instances_sharing_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_mariadb),
+    ignore = "needs MariaDB (apt-get install mariadb-server)"
+)]
 async fn revocation_under_traffic_on_two_instances_sharing_mysql() {
     use sessiongate::config::SqlDialect;
     if !common::db::available(SqlDialect::Mysql, "revocation_on_mysql") {
@@ -255,4 +263,21 @@ async fn revocation_under_traffic_on_two_instances_sharing_mysql() {
     );
     revocation_under_traffic(&store, 2).await;
     common::db::drop_tables(SqlDialect::Mysql, &[table]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_memcached),
+    ignore = "needs memcached (apt-get install memcached)"
+)]
+async fn revocation_under_traffic_on_two_instances_sharing_memcached() {
+    if !common::memcached::available("revocation_on_memcached") {
+        return;
+    }
+    let (a, b) = (
+        common::memcached::Memcached::start(),
+        common::memcached::Memcached::start(),
+    );
+    let store = format!("{{kind: memcached, servers: [{}, {}]}}", a.addr(), b.addr());
+    revocation_under_traffic(&store, 2).await;
 }

@@ -389,6 +389,10 @@ async fn the_cookie_store_answers_501() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_postgres),
+    ignore = "needs PostgreSQL (apt-get install postgresql)"
+)]
 async fn management_on_postgres() {
     use sessiongate::config::SqlDialect;
     if !common::db::available(SqlDialect::Postgres, "management_on_postgres") {
@@ -404,6 +408,10 @@ async fn management_on_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_mariadb),
+    ignore = "needs MariaDB (apt-get install mariadb-server)"
+)]
 async fn management_on_mysql() {
     use sessiongate::config::SqlDialect;
     if !common::db::available(SqlDialect::Mysql, "management_on_mysql") {
@@ -416,4 +424,21 @@ async fn management_on_mysql() {
     );
     behaviours(&store, false).await;
     common::db::drop_tables(SqlDialect::Mysql, &[table]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_memcached),
+    ignore = "needs memcached (apt-get install memcached)"
+)]
+async fn management_on_memcached() {
+    if !common::memcached::available("management_on_memcached") {
+        return;
+    }
+    let (a, b) = (
+        common::memcached::Memcached::start(),
+        common::memcached::Memcached::start(),
+    );
+    let store = format!("{{kind: memcached, servers: [{}, {}]}}", a.addr(), b.addr());
+    behaviours(&store, false).await;
 }

@@ -29,6 +29,10 @@ async fn sql_suite(dialect: SqlDialect, url: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_postgres),
+    ignore = "needs PostgreSQL (apt-get install postgresql)"
+)]
 async fn postgres_conformance() {
     if !common::db::available(SqlDialect::Postgres, "postgres_conformance") {
         return;
@@ -37,9 +41,54 @@ async fn postgres_conformance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_mariadb),
+    ignore = "needs MariaDB (apt-get install mariadb-server)"
+)]
 async fn mysql_conformance() {
     if !common::db::available(SqlDialect::Mysql, "mysql_conformance") {
         return;
     }
     sql_suite(SqlDialect::Mysql, common::db::MYSQL_URL).await;
+}
+
+fn memcached_config(servers: Vec<String>, prefix: String) -> sessiongate::config::MemcachedConfig {
+    sessiongate::config::MemcachedConfig {
+        servers,
+        key_prefix: prefix,
+        timeout: std::time::Duration::from_secs(5),
+        pool_size: 8,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_memcached),
+    ignore = "needs memcached (apt-get install memcached)"
+)]
+async fn memcached_conformance() {
+    use sessiongate::store::memcached::MemcachedStore;
+    if !common::memcached::available("memcached_conformance") {
+        return;
+    }
+    // Two servers: the sessions spread over both.
+    let (a, b) = (
+        common::memcached::Memcached::start(),
+        common::memcached::Memcached::start(),
+    );
+    let servers = vec![a.addr(), b.addr()];
+    let mut n = 0;
+    whole_suite(
+        || {
+            n += 1;
+            let cfg = memcached_config(servers.clone(), format!("conf{n}:"));
+            async move { MemcachedStore::new(&cfg) }
+        },
+        true,
+    )
+    .await;
+    assert!(
+        a.items() > 0 && b.items() > 0,
+        "the sessions spread over both"
+    );
 }

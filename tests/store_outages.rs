@@ -169,6 +169,10 @@ fn sql_store(kind: &str, url: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_postgres),
+    ignore = "needs PostgreSQL (apt-get install postgresql)"
+)]
 async fn two_instances_share_postgres() {
     use sessiongate::config::SqlDialect;
     if !common::db::available(SqlDialect::Postgres, "two_instances_share_postgres") {
@@ -184,6 +188,10 @@ async fn two_instances_share_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_mariadb),
+    ignore = "needs MariaDB (apt-get install mariadb-server)"
+)]
 async fn two_instances_share_mysql() {
     use sessiongate::config::SqlDialect;
     if !common::db::available(SqlDialect::Mysql, "two_instances_share_mysql") {
@@ -199,6 +207,10 @@ async fn two_instances_share_mysql() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_postgres),
+    ignore = "needs PostgreSQL (apt-get install postgresql)"
+)]
 async fn postgres_killed_under_traffic_fails_closed_and_recovers() {
     if !common::db::can_run_postgres("postgres_killed_under_traffic") {
         return;
@@ -212,6 +224,10 @@ async fn postgres_killed_under_traffic_fails_closed_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_mariadb),
+    ignore = "needs MariaDB (apt-get install mariadb-server)"
+)]
 async fn mariadb_killed_under_traffic_fails_closed_and_recovers() {
     if !common::db::can_run_mariadb("mariadb_killed_under_traffic") {
         return;
@@ -227,4 +243,139 @@ async fn mariadb_killed_under_traffic_fails_closed_and_recovers() {
     .await;
     let a = db.clone();
     outage_fails_open(&store, move || a.lock().unwrap().kill()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_memcached),
+    ignore = "needs memcached (apt-get install memcached)"
+)]
+async fn two_instances_share_memcached() {
+    if !common::memcached::available("two_instances_share_memcached") {
+        return;
+    }
+    let (a, b) = (
+        common::memcached::Memcached::start(),
+        common::memcached::Memcached::start(),
+    );
+    two_instances_share_sessions(&format!(
+        "{{kind: memcached, servers: [{}, {}]}}",
+        a.addr(),
+        b.addr()
+    ))
+    .await;
+}
+
+/// One of two memcached servers killed under traffic: the sessions on the
+/// other keep every acknowledged write; those on the dead one are lost (a
+/// cache) and read as no session, never a 500; new sessions go to the
+/// survivor; when the dead one is back it is used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_memcached),
+    ignore = "needs memcached (apt-get install memcached)"
+)]
+async fn one_of_two_memcached_servers_killed_under_traffic() {
+    use std::sync::{Arc, Mutex};
+    if !common::memcached::available("one_of_two_memcached_servers_killed") {
+        return;
+    }
+    let a = common::memcached::Memcached::start();
+    let b = Arc::new(Mutex::new(common::memcached::Memcached::start()));
+    let b_addr = b.lock().unwrap().addr();
+    let store = format!(
+        "{{kind: memcached, servers: [{}, {b_addr}], timeout: 1s}}",
+        a.addr()
+    );
+    let up = upstream().await;
+    let gw = gateway(&store_yaml(&store, "fail_closed"), up.addr).await;
+    let c = TestClient::new();
+    let mut cookies = Vec::new();
+    for i in 0..16 {
+        let r = write(&c, &gw, None, &format!("{{\"user\":{i}}}")).await;
+        cookies.push(r.cookie("sessionid").unwrap());
+    }
+    // Every session written to, before, during and after the kill.
+    let traffic = {
+        let (url, cookies) = (gw.url("/"), cookies.clone());
+        tokio::spawn(async move {
+            let c = TestClient::new();
+            let mut log = Vec::new();
+            for round in 0..12 {
+                for (i, cookie) in cookies.iter().enumerate() {
+                    let h = [
+                        ("cookie", cookie.clone()),
+                        reply("X-Session-Update", &format!("{{\"r{round}\":{round}}}")),
+                    ];
+                    let r = c.get(&url, &hdrs(&h)).await;
+                    log.push((i, round, r.status));
+                }
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+            log
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killer = b.clone();
+    tokio::task::spawn_blocking(move || killer.lock().unwrap().kill())
+        .await
+        .unwrap();
+    let log = traffic.await.unwrap();
+    for (i, round, status) in &log {
+        assert!(
+            [200, 503, 502].contains(status),
+            "session {i} round {round}: {status}"
+        );
+    }
+    // Sessions that stayed (on the survivor) hold every acknowledged write;
+    // the lost ones came back as new, empty sessions, never as another's.
+    let mut kept = 0;
+    for (i, cookie) in cookies.iter().enumerate() {
+        let now = c.get(&gw.url("/"), &[("cookie", cookie)]).await;
+        assert_eq!(now.status, 200);
+        let session = now.session();
+        if session["user"] == json!(i) {
+            kept += 1;
+            for (_, round, status) in log.iter().filter(|(j, ..)| *j == i) {
+                if *status == 200 {
+                    assert_eq!(session[format!("r{round}")], json!(round), "{session}");
+                }
+            }
+        } else {
+            assert_eq!(session.get("user"), None, "another's session: {session}");
+        }
+    }
+    assert!(kept > 0 && kept < 16, "{kept} of 16 sessions stayed");
+    // New sessions work while one server is down, and after it is back.
+    let fresh = write(&c, &gw, None, r#"{"new":1}"#).await;
+    assert_eq!(fresh.status, 200);
+    let cookie = fresh.cookie("sessionid").unwrap();
+    assert_eq!(
+        c.get(&gw.url("/"), &[("cookie", &cookie)]).await.session(),
+        json!({"new": 1})
+    );
+    let restarter = b.clone();
+    tokio::task::spawn_blocking(move || restarter.lock().unwrap().up())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(c.get(&gw.admin_url("/readyz"), &[]).await.status, 200);
+    let before = a.items();
+    for i in 0..16 {
+        let r = write(&c, &gw, None, &format!("{{\"later\":{i}}}")).await;
+        assert_eq!(r.status, 200);
+        let cookie = r.cookie("sessionid").unwrap();
+        assert_eq!(
+            c.get(&gw.url("/"), &[("cookie", &cookie)]).await.session(),
+            json!({ "later": i })
+        );
+    }
+    let back = b.lock().unwrap().items();
+    assert!(back > 0, "the server that came back is used again");
+    assert_eq!(
+        a.items() + back,
+        before + 16,
+        "each new session on one server"
+    );
+    gw.stop().await;
 }

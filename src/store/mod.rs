@@ -12,6 +12,7 @@
 pub mod cookie;
 pub mod embedded;
 mod index;
+pub mod memcached;
 pub mod memory;
 pub mod redis;
 pub mod sql;
@@ -359,6 +360,7 @@ pub enum Store {
     Redis(Box<self::redis::RedisStore>),
     Cookie(cookie::CookieStore),
     Sql(Box<sql::SqlStore>),
+    Memcached(Box<memcached::MemcachedStore>),
 }
 
 impl Store {
@@ -369,7 +371,7 @@ impl Store {
         match self {
             Store::Memory(s) => s.prefetch(id),
             Store::Embedded(s) => s.prefetch(id),
-            Store::Redis(_) | Store::Cookie(_) | Store::Sql(_) => {}
+            Store::Redis(_) | Store::Cookie(_) | Store::Sql(_) | Store::Memcached(_) => {}
         }
     }
 
@@ -381,7 +383,7 @@ impl Store {
     pub fn waits_on_writes(&self) -> bool {
         match self {
             Store::Memory(_) | Store::Cookie(_) => false,
-            Store::Embedded(_) | Store::Redis(_) | Store::Sql(_) => true,
+            Store::Embedded(_) | Store::Redis(_) | Store::Sql(_) | Store::Memcached(_) => true,
         }
     }
 
@@ -390,7 +392,7 @@ impl Store {
         match self {
             Store::Memory(s) => s.evicted(),
             Store::Embedded(s) => s.evicted(),
-            Store::Redis(_) | Store::Cookie(_) | Store::Sql(_) => 0,
+            Store::Redis(_) | Store::Cookie(_) | Store::Sql(_) | Store::Memcached(_) => 0,
         }
     }
 
@@ -412,6 +414,7 @@ impl Store {
             Store::Embedded(s) => s.index(subject, entry, now_ms).await,
             Store::Redis(s) => boxed(s.index(subject, entry, now_ms)).await,
             Store::Sql(s) => boxed(s.index(subject, entry, now_ms)).await,
+            Store::Memcached(s) => boxed(s.index(subject, entry, now_ms)).await,
             Store::Cookie(_) => Ok(0),
         }
     }
@@ -429,6 +432,7 @@ impl Store {
             Store::Embedded(s) => s.create_indexed(subject, entry, record, now_ms).await?,
             Store::Redis(s) => boxed(s.create_indexed(subject, entry, record, now_ms)).await?,
             Store::Sql(s) => boxed(s.create_indexed(subject, entry, record, now_ms)).await?,
+            Store::Memcached(s) => boxed(s.create_indexed(subject, entry, record, now_ms)).await?,
             Store::Cookie(s) => return Ok((0, s.create(&entry.id, record).await?)),
         };
         Ok((n, Created::Stored(Ticket::Id(entry.id))))
@@ -450,6 +454,7 @@ impl Store {
             Store::Embedded(s) => s.save_indexed(subject, entry, id, op).await?,
             Store::Redis(s) => boxed(s.save_indexed(subject, entry, id, op)).await?,
             Store::Sql(s) => boxed(s.save_indexed(subject, entry, id, op)).await?,
+            Store::Memcached(s) => boxed(s.save_indexed(subject, entry, id, op)).await?,
             Store::Cookie(s) => return Ok((0, s.save(ticket, op).await?)),
         };
         Ok((n, out.map_id(Ticket::Id)))
@@ -467,6 +472,7 @@ impl Store {
             Store::Embedded(s) => s.indexed(key, subject, now_ms).await,
             Store::Redis(s) => boxed(s.indexed(key, subject, now_ms)).await,
             Store::Sql(s) => boxed(s.indexed(key, subject, now_ms)).await,
+            Store::Memcached(s) => boxed(s.indexed(key, subject, now_ms)).await,
             Store::Cookie(_) => Ok(Vec::new()),
         }
     }
@@ -482,6 +488,7 @@ impl Store {
             Store::Embedded(s) => s.find_sid(sid, now_ms).await,
             Store::Redis(s) => boxed(s.find_sid(sid, now_ms)).await,
             Store::Sql(s) => boxed(s.find_sid(sid, now_ms)).await,
+            Store::Memcached(s) => boxed(s.find_sid(sid, now_ms)).await,
             Store::Cookie(_) => Ok(None),
         }
     }
@@ -499,6 +506,7 @@ impl Store {
             Store::Embedded(s) => s.revoke(id, key, subject, now_ms).await,
             Store::Redis(s) => boxed(s.revoke(id, key, subject, now_ms)).await,
             Store::Sql(s) => boxed(s.revoke(id, key, subject, now_ms)).await,
+            Store::Memcached(s) => boxed(s.revoke(id, key, subject, now_ms)).await,
             Store::Cookie(_) => Ok(Revoked::Gone),
         }
     }
@@ -510,6 +518,7 @@ impl Store {
             Store::Embedded(s) => s.live_sessions(),
             Store::Redis(s) => s.live_sessions(),
             Store::Sql(s) => s.live_sessions(),
+            Store::Memcached(s) => s.live_sessions(),
             Store::Cookie(_) => None,
         }
     }
@@ -520,6 +529,7 @@ impl Store {
             Store::Embedded(_) => "embedded",
             Store::Redis(_) => "redis",
             Store::Sql(s) => s.kind(),
+            Store::Memcached(_) => "memcached",
             Store::Cookie(_) => "cookie",
         }
     }
@@ -540,6 +550,7 @@ impl SessionStore for Store {
             Store::Embedded(s) => s.carries(),
             Store::Redis(s) => s.carries(),
             Store::Sql(s) => s.carries(),
+            Store::Memcached(s) => s.carries(),
             Store::Cookie(s) => s.carries(),
         }
     }
@@ -550,6 +561,7 @@ impl SessionStore for Store {
             Store::Embedded(s) => s.revocable(),
             Store::Redis(s) => s.revocable(),
             Store::Sql(s) => s.revocable(),
+            Store::Memcached(s) => s.revocable(),
             Store::Cookie(s) => s.revocable(),
         }
     }
@@ -564,6 +576,7 @@ impl SessionStore for Store {
             Store::Embedded(s) => SessionStore::load(s, ticket, now_ms).await,
             Store::Redis(s) => boxed(SessionStore::load(&**s, ticket, now_ms)).await,
             Store::Sql(s) => boxed(SessionStore::load(&**s, ticket, now_ms)).await,
+            Store::Memcached(s) => boxed(SessionStore::load(&**s, ticket, now_ms)).await,
             Store::Cookie(s) => s.load(ticket, now_ms).await,
         }
     }
@@ -574,6 +587,7 @@ impl SessionStore for Store {
             Store::Embedded(s) => SessionStore::create(s, id, record).await,
             Store::Redis(s) => boxed(SessionStore::create(&**s, id, record)).await,
             Store::Sql(s) => boxed(SessionStore::create(&**s, id, record)).await,
+            Store::Memcached(s) => boxed(SessionStore::create(&**s, id, record)).await,
             Store::Cookie(s) => s.create(id, record).await,
         }
     }
@@ -588,6 +602,7 @@ impl SessionStore for Store {
             Store::Embedded(s) => SessionStore::save(s, ticket, op).await,
             Store::Redis(s) => boxed(SessionStore::save(&**s, ticket, op)).await,
             Store::Sql(s) => boxed(SessionStore::save(&**s, ticket, op)).await,
+            Store::Memcached(s) => boxed(SessionStore::save(&**s, ticket, op)).await,
             Store::Cookie(s) => s.save(ticket, op).await,
         }
     }
@@ -598,6 +613,7 @@ impl SessionStore for Store {
             Store::Embedded(s) => SessionStore::delete(s, ticket).await,
             Store::Redis(s) => boxed(SessionStore::delete(&**s, ticket)).await,
             Store::Sql(s) => boxed(SessionStore::delete(&**s, ticket)).await,
+            Store::Memcached(s) => boxed(SessionStore::delete(&**s, ticket)).await,
             Store::Cookie(s) => s.delete(ticket).await,
         }
     }
@@ -608,6 +624,7 @@ impl SessionStore for Store {
             Store::Embedded(s) => SessionStore::clear_expired(s, now_ms).await,
             Store::Redis(s) => boxed(SessionStore::clear_expired(&**s, now_ms)).await,
             Store::Sql(s) => boxed(SessionStore::clear_expired(&**s, now_ms)).await,
+            Store::Memcached(s) => boxed(SessionStore::clear_expired(&**s, now_ms)).await,
             Store::Cookie(s) => s.clear_expired(now_ms).await,
         }
     }
@@ -618,6 +635,7 @@ impl SessionStore for Store {
             Store::Embedded(s) => SessionStore::ping(s).await,
             Store::Redis(s) => boxed(SessionStore::ping(&**s)).await,
             Store::Sql(s) => boxed(SessionStore::ping(&**s)).await,
+            Store::Memcached(s) => boxed(SessionStore::ping(&**s)).await,
             Store::Cookie(s) => s.ping().await,
         }
     }
@@ -663,7 +681,8 @@ pub async fn open(
         }
         StoreConfig::Redis(r) => Store::Redis(Box::new(self::redis::RedisStore::open(r).await?)),
         StoreConfig::Sql(c) => Store::Sql(Box::new(sql::SqlStore::open(c).await?)),
-        StoreConfig::Memcached(_) | StoreConfig::Cached(_) => {
+        StoreConfig::Memcached(c) => Store::Memcached(Box::new(memcached::MemcachedStore::new(c))),
+        StoreConfig::Cached(_) => {
             return Err(OpenError::Backend(
                 cfg.store.kind().into(),
                 "this store kind is not available yet".into(),

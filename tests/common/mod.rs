@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod gate;
+pub mod memcached;
 pub mod process;
 pub mod raw;
 pub mod redis;

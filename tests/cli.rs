@@ -63,6 +63,10 @@ fn example_configs_pass_check() {
             )
             .env("API_JWT_SECRET", "example-api-secret-0123456789abcdef-0123")
             .env("UPSTREAM_URL", "http://app:3000")
+            .env(
+                "DATABASE_URL",
+                "postgres://sessiongate:example-password@db.internal/app",
+            )
             .output()
             .unwrap();
         assert!(

@@ -281,3 +281,39 @@ async fn revocation_under_traffic_on_two_instances_sharing_memcached() {
     let store = format!("{{kind: memcached, servers: [{}, {}]}}", a.addr(), b.addr());
     revocation_under_traffic(&store, 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn revocation_under_traffic_on_two_instances_caching_over_redis() {
+    if !common::redis::available("revocation_on_cached_redis") {
+        return;
+    }
+    let server = common::redis::RedisServer::start();
+    let store = format!(
+        "{{kind: cached, durable: {{kind: redis, url: \"{}\"}}}}",
+        server.url()
+    );
+    revocation_under_traffic(&store, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_postgres),
+    ignore = "needs PostgreSQL (apt-get install postgresql)"
+)]
+async fn revocation_under_traffic_on_two_instances_caching_over_postgres() {
+    use sessiongate::config::SqlDialect;
+    if !common::db::available(SqlDialect::Postgres, "revocation_on_cached_postgres") {
+        return;
+    }
+    let table = common::db::table("revoke_cached");
+    let store = format!(
+        "{{kind: cached, durable: {{kind: postgres, url: \"{}\", table: {table}}}}}",
+        common::db::POSTGRES_URL
+    );
+    revocation_under_traffic(&store, 2).await;
+    common::db::drop_tables(SqlDialect::Postgres, &[table]);
+}

@@ -442,3 +442,22 @@ async fn management_on_memcached() {
     let store = format!("{{kind: memcached, servers: [{}, {}]}}", a.addr(), b.addr());
     behaviours(&store, false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_postgres),
+    ignore = "needs PostgreSQL (apt-get install postgresql)"
+)]
+async fn management_on_cached_over_postgres() {
+    use sessiongate::config::SqlDialect;
+    if !common::db::available(SqlDialect::Postgres, "management_on_cached_over_postgres") {
+        return;
+    }
+    let table = common::db::table("manage_cached");
+    let store = format!(
+        "{{kind: cached, durable: {{kind: postgres, url: \"{}\", table: {table}}}}}",
+        common::db::POSTGRES_URL
+    );
+    behaviours(&store, false).await;
+    common::db::drop_tables(SqlDialect::Postgres, &[table]);
+}

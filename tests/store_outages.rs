@@ -379,3 +379,43 @@ async fn one_of_two_memcached_servers_killed_under_traffic() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_postgres),
+    ignore = "needs PostgreSQL (apt-get install postgresql)"
+)]
+async fn cached_over_postgres_killed_under_traffic_fails_closed_and_recovers() {
+    if !common::db::can_run_postgres("cached_over_postgres_killed") {
+        return;
+    }
+    let pg = std::sync::Arc::new(common::db::OwnPostgres::start());
+    let store = format!(
+        "{{kind: cached, durable: {}}}",
+        sql_store("postgres", &pg.url())
+    );
+    let (a, b) = (pg.clone(), pg.clone());
+    outage_fails_closed_and_recovers(&store, move || a.kill(), move || b.up()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn cached_over_redis_killed_under_traffic_fails_closed_and_recovers() {
+    use std::sync::{Arc, Mutex};
+    if !common::redis::available("cached_over_redis_killed") {
+        return;
+    }
+    let server = Arc::new(Mutex::new(common::redis::RedisServer::start_durable()));
+    let url = server.lock().unwrap().url();
+    let store = format!("{{kind: cached, durable: {{kind: redis, url: \"{url}\", timeout: 1s}}}}");
+    let (a, b) = (server.clone(), server.clone());
+    outage_fails_closed_and_recovers(
+        &store,
+        move || a.lock().unwrap().kill(),
+        move || b.lock().unwrap().restart(),
+    )
+    .await;
+}

@@ -9,6 +9,7 @@
 //! requests that change different keys never lose each other's change, and a
 //! session deleted meanwhile is never brought back.
 
+pub mod cached;
 pub mod cookie;
 pub mod embedded;
 mod index;
@@ -361,6 +362,7 @@ pub enum Store {
     Cookie(cookie::CookieStore),
     Sql(Box<sql::SqlStore>),
     Memcached(Box<memcached::MemcachedStore>),
+    Cached(Box<cached::CachedStore>),
 }
 
 impl Store {
@@ -371,7 +373,11 @@ impl Store {
         match self {
             Store::Memory(s) => s.prefetch(id),
             Store::Embedded(s) => s.prefetch(id),
-            Store::Redis(_) | Store::Cookie(_) | Store::Sql(_) | Store::Memcached(_) => {}
+            Store::Redis(_)
+            | Store::Cookie(_)
+            | Store::Sql(_)
+            | Store::Memcached(_)
+            | Store::Cached(_) => {}
         }
     }
 
@@ -383,7 +389,11 @@ impl Store {
     pub fn waits_on_writes(&self) -> bool {
         match self {
             Store::Memory(_) | Store::Cookie(_) => false,
-            Store::Embedded(_) | Store::Redis(_) | Store::Sql(_) | Store::Memcached(_) => true,
+            Store::Embedded(_)
+            | Store::Redis(_)
+            | Store::Sql(_)
+            | Store::Memcached(_)
+            | Store::Cached(_) => true,
         }
     }
 
@@ -392,7 +402,11 @@ impl Store {
         match self {
             Store::Memory(s) => s.evicted(),
             Store::Embedded(s) => s.evicted(),
-            Store::Redis(_) | Store::Cookie(_) | Store::Sql(_) | Store::Memcached(_) => 0,
+            Store::Redis(_)
+            | Store::Cookie(_)
+            | Store::Sql(_)
+            | Store::Memcached(_)
+            | Store::Cached(_) => 0,
         }
     }
 
@@ -415,6 +429,7 @@ impl Store {
             Store::Redis(s) => boxed(s.index(subject, entry, now_ms)).await,
             Store::Sql(s) => boxed(s.index(subject, entry, now_ms)).await,
             Store::Memcached(s) => boxed(s.index(subject, entry, now_ms)).await,
+            Store::Cached(s) => boxed(s.index(subject, entry, now_ms)).await,
             Store::Cookie(_) => Ok(0),
         }
     }
@@ -433,6 +448,7 @@ impl Store {
             Store::Redis(s) => boxed(s.create_indexed(subject, entry, record, now_ms)).await?,
             Store::Sql(s) => boxed(s.create_indexed(subject, entry, record, now_ms)).await?,
             Store::Memcached(s) => boxed(s.create_indexed(subject, entry, record, now_ms)).await?,
+            Store::Cached(s) => boxed(s.create_indexed(subject, entry, record, now_ms)).await?,
             Store::Cookie(s) => return Ok((0, s.create(&entry.id, record).await?)),
         };
         Ok((n, Created::Stored(Ticket::Id(entry.id))))
@@ -455,6 +471,7 @@ impl Store {
             Store::Redis(s) => boxed(s.save_indexed(subject, entry, id, op)).await?,
             Store::Sql(s) => boxed(s.save_indexed(subject, entry, id, op)).await?,
             Store::Memcached(s) => boxed(s.save_indexed(subject, entry, id, op)).await?,
+            Store::Cached(s) => boxed(s.save_indexed(subject, entry, id, op)).await?,
             Store::Cookie(s) => return Ok((0, s.save(ticket, op).await?)),
         };
         Ok((n, out.map_id(Ticket::Id)))
@@ -473,6 +490,7 @@ impl Store {
             Store::Redis(s) => boxed(s.indexed(key, subject, now_ms)).await,
             Store::Sql(s) => boxed(s.indexed(key, subject, now_ms)).await,
             Store::Memcached(s) => boxed(s.indexed(key, subject, now_ms)).await,
+            Store::Cached(s) => boxed(s.indexed(key, subject, now_ms)).await,
             Store::Cookie(_) => Ok(Vec::new()),
         }
     }
@@ -489,6 +507,7 @@ impl Store {
             Store::Redis(s) => boxed(s.find_sid(sid, now_ms)).await,
             Store::Sql(s) => boxed(s.find_sid(sid, now_ms)).await,
             Store::Memcached(s) => boxed(s.find_sid(sid, now_ms)).await,
+            Store::Cached(s) => boxed(s.find_sid(sid, now_ms)).await,
             Store::Cookie(_) => Ok(None),
         }
     }
@@ -507,6 +526,7 @@ impl Store {
             Store::Redis(s) => boxed(s.revoke(id, key, subject, now_ms)).await,
             Store::Sql(s) => boxed(s.revoke(id, key, subject, now_ms)).await,
             Store::Memcached(s) => boxed(s.revoke(id, key, subject, now_ms)).await,
+            Store::Cached(s) => boxed(s.revoke(id, key, subject, now_ms)).await,
             Store::Cookie(_) => Ok(Revoked::Gone),
         }
     }
@@ -519,6 +539,7 @@ impl Store {
             Store::Redis(s) => s.live_sessions(),
             Store::Sql(s) => s.live_sessions(),
             Store::Memcached(s) => s.live_sessions(),
+            Store::Cached(s) => s.live_sessions(),
             Store::Cookie(_) => None,
         }
     }
@@ -530,6 +551,7 @@ impl Store {
             Store::Redis(_) => "redis",
             Store::Sql(s) => s.kind(),
             Store::Memcached(_) => "memcached",
+            Store::Cached(_) => "cached",
             Store::Cookie(_) => "cookie",
         }
     }
@@ -551,6 +573,7 @@ impl SessionStore for Store {
             Store::Redis(s) => s.carries(),
             Store::Sql(s) => s.carries(),
             Store::Memcached(s) => s.carries(),
+            Store::Cached(s) => s.carries(),
             Store::Cookie(s) => s.carries(),
         }
     }
@@ -562,6 +585,7 @@ impl SessionStore for Store {
             Store::Redis(s) => s.revocable(),
             Store::Sql(s) => s.revocable(),
             Store::Memcached(s) => s.revocable(),
+            Store::Cached(s) => s.revocable(),
             Store::Cookie(s) => s.revocable(),
         }
     }
@@ -577,6 +601,7 @@ impl SessionStore for Store {
             Store::Redis(s) => boxed(SessionStore::load(&**s, ticket, now_ms)).await,
             Store::Sql(s) => boxed(SessionStore::load(&**s, ticket, now_ms)).await,
             Store::Memcached(s) => boxed(SessionStore::load(&**s, ticket, now_ms)).await,
+            Store::Cached(s) => boxed(SessionStore::load(&**s, ticket, now_ms)).await,
             Store::Cookie(s) => s.load(ticket, now_ms).await,
         }
     }
@@ -588,6 +613,7 @@ impl SessionStore for Store {
             Store::Redis(s) => boxed(SessionStore::create(&**s, id, record)).await,
             Store::Sql(s) => boxed(SessionStore::create(&**s, id, record)).await,
             Store::Memcached(s) => boxed(SessionStore::create(&**s, id, record)).await,
+            Store::Cached(s) => boxed(SessionStore::create(&**s, id, record)).await,
             Store::Cookie(s) => s.create(id, record).await,
         }
     }
@@ -603,6 +629,7 @@ impl SessionStore for Store {
             Store::Redis(s) => boxed(SessionStore::save(&**s, ticket, op)).await,
             Store::Sql(s) => boxed(SessionStore::save(&**s, ticket, op)).await,
             Store::Memcached(s) => boxed(SessionStore::save(&**s, ticket, op)).await,
+            Store::Cached(s) => boxed(SessionStore::save(&**s, ticket, op)).await,
             Store::Cookie(s) => s.save(ticket, op).await,
         }
     }
@@ -614,6 +641,7 @@ impl SessionStore for Store {
             Store::Redis(s) => boxed(SessionStore::delete(&**s, ticket)).await,
             Store::Sql(s) => boxed(SessionStore::delete(&**s, ticket)).await,
             Store::Memcached(s) => boxed(SessionStore::delete(&**s, ticket)).await,
+            Store::Cached(s) => boxed(SessionStore::delete(&**s, ticket)).await,
             Store::Cookie(s) => s.delete(ticket).await,
         }
     }
@@ -625,6 +653,7 @@ impl SessionStore for Store {
             Store::Redis(s) => boxed(SessionStore::clear_expired(&**s, now_ms)).await,
             Store::Sql(s) => boxed(SessionStore::clear_expired(&**s, now_ms)).await,
             Store::Memcached(s) => boxed(SessionStore::clear_expired(&**s, now_ms)).await,
+            Store::Cached(s) => boxed(SessionStore::clear_expired(&**s, now_ms)).await,
             Store::Cookie(s) => s.clear_expired(now_ms).await,
         }
     }
@@ -636,6 +665,7 @@ impl SessionStore for Store {
             Store::Redis(s) => boxed(SessionStore::ping(&**s)).await,
             Store::Sql(s) => boxed(SessionStore::ping(&**s)).await,
             Store::Memcached(s) => boxed(SessionStore::ping(&**s)).await,
+            Store::Cached(s) => boxed(SessionStore::ping(&**s)).await,
             Store::Cookie(s) => s.ping().await,
         }
     }
@@ -682,12 +712,7 @@ pub async fn open(
         StoreConfig::Redis(r) => Store::Redis(Box::new(self::redis::RedisStore::open(r).await?)),
         StoreConfig::Sql(c) => Store::Sql(Box::new(sql::SqlStore::open(c).await?)),
         StoreConfig::Memcached(c) => Store::Memcached(Box::new(memcached::MemcachedStore::new(c))),
-        StoreConfig::Cached(_) => {
-            return Err(OpenError::Backend(
-                cfg.store.kind().into(),
-                "this store kind is not available yet".into(),
-            ));
-        }
+        StoreConfig::Cached(c) => Store::Cached(Box::new(cached::CachedStore::open(c).await?)),
         StoreConfig::Cookie => Store::Cookie(cookie::CookieStore::new(secrets, &cfg.cookie.name)),
     };
     Ok(store)

@@ -35,6 +35,9 @@ pub struct SqlStore {
     q: Statements,
     timeout: Duration,
     kind: &'static str,
+    /// PostgreSQL: the channel every write's transaction notifies with the
+    /// id it changed (`kind: cached` listens on it).
+    notify: Option<Arc<str>>,
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -49,7 +52,7 @@ fn ms(v: UnixMillis) -> i64 {
 }
 
 /// The connection URL with TLS required and checked against `ca`.
-fn url_with_ca(cfg: &SqlConfig) -> Result<String, OpenError> {
+pub(crate) fn url_with_ca(cfg: &SqlConfig) -> Result<String, OpenError> {
     let text = String::from_utf8_lossy(cfg.url.expose()).into_owned();
     let Some(ca) = &cfg.ca else {
         return Ok(text);
@@ -99,6 +102,7 @@ impl SqlStore {
             q: Statements::new(cfg.dialect, &cfg.table),
             timeout: cfg.timeout,
             kind: schema::name(cfg.dialect),
+            notify: None,
         };
         store
             .create_table()
@@ -176,6 +180,7 @@ impl SqlStore {
             .bind(&id.as_bytes()[..])
             .execute(&mut **tx)
             .await?;
+        self.notify_in(tx, id).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -242,6 +247,7 @@ impl SqlStore {
                     .bind(&id.as_bytes()[..])
                     .execute(&mut *tx)
                     .await?;
+                self.notify_in(&mut tx, id).await?;
                 *id
             }
             Some((new_id, new_sid)) => {
@@ -270,6 +276,28 @@ impl SqlStore {
 
     pub fn kind(&self) -> &'static str {
         self.kind
+    }
+
+    /// Every write then notifies `channel` with the id it changed, in its
+    /// own transaction (delivered on commit, not before).
+    pub fn notifying(mut self, channel: &str) -> SqlStore {
+        self.notify = Some(channel.into());
+        self
+    }
+
+    async fn notify_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &SessionId,
+    ) -> Result<(), sqlx::Error> {
+        if let Some(channel) = &self.notify {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(&**channel)
+                .bind(id.encode())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The pool, for the tests that watch it.
@@ -334,11 +362,17 @@ impl ServerStore for SqlStore {
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         self.run(async |s| {
-            let done = Self::q(&s.q.delete)
-                .bind(&id.as_bytes()[..])
-                .execute(&s.pool)
-                .await?;
-            Ok(done.rows_affected() > 0)
+            if s.notify.is_none() {
+                let done = Self::q(&s.q.delete)
+                    .bind(&id.as_bytes()[..])
+                    .execute(&s.pool)
+                    .await?;
+                return Ok(done.rows_affected() > 0);
+            }
+            let mut tx = s.pool.begin().await?;
+            let deleted = s.delete_in(&mut tx, id).await?;
+            tx.commit().await?;
+            Ok(deleted)
         })
         .await
     }

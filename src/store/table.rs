@@ -97,6 +97,10 @@ impl SessionTable {
         }
     }
 
+    pub fn bound(&self) -> usize {
+        self.bound
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -317,7 +317,25 @@ fn cached(raw: RawCached, at: &str, issues: &mut Issues) -> StoreConfig {
     let durable_at = format!("{at}.durable");
     let durable = store(*raw.durable, &durable_at, issues);
     match &durable {
-        StoreConfig::Sql(_) | StoreConfig::Redis(_) | StoreConfig::Embedded { .. } => {}
+        StoreConfig::Sql(SqlConfig {
+            dialect: SqlDialect::Mysql,
+            ..
+        }) => issues.push(
+            format!("{durable_at}.kind"),
+            "MySQL sends no change notifications, so other instances' caches could serve \
+             stale sessions: use postgres or redis as the durable store, or mysql directly",
+        ),
+        StoreConfig::Redis(RedisConfig {
+            topology: RedisTopology::Standalone { .. },
+            ..
+        })
+        | StoreConfig::Sql(_)
+        | StoreConfig::Embedded { .. } => {}
+        StoreConfig::Redis(_) => issues.push(
+            durable_at.clone(),
+            "over Redis, a cached store needs a standalone `url` (its invalidations come \
+             from one server)",
+        ),
         other => issues.push(
             format!("{durable_at}.kind"),
             format!(
@@ -330,4 +348,83 @@ fn cached(raw: RawCached, at: &str, issues: &mut Issues) -> StoreConfig {
         max_sessions,
         durable: Box::new(durable),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{ConfigError, StoreConfig, from_yaml};
+
+    fn with_store(store: &str) -> Result<crate::config::Config, ConfigError> {
+        from_yaml(&format!(
+            "secrets: [\"store-test-secret-0123456789abcdef-012345\"]\n\
+             session: {{store: {store}}}\n\
+             upstreams: {{app: {{url: \"http://127.0.0.1:1\"}}}}\n\
+             routes: [{{upstream: app, forward: {{mode: none}}}}]\n"
+        ))
+    }
+
+    fn issues(store: &str) -> String {
+        match with_store(store) {
+            Ok(_) => panic!("accepted: {store}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_database_url_is_a_secret_and_never_echoed() {
+        let text = issues("{kind: postgres, url: \"mysql://u:hunter4-pass@db/x\", table: \"a b\"}");
+        assert!(text.contains("session.store.url"), "{text}");
+        assert!(text.contains("session.store.table"), "{text}");
+        assert!(!text.contains("hunter4"), "{text}");
+        let text = issues("{kind: mysql, url: [1, 2]}");
+        assert!(
+            text.contains("session.store.url: must be a string"),
+            "{text}"
+        );
+        let text = issues("{kind: postgres, url: env:SESSIONGATE_NO_SUCH_VARIABLE}");
+        assert!(text.contains("SESSIONGATE_NO_SUCH_VARIABLE"), "{text}");
+    }
+
+    #[test]
+    fn sql_stores_take_their_defaults_and_mariadb_urls() {
+        let c = with_store("{kind: mysql, url: \"mariadb://root@127.0.0.1/test\"}").unwrap();
+        let StoreConfig::Sql(sql) = &c.session.store else {
+            panic!("{:?}", c.session.store)
+        };
+        assert_eq!(sql.url.expose(), b"mysql://root@127.0.0.1/test");
+        assert_eq!(sql.table, crate::config::DEFAULT_SQL_TABLE);
+        assert_eq!(sql.pool_size, crate::config::DEFAULT_SQL_POOL_SIZE);
+        assert_eq!(c.session.store.kind(), "mysql");
+        let text = issues("{kind: postgres, url: \"postgres://h/db\", pool: {size: 0}}");
+        assert!(text.contains("session.store.pool.size"), "{text}");
+    }
+
+    #[test]
+    fn memcached_servers_are_host_and_port() {
+        let text = issues("{kind: memcached, servers: [\"10.0.0.1:11211\", \"10.0.0.2\"]}");
+        assert!(text.contains("session.store.servers[1]"), "{text}");
+        assert!(!text.contains("servers[0]"), "{text}");
+        let text = issues("{kind: memcached}");
+        assert!(text.contains("session.store.servers"), "{text}");
+        let text = issues("{kind: memcached, servers: [\"h:1\"], key_prefix: \"a b\"}");
+        assert!(text.contains("session.store.key_prefix"), "{text}");
+    }
+
+    #[test]
+    fn a_cached_store_reports_its_durable_store_one_level_down() {
+        let text = issues("{kind: cached, durable: {kind: mysql, url: \"mysql://h/db\"}}");
+        assert!(text.contains("session.store.durable.kind: MySQL"), "{text}");
+        let text = issues("{kind: cached, durable: {kind: redis, cluster: [\"redis://h:1\"]}}");
+        assert!(text.contains("session.store.durable: over Redis"), "{text}");
+        let text = issues("{kind: cached, durable: {kind: memory}}");
+        assert!(text.contains("session.store.durable.kind"), "{text}");
+        let text = issues("{kind: cached, durable: {kind: postgres, url: \"ftp://x\"}}");
+        assert!(text.contains("session.store.durable.url"), "{text}");
+        let text = issues(
+            "{kind: cached, cache: {kind: memory, max_sessions: 0}, durable: {kind: embedded}}",
+        );
+        assert!(text.contains("session.store.cache.max_sessions"), "{text}");
+        let c = with_store("{kind: cached, durable: {kind: embedded, path: x.db}}").unwrap();
+        assert_eq!(c.session.store.kind(), "cached");
+    }
 }

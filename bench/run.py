@@ -6,6 +6,11 @@ Targets, all on loopback, in front of one nginx upstream that answers 200:
   memory    sessiongate, memory store
   embedded  sessiongate, embedded store
   redis     sessiongate, Redis store
+and, when named in --targets, the stores that live in another server:
+  postgres, mysql  the machine's PostgreSQL and MariaDB services (127.0.0.1,
+                   database test), each on a table of the run's own
+  memcached        a memcached of the run's own on CPU 1
+  cached-pg, cached-redis  kind: cached over PostgreSQL and over Redis
 Workloads: anon (no cookie), read (a valid cookie; the session forwarded as an
 HS256 header), write (every response carries an X-Session-Update), and, when
 asked for (--workloads), login (every response sets the session's user_id,
@@ -42,6 +47,7 @@ import urllib.request
 SECRET = "bench-secret-0123456789abcdef-0123456789"
 JWT_SECRET = "bench-upstream-jwt-0123456789abcdef-0123"
 TARGETS = ["direct", "nginx", "memory", "embedded", "redis"]
+EXTRA_TARGETS = ["postgres", "mysql", "memcached", "cached-pg", "cached-redis"]
 WORKLOADS = ["anon", "read", "write"]
 # Run only when named in --workloads. handshake: a new connection per
 # request (with --tls, a full TLS 1.3 handshake each). h2read: session
@@ -265,16 +271,17 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     if want < SLOTS:
         sys.exit(f"the file limit ({hard}) is below the {SLOTS} descriptors {a.connections} connections need")
-    targets = [t for t in TARGETS if t in a.targets.split(",") or t == "nginx"]
+    targets = [t for t in TARGETS + EXTRA_TARGETS if t in a.targets.split(",") or t == "nginx"]
     compared = [f"{t}-base" for t in targets if a.compare and t in ("memory", "embedded", "redis")]
     compared += [f"{t}-subject" for t in targets if a.subjects and t in ("memory", "embedded", "redis")]
     workloads = [w for w in WORKLOADS + EXTRA_WORKLOADS if w in a.workloads.split(",")]
     partial = targets != TARGETS or workloads != WORKLOADS or bool(compared)
     targets = targets + compared
-    all_targets = TARGETS + compared
+    all_targets = TARGETS + EXTRA_TARGETS + compared
 
     work = tempfile.mkdtemp(prefix="sessiongate-bench-")
     procs = Procs()
+    tables = []  # (database, table) made by this run, dropped at the end
     global SCHEME, TLS
     if a.tls:
         SCHEME, TLS = "https", make_certificate(work)
@@ -311,6 +318,25 @@ def main():
             "embedded": f"{{kind: embedded, path: {work}/sessions.db}}",
             "redis": f"{{kind: redis, url: \"redis://127.0.0.1:{redis_port}\"}}",
         }
+        if {"postgres", "cached-pg"} & set(targets):
+            tables.append(("postgres", f"bench_pg_{os.getpid()}"))
+            tables.append(("postgres", f"bench_cached_{os.getpid()}"))
+            pg_url = "postgres://postgres@127.0.0.1:5432/test"
+            stores["postgres"] = f"{{kind: postgres, url: \"{pg_url}\", table: {tables[-2][1]}}}"
+            stores["cached-pg"] = (f"{{kind: cached, durable: {{kind: postgres, url: \"{pg_url}\","
+                                   f" table: {tables[-1][1]}}}}}")
+        if "mysql" in targets:
+            tables.append(("mysql", f"bench_my_{os.getpid()}"))
+            stores["mysql"] = f"{{kind: mysql, url: \"mysql://root@127.0.0.1:3306/test\", table: {tables[-1][1]}}}"
+        if "memcached" in targets:
+            mc_port = free_port()
+            procs.start(["memcached", "-p", str(mc_port), "-l", "127.0.0.1", "-U", "0", "-m", "256",
+                         "-t", "1", "-u", "root"], cpu=1)
+            stores["memcached"] = f"{{kind: memcached, servers: [\"127.0.0.1:{mc_port}\"]}}"
+        if "cached-redis" in targets:
+            stores["cached-redis"] = (f"{{kind: cached, durable: {{kind: redis,"
+                                      f" url: \"redis://127.0.0.1:{redis_port}\", key_prefix: \"bc:\"}}}}")
+        stores = {k: v for k, v in stores.items() if k in targets or k in TARGETS}
         for name in compared:
             base, _, kind = name.rpartition("-")
             stores[name] = stores[base].replace("sessions.db", f"sessions-{kind}.db")
@@ -363,6 +389,10 @@ def main():
     finally:
         procs.stop()
         shutil.rmtree(work, ignore_errors=True)
+        for db, table in tables:
+            cli = (["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"] if db == "postgres"
+                   else ["mysql", "-h", "127.0.0.1", "-uroot", "test", "-e"])
+            subprocess.run(cli + [f"DROP TABLE IF EXISTS {table}"], capture_output=True)
 
 
 def median(values):

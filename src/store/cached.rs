@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 /// The store a `cached` store writes through to.
 pub enum Durable {
-    Sql(SqlStore),
+    Sql(Box<SqlStore>),
     Redis(Box<RedisStore>),
     Embedded(EmbeddedStore),
 }
@@ -73,7 +73,7 @@ impl CachedStore {
                     listen::postgres(sql, channel, cache.clone(), barrier.clone()).await?;
                 Ok(CachedStore {
                     cache,
-                    durable: Durable::Sql(store),
+                    durable: Durable::Sql(Box::new(store)),
                     listener: Some(listener),
                     barrier: Some(barrier),
                     timeout: sql.timeout,

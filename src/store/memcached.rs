@@ -35,6 +35,7 @@ const TOMBSTONE: u8 = b'>';
 pub struct MemcachedStore {
     servers: Servers,
     prefix: String,
+    writes: super::stripes::Stripes,
 }
 
 /// What an item under a session key holds.
@@ -80,6 +81,7 @@ impl MemcachedStore {
         MemcachedStore {
             servers: Servers::new(cfg),
             prefix: cfg.key_prefix.clone(),
+            writes: Default::default(),
         }
     }
 
@@ -206,6 +208,7 @@ impl ServerStore for MemcachedStore {
     }
 
     async fn save(&self, id: &SessionId, op: &SaveOp<'_>) -> Result<SaveOutcome, StoreError> {
+        let _queued = self.writes.lock(id).await;
         for _ in 0..MAX_CAS_ROUNDS {
             if let Some(out) = self.save_round(id, op).await? {
                 return Ok(out);

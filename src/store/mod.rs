@@ -17,6 +17,7 @@ pub mod memcached;
 pub mod memory;
 pub mod redis;
 pub mod sql;
+mod stripes;
 mod subjects;
 pub mod table;
 

@@ -38,6 +38,7 @@ pub struct SqlStore {
     /// PostgreSQL: the channel every write's transaction notifies with the
     /// id it changed (`kind: cached` listens on it).
     notify: Option<Arc<str>>,
+    writes: super::stripes::Stripes,
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -46,6 +47,17 @@ fn backend(e: sqlx::Error) -> StoreError {
         e => StoreError::Backend(Box::new(e)),
     }
 }
+
+/// A pooled connection the server dropped (restarted, idle timeout): its
+/// first statement fails with an I/O error before anything ran, so the
+/// statement is tried again (the pool drops the broken connection).
+fn stale(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_))
+}
+
+/// Tries a pooled connection this many times before an I/O error stands:
+/// after a server restart every idle connection is dead.
+const STALE_RETRIES: usize = 4;
 
 fn ms(v: UnixMillis) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -83,6 +95,10 @@ impl SqlStore {
         let pool = AnyPoolOptions::new()
             .max_connections(cfg.pool_size)
             .acquire_timeout(cfg.pool_timeout)
+            // No ping before each use (a round trip per operation, doubling
+            // a read's): a connection the server dropped fails its first
+            // statement instead, which is then retried (see `stale`).
+            .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if mysql {
@@ -103,6 +119,7 @@ impl SqlStore {
             timeout: cfg.timeout,
             kind: schema::name(cfg.dialect),
             notify: None,
+            writes: Default::default(),
         };
         store
             .create_table()
@@ -128,7 +145,7 @@ impl SqlStore {
         // PostgreSQL's DDL is transactional: under one advisory lock, two
         // instances starting together do not race on its catalogs (MySQL's
         // is one statement).
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if self.kind == "postgres" {
             sqlx::query("SELECT pg_advisory_xact_lock(7261536974)")
                 .execute(&mut *tx)
@@ -150,6 +167,35 @@ impl SqlStore {
         match tokio::time::timeout(self.timeout, f(self)).await {
             Ok(r) => r.map_err(backend),
             Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// `run` for a statement that changes nothing (or the opening of a
+    /// transaction), tried again on a connection the server dropped.
+    async fn read<'a, T, F, Fut>(&'a self, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(&'a Self) -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'a,
+    {
+        self.run(async |_| {
+            let mut tries = 1;
+            loop {
+                match f(self).await {
+                    Err(e) if stale(&e) && tries < STALE_RETRIES => tries += 1,
+                    r => return r,
+                }
+            }
+        })
+        .await
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        let mut tries = 1;
+        loop {
+            match self.pool.begin().await {
+                Err(e) if stale(&e) && tries < STALE_RETRIES => tries += 1,
+                r => return r,
+            }
         }
     }
 
@@ -215,7 +261,8 @@ impl SqlStore {
         op: &SaveOp<'_>,
         subject: Option<&str>,
     ) -> Result<SaveOutcome, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let _queued = self.writes.lock(id).await;
+        let mut tx = self.begin().await?;
         let Some((current, column)) = self.locked(&mut tx, id).await? else {
             return Ok(SaveOutcome::Gone);
         };
@@ -333,7 +380,7 @@ impl ServerStore for SqlStore {
         now_ms: UnixMillis,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let row = self
-            .run(async |s| {
+            .read(|s| async move {
                 Self::q(&s.q.load)
                     .bind(&id.as_bytes()[..])
                     .bind(ms(now_ms))
@@ -369,7 +416,7 @@ impl ServerStore for SqlStore {
                     .await?;
                 return Ok(done.rows_affected() > 0);
             }
-            let mut tx = s.pool.begin().await?;
+            let mut tx = s.begin().await?;
             let deleted = s.delete_in(&mut tx, id).await?;
             tx.commit().await?;
             Ok(deleted)
@@ -398,7 +445,7 @@ impl ServerStore for SqlStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run(async |s| {
+        self.read(|s| async move {
             sqlx::query("SELECT 1").execute(&s.pool).await?;
             Ok(())
         })
@@ -457,7 +504,7 @@ impl ServerStore for SqlStore {
         now_ms: UnixMillis,
     ) -> Result<Vec<Listed>, StoreError> {
         let rows = self
-            .run(async |s| {
+            .read(|s| async move {
                 Self::q(&s.q.by_subject)
                     .bind(subject)
                     .bind(ms(now_ms))
@@ -490,7 +537,7 @@ impl ServerStore for SqlStore {
         now_ms: UnixMillis,
     ) -> Result<Option<SessionId>, StoreError> {
         let row = self
-            .run(async |s| {
+            .read(|s| async move {
                 Self::q(&s.q.find_sid)
                     .bind(sid)
                     .bind(ms(now_ms))
@@ -509,7 +556,7 @@ impl ServerStore for SqlStore {
         now_ms: UnixMillis,
     ) -> Result<Revoked, StoreError> {
         self.run(async |s| {
-            let mut tx = s.pool.begin().await?;
+            let mut tx = s.begin().await?;
             let Some((record, _)) = s.locked(&mut tx, id).await? else {
                 return Ok(Revoked::Gone);
             };

@@ -123,6 +123,8 @@ pub struct Metrics {
     store_ops: [(Histogram, Counter); 8],
     /// Live sessions, where the store counts them (set at each scrape).
     sessions: Gauge,
+    /// Reads a `cached` store served from its local cache (set at each scrape).
+    cache_hits: Gauge,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     events: Family<EventLabels, Counter>,
@@ -202,6 +204,7 @@ impl Metrics {
             registry,
             store_ops,
             sessions,
+            cache_hits: Gauge::default(),
             requests,
             request_duration,
             events,
@@ -275,6 +278,18 @@ impl Metrics {
             "Live sessions in the store (memory and embedded stores)",
             self.sessions.clone(),
         );
+    }
+
+    pub fn count_cache_hits(&mut self) {
+        self.registry.register(
+            "session_cache_hits",
+            "Session reads served from the local cache of a cached store, since it started",
+            self.cache_hits.clone(),
+        );
+    }
+
+    pub fn set_cache_hits(&self, n: u64) {
+        self.cache_hits.set(n.min(i64::MAX as u64) as i64);
     }
 
     pub fn set_sessions(&self, n: u64) {

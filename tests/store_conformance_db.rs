@@ -25,6 +25,15 @@ async fn sql_suite(dialect: SqlDialect, url: &str) {
     .await;
     // The suite ran against the database: its tables hold what it left.
     assert!(common::db::rows(dialect, &tables[0]) > 0);
+    let table = common::db::table("across");
+    let cfg = common::db::config(dialect, url, &table);
+    concurrent_merges_across(
+        SqlStore::open(&cfg).await.unwrap(),
+        SqlStore::open(&cfg).await.unwrap(),
+        200,
+    )
+    .await;
+    tables.push(table);
     common::db::drop_tables(dialect, &tables);
 }
 
@@ -91,4 +100,6 @@ async fn memcached_conformance() {
         a.items() > 0 && b.items() > 0,
         "the sessions spread over both"
     );
+    let cfg = memcached_config(servers.clone(), "across:".into());
+    concurrent_merges_across(MemcachedStore::new(&cfg), MemcachedStore::new(&cfg), 200).await;
 }

@@ -115,6 +115,9 @@ impl Admin {
                     if let Some(n) = self.sessions.backend.store.live_sessions() {
                         self.metrics.set_sessions(n);
                     }
+                    if let Some(n) = self.sessions.backend.store.cache_hits() {
+                        self.metrics.set_cache_hits(n);
+                    }
                     self.metrics.encode()
                 },
             ),

@@ -62,6 +62,9 @@ pub async fn run(
     if backend.store.live_sessions().is_some() {
         metrics.count_sessions();
     }
+    if backend.store.cache_hits().is_some() {
+        metrics.count_cache_hits();
+    }
     let metrics = Arc::new(metrics);
     metrics.config_loaded(None, now_ms());
     let generation = Generation::build(config, backend.clone(), &metrics)?;

@@ -29,6 +29,12 @@ impl SessionId {
     }
 
     /// The id as unpadded base64url: how it appears in cookies and store keys.
+    /// The id's first eight bytes as a number: ids are random, so this
+    /// spreads them evenly over shards or stripes.
+    pub fn spread(&self) -> usize {
+        u64::from_le_bytes(self.0[..8].try_into().expect("8 bytes")) as usize
+    }
+
     pub fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.0)
     }

@@ -5,12 +5,12 @@
 //! before the response, then drops the local copy.
 //!
 //! Other instances learn of a write from the durable store itself
-//! (`cached/listen.rs`): PostgreSQL's `NOTIFY` in the write's own
-//! transaction, Redis's client-side caching invalidations (`CLIENT
+//! (`cached/listen.rs`): PostgreSQL's `NOTIFY`, sent by a trigger on the
+//! table in each writing transaction (whoever writes), Redis's client-side caching invalidations (`CLIENT
 //! TRACKING ... BCAST`). While that channel is down the cache is emptied
 //! and bypassed, so a missed invalidation can never leave a stale copy.
-//! The embedded file is one process's own: nothing else writes it. MySQL
-//! has no such channel and is refused as a durable store.
+//! Over the embedded file, which caches its own reads, the local cache is
+//! off. MySQL has no such channel and is refused as a durable store.
 
 mod cache;
 mod listen;
@@ -66,7 +66,11 @@ impl CachedStore {
         match &*cfg.durable {
             StoreConfig::Sql(sql) => {
                 let channel = listen::channel(&sql.table);
-                let store = SqlStore::open(sql).await?.notifying(&channel);
+                let store = SqlStore::open(sql).await?;
+                store
+                    .notify_changes(&channel)
+                    .await
+                    .map_err(|e| OpenError::Backend("cached store".into(), Box::new(e)))?;
                 let cache = Arc::new(LocalCache::new(cfg.max_sessions, false));
                 let barrier = Arc::new(Barrier::default());
                 let listener =
@@ -93,13 +97,14 @@ impl CachedStore {
                 })
             }
             StoreConfig::Embedded { path, max_sessions } => {
-                let (path, max) = (path.clone(), *max_sessions);
-                let store =
-                    tokio::task::spawn_blocking(move || EmbeddedStore::open_bounded(&path, max))
-                        .await
-                        .map_err(|e| OpenError::Backend("embedded store".into(), Box::new(e)))??;
+                let store = super::open_embedded(path, *max_sessions).await?;
+                // The embedded store keeps a write-through cache of its
+                // own, updated by its single writer as each write commits
+                // (so never stale, and never left stale by a write cut
+                // short): a second one in front of it would only add a
+                // way to go stale. The local cache stays off.
                 Ok(CachedStore {
-                    cache: Arc::new(LocalCache::new(cfg.max_sessions, true)),
+                    cache: Arc::new(LocalCache::new(1, false)),
                     durable: Durable::Embedded(store),
                     listener: None,
                     barrier: None,
@@ -143,11 +148,17 @@ impl ServerStore for CachedStore {
         now_ms: UnixMillis,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let ticket = match (self.cache.get(id, now_ms), &self.barrier) {
-            (Ok(record), None) => return Ok(Some(record)),
+            (Ok(record), None) => {
+                self.cache.hit();
+                return Ok(Some(record));
+            }
             (Ok(_), Some(barrier)) => match barrier.pass(self.timeout).await {
                 // The round trip applied any invalidation owed: look again.
                 true => match self.cache.get(id, now_ms) {
-                    Ok(record) => return Ok(Some(record)),
+                    Ok(record) => {
+                        self.cache.hit();
+                        return Ok(Some(record));
+                    }
                     Err(ticket) => ticket,
                 },
                 false => None,

@@ -267,6 +267,11 @@ impl ServerStore for MemcachedStore {
         sid: &str,
         now_ms: UnixMillis,
     ) -> Result<Option<SessionId>, StoreError> {
+        // A sid comes from a URL: one memcached could not hold as a key is
+        // no sid of ours.
+        if sid.len() > 128 || sid.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Ok(None);
+        }
         let Some(id) = self.sid_id(sid).await? else {
             return Ok(None);
         };

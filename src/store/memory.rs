@@ -36,8 +36,7 @@ impl MemoryStore {
     }
 
     fn shard_index(&self, id: &SessionId) -> usize {
-        let b = id.as_bytes();
-        u64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as usize % self.shards.len()
+        id.spread() % self.shards.len()
     }
 
     fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {

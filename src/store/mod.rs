@@ -532,6 +532,14 @@ impl Store {
         }
     }
 
+    /// Reads served from a `cached` store's local cache since it opened.
+    pub fn cache_hits(&self) -> Option<u64> {
+        match self {
+            Store::Cached(s) => Some(s.cache().hits()),
+            _ => None,
+        }
+    }
+
     /// See `ServerStore::live_sessions`.
     pub fn live_sessions(&self) -> Option<u64> {
         match self {
@@ -690,6 +698,18 @@ pub enum OpenError {
     Backend(String, #[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Opens the embedded store's file; opening may recover it after a crash,
+/// blocking work kept off the runtime.
+pub async fn open_embedded(
+    path: &std::path::Path,
+    max_sessions: usize,
+) -> Result<embedded::EmbeddedStore, OpenError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open_bounded(&path, max_sessions))
+        .await
+        .map_err(|e| OpenError::Backend("embedded store".into(), Box::new(e)))?
+}
+
 /// Opens the configured store.
 pub async fn open(
     cfg: &crate::config::SessionConfig,
@@ -701,14 +721,7 @@ pub async fn open(
             Store::Memory(memory::MemoryStore::new(*max_sessions))
         }
         StoreConfig::Embedded { path, max_sessions } => {
-            let (path, max) = (path.clone(), *max_sessions);
-            // Opening may recover a file after a crash: blocking work, kept off the runtime.
-            let store = tokio::task::spawn_blocking(move || {
-                embedded::EmbeddedStore::open_bounded(&path, max)
-            })
-            .await
-            .map_err(|e| OpenError::Backend("embedded store".into(), Box::new(e)))??;
-            Store::Embedded(store)
+            Store::Embedded(open_embedded(path, *max_sessions).await?)
         }
         StoreConfig::Redis(r) => Store::Redis(Box::new(self::redis::RedisStore::open(r).await?)),
         StoreConfig::Sql(c) => Store::Sql(Box::new(sql::SqlStore::open(c).await?)),

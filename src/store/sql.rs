@@ -26,6 +26,9 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+/// Serializes the DDL of instances starting together (PostgreSQL).
+const DDL_LOCK: &str = "SELECT pg_advisory_xact_lock(7261536974)";
+
 /// Rows deleted per statement of a sweep: short transactions, so that a
 /// sweep of a million expired sessions never holds locks for long.
 const SWEEP_BATCH: i64 = 1000;
@@ -35,9 +38,7 @@ pub struct SqlStore {
     q: Statements,
     timeout: Duration,
     kind: &'static str,
-    /// PostgreSQL: the channel every write's transaction notifies with the
-    /// id it changed (`kind: cached` listens on it).
-    notify: Option<Arc<str>>,
+    table: String,
     writes: super::stripes::Stripes,
 }
 
@@ -58,6 +59,28 @@ fn stale(e: &sqlx::Error) -> bool {
 /// Tries a pooled connection this many times before an I/O error stands:
 /// after a server restart every idle connection is dead.
 const STALE_RETRIES: usize = 4;
+
+/// The subject column holds a digest: fixed length, compared byte for byte
+/// by every database (MySQL's collations would pad or fold a string), and
+/// any subject fits. The data decides; the column only finds candidates.
+fn digest(subject: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(subject.as_bytes()).to_vec()
+}
+
+/// `f`, tried again while it fails on a connection the server dropped.
+async fn retry_stale<T, Fut>(f: impl Fn() -> Fut) -> Result<T, sqlx::Error>
+where
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut tries = 1;
+    loop {
+        match f().await {
+            Err(e) if stale(&e) && tries < STALE_RETRIES => tries += 1,
+            r => return r,
+        }
+    }
+}
 
 fn ms(v: UnixMillis) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -118,7 +141,7 @@ impl SqlStore {
             q: Statements::new(cfg.dialect, &cfg.table),
             timeout: cfg.timeout,
             kind: schema::name(cfg.dialect),
-            notify: None,
+            table: cfg.table.clone(),
             writes: Default::default(),
         };
         store
@@ -147,9 +170,7 @@ impl SqlStore {
         // is one statement).
         let mut tx = self.begin().await?;
         if self.kind == "postgres" {
-            sqlx::query("SELECT pg_advisory_xact_lock(7261536974)")
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(DDL_LOCK).execute(&mut *tx).await?;
         }
         for ddl in self.q.create.iter() {
             sqlx::query(AssertSqlSafe(ddl.clone()))
@@ -177,26 +198,11 @@ impl SqlStore {
         F: Fn(&'a Self) -> Fut,
         Fut: std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'a,
     {
-        self.run(async |_| {
-            let mut tries = 1;
-            loop {
-                match f(self).await {
-                    Err(e) if stale(&e) && tries < STALE_RETRIES => tries += 1,
-                    r => return r,
-                }
-            }
-        })
-        .await
+        self.run(async |_| retry_stale(|| f(self)).await).await
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        let mut tries = 1;
-        loop {
-            match self.pool.begin().await {
-                Err(e) if stale(&e) && tries < STALE_RETRIES => tries += 1,
-                r => return r,
-            }
-        }
+        retry_stale(|| self.pool.begin()).await
     }
 
     fn q(sql: &Arc<str>) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
@@ -208,12 +214,12 @@ impl SqlStore {
         &self,
         tx: &mut Transaction<'static, Any>,
         id: &SessionId,
-    ) -> Result<Option<(SessionRecord, Option<String>)>, sqlx::Error> {
+    ) -> Result<Option<(SessionRecord, Option<Vec<u8>>)>, sqlx::Error> {
         let row = Self::q(&self.q.lock)
             .bind(&id.as_bytes()[..])
             .fetch_optional(&mut **tx)
             .await?;
-        row.map(|r| Ok((decode(&r)?, r.try_get::<Option<String>, _>(5)?)))
+        row.map(|r| Ok((decode(&r)?, r.try_get::<Option<Vec<u8>>, _>(5)?)))
             .transpose()
     }
 
@@ -226,7 +232,6 @@ impl SqlStore {
             .bind(&id.as_bytes()[..])
             .execute(&mut **tx)
             .await?;
-        self.notify_in(tx, id).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -235,7 +240,7 @@ impl SqlStore {
         conn: E,
         id: &SessionId,
         r: &SessionRecord,
-        subject: Option<&str>,
+        subject: Option<&[u8]>,
     ) -> Result<(), sqlx::Error>
     where
         E: sqlx::Executor<'e, Database = Any>,
@@ -264,6 +269,7 @@ impl SqlStore {
         let _queued = self.writes.lock(id).await;
         let mut tx = self.begin().await?;
         let Some((current, column)) = self.locked(&mut tx, id).await? else {
+            tx.rollback().await?;
             return Ok(SaveOutcome::Gone);
         };
         if !current.is_live(op.now_ms) {
@@ -278,29 +284,34 @@ impl SqlStore {
                 tx.commit().await?;
                 return Ok(SaveOutcome::Emptied);
             }
-            Err(e) => return Ok(SaveOutcome::Refused(e)),
+            Err(e) => {
+                // Released now, not when the connection is next used.
+                tx.rollback().await?;
+                return Ok(SaveOutcome::Refused(e));
+            }
         };
         if let Some(actual) = op.unexpected(&record) {
+            tx.rollback().await?;
             return Ok(SaveOutcome::Reindex(actual));
         }
-        let subject = subject.or(column.as_deref());
+        let subject = subject.map(digest).or(column);
         let id = match &op.cycle_to {
             None => {
                 Self::q(&self.q.update)
                     .bind(record.data.as_str())
                     .bind(ms(record.expires_ms))
                     .bind(record.expiry_s.map(ms))
-                    .bind(subject)
+                    .bind(subject.as_deref())
                     .bind(&id.as_bytes()[..])
                     .execute(&mut *tx)
                     .await?;
-                self.notify_in(&mut tx, id).await?;
                 *id
             }
             Some((new_id, new_sid)) => {
                 self.delete_in(&mut tx, id).await?;
                 record.sid = new_sid.clone();
-                self.insert(&mut *tx, new_id, &record, subject).await?;
+                self.insert(&mut *tx, new_id, &record, subject.as_deref())
+                    .await?;
                 *new_id
             }
         };
@@ -313,7 +324,7 @@ impl SqlStore {
 
     async fn count_subject(&self, subject: &str, now_ms: UnixMillis) -> Result<u64, sqlx::Error> {
         let n: i64 = Self::q(&self.q.count_subject)
-            .bind(subject)
+            .bind(digest(subject))
             .bind(ms(now_ms))
             .fetch_one(&self.pool)
             .await?
@@ -325,26 +336,41 @@ impl SqlStore {
         self.kind
     }
 
-    /// Every write then notifies `channel` with the id it changed, in its
-    /// own transaction (delivered on commit, not before).
-    pub fn notifying(mut self, channel: &str) -> SqlStore {
-        self.notify = Some(channel.into());
-        self
-    }
-
-    async fn notify_in(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        id: &SessionId,
-    ) -> Result<(), sqlx::Error> {
-        if let Some(channel) = &self.notify {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(&**channel)
-                .bind(id.encode())
-                .execute(&mut **tx)
+    /// PostgreSQL: from now on every update or delete of a row, by any
+    /// writer of the table (a plain `kind: postgres` instance included),
+    /// notifies `channel` with the session's id, when it commits. A trigger
+    /// made once, under the same advisory lock as the table.
+    pub async fn notify_changes(&self, channel: &str) -> Result<(), StoreError> {
+        let t = &self.table;
+        let function = format!(
+            "CREATE OR REPLACE FUNCTION {t}_notify() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN PERFORM pg_notify('{channel}', \
+             rtrim(translate(encode(OLD.id, 'base64'), '+/', '-_'), '=')); \
+             RETURN NULL; END $$"
+        );
+        let trigger = format!(
+            "CREATE TRIGGER {t}_changed AFTER UPDATE OR DELETE ON {t} \
+             FOR EACH ROW EXECUTE FUNCTION {t}_notify()"
+        );
+        self.run(async |s| {
+            let mut tx = s.begin().await?;
+            sqlx::query(DDL_LOCK).execute(&mut *tx).await?;
+            sqlx::query(AssertSqlSafe(function.clone()))
+                .execute(&mut *tx)
                 .await?;
-        }
-        Ok(())
+            let exists = sqlx::query("SELECT 1 FROM pg_trigger WHERE tgname = $1")
+                .bind(format!("{t}_changed"))
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !exists {
+                sqlx::query(AssertSqlSafe(trigger.clone()))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })
+        .await
     }
 
     /// The pool, for the tests that watch it.
@@ -409,17 +435,11 @@ impl ServerStore for SqlStore {
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         self.run(async |s| {
-            if s.notify.is_none() {
-                let done = Self::q(&s.q.delete)
-                    .bind(&id.as_bytes()[..])
-                    .execute(&s.pool)
-                    .await?;
-                return Ok(done.rows_affected() > 0);
-            }
-            let mut tx = s.begin().await?;
-            let deleted = s.delete_in(&mut tx, id).await?;
-            tx.commit().await?;
-            Ok(deleted)
+            let done = Self::q(&s.q.delete)
+                .bind(&id.as_bytes()[..])
+                .execute(&s.pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
         })
         .await
     }
@@ -460,7 +480,7 @@ impl ServerStore for SqlStore {
     ) -> Result<u64, StoreError> {
         self.run(async |s| {
             Self::q(&s.q.set_subject)
-                .bind(subject)
+                .bind(digest(subject))
                 .bind(&entry.id.as_bytes()[..])
                 .execute(&s.pool)
                 .await?;
@@ -477,7 +497,8 @@ impl ServerStore for SqlStore {
         now_ms: UnixMillis,
     ) -> Result<u64, StoreError> {
         self.run(async |s| {
-            s.insert(&s.pool, &entry.id, record, Some(subject)).await?;
+            s.insert(&s.pool, &entry.id, record, Some(&digest(subject)))
+                .await?;
             s.count_subject(subject, now_ms).await
         })
         .await
@@ -506,7 +527,7 @@ impl ServerStore for SqlStore {
         let rows = self
             .read(|s| async move {
                 Self::q(&s.q.by_subject)
-                    .bind(subject)
+                    .bind(digest(subject))
                     .bind(ms(now_ms))
                     .fetch_all(&s.pool)
                     .await
@@ -557,14 +578,18 @@ impl ServerStore for SqlStore {
     ) -> Result<Revoked, StoreError> {
         self.run(async |s| {
             let mut tx = s.begin().await?;
-            let Some((record, _)) = s.locked(&mut tx, id).await? else {
-                return Ok(Revoked::Gone);
+            let found = s.locked(&mut tx, id).await?;
+            let standing = match &found {
+                None => Some(Revoked::Gone),
+                Some((r, _)) if !r.is_live(now_ms) => Some(Revoked::Gone),
+                Some((r, _)) if subject_of(&r.data, key).as_deref() != Some(subject) => {
+                    Some(Revoked::Other)
+                }
+                Some(_) => None,
             };
-            if !record.is_live(now_ms) {
-                return Ok(Revoked::Gone);
-            }
-            if subject_of(&record.data, key).as_deref() != Some(subject) {
-                return Ok(Revoked::Other);
+            if let Some(r) = standing {
+                tx.rollback().await?;
+                return Ok(r);
             }
             s.delete_in(&mut tx, id).await?;
             tx.commit().await?;

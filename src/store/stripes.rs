@@ -24,8 +24,6 @@ impl Default for Stripes {
 
 impl Stripes {
     pub async fn lock(&self, id: &SessionId) -> MutexGuard<'_, ()> {
-        let b = id.as_bytes();
-        let i = u64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as usize % STRIPES;
-        self.0[i].lock().await
+        self.0[id.spread() % STRIPES].lock().await
     }
 }

@@ -24,14 +24,7 @@ pub fn available(dialect: SqlDialect, test: &str) -> bool {
         SqlDialect::Postgres => ("127.0.0.1:5432", "PostgreSQL"),
         SqlDialect::Mysql => ("127.0.0.1:3306", "MariaDB"),
     };
-    if answers(addr) {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{what} does not answer on {addr}, and CI=true: {test} cannot be skipped");
-    }
-    eprintln!("\n*** SKIPPED {test}: {what} does not answer on {addr} ***\n");
-    false
+    answers(addr) || super::skip_or_fail(test, &format!("{what} does not answer on {addr}"))
 }
 
 /// A table name no other test uses.
@@ -103,14 +96,7 @@ pub fn can_run_postgres(test: &str) -> bool {
     let found = Path::new("/usr/lib/postgresql").is_dir()
         && std::fs::read_dir("/usr/lib/postgresql")
             .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("bin/initdb").exists())));
-    if found {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("initdb is not installed, and CI=true: {test} cannot be skipped");
-    }
-    eprintln!("\n*** SKIPPED {test}: PostgreSQL's initdb is not installed ***\n");
-    false
+    found || super::skip_or_fail(test, "PostgreSQL's initdb is not installed")
 }
 
 /// Runs a command as the `postgres` user when this process is root
@@ -130,10 +116,39 @@ fn as_postgres(program: &Path) -> Command {
 pub struct OwnPostgres {
     pub port: u16,
     dir: PathBuf,
+    /// Server settings beyond the defaults (`-c name=value ...`).
+    settings: String,
 }
 
 impl OwnPostgres {
     pub fn start() -> OwnPostgres {
+        Self::start_with(|_| String::new())
+    }
+
+    /// A server that requires nothing but accepts TLS with a certificate
+    /// for 127.0.0.1 signed by `ca`; the CA's PEM file.
+    pub fn start_tls(ca: &super::tls::TestCa) -> (OwnPostgres, PathBuf) {
+        let mut ca_file = PathBuf::new();
+        let pg = Self::start_with(|dir| {
+            let files = ca.leaf(&["127.0.0.1", "localhost"], dir, "pg");
+            ca_file = files.ca.clone();
+            for path in [&files.cert, &files.key] {
+                let _ = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(path)
+                    .status();
+            }
+            let _ = Command::new("chmod").arg("600").arg(&files.key).status();
+            format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                files.cert.display(),
+                files.key.display()
+            )
+        });
+        (pg, ca_file)
+    }
+
+    fn start_with(settings: impl FnOnce(&Path) -> String) -> OwnPostgres {
         let dir = std::env::temp_dir().join(format!(
             "sessiongate-pg-{}",
             sessiongate::record::SessionId::generate().encode()
@@ -158,9 +173,11 @@ impl OwnPostgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let settings = settings(&dir);
         let pg = OwnPostgres {
             port: free_port(),
             dir,
+            settings,
         };
         pg.up();
         pg
@@ -177,9 +194,10 @@ impl OwnPostgres {
     /// Starts the server (again) on its port, and waits until it answers.
     pub fn up(&self) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.settings
         );
         let status = as_postgres(&postgres_bin("pg_ctl"))
             .args(["-w", "-t", "30", "-o", &opts, "-l"])
@@ -240,14 +258,7 @@ pub fn can_run_mariadb(test: &str) -> bool {
             .stderr(Stdio::null())
             .status()
             .is_ok();
-    if found {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("mariadbd is not installed, and CI=true: {test} cannot be skipped");
-    }
-    eprintln!("\n*** SKIPPED {test}: mariadbd is not installed ***\n");
-    false
+    found || super::skip_or_fail(test, "mariadbd is not installed")
 }
 
 /// A MariaDB of the test's own, in a temporary directory.
@@ -255,10 +266,32 @@ pub struct OwnMariadb {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Server options beyond the defaults.
+    extra: Vec<String>,
 }
 
 impl OwnMariadb {
     pub fn start() -> OwnMariadb {
+        Self::start_with(|_| Vec::new())
+    }
+
+    /// A server that accepts TLS with a certificate for 127.0.0.1 signed by
+    /// `ca`; the CA's PEM file.
+    pub fn start_tls(ca: &super::tls::TestCa) -> (OwnMariadb, PathBuf) {
+        let mut ca_file = PathBuf::new();
+        let db = Self::start_with(|dir| {
+            let files = ca.leaf(&["127.0.0.1", "localhost"], dir, "mariadb");
+            ca_file = files.ca.clone();
+            vec![
+                format!("--ssl-cert={}", files.cert.display()),
+                format!("--ssl-key={}", files.key.display()),
+                format!("--ssl-ca={}", files.ca.display()),
+            ]
+        });
+        (db, ca_file)
+    }
+
+    fn start_with(extra: impl FnOnce(&Path) -> Vec<String>) -> OwnMariadb {
         let dir = std::env::temp_dir().join(format!(
             "sessiongate-mariadb-{}",
             sessiongate::record::SessionId::generate().encode()
@@ -276,10 +309,12 @@ impl OwnMariadb {
             "mariadb-install-db: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let extra = extra(&dir);
         let mut db = OwnMariadb {
             port: free_port(),
             dir,
             child: None,
+            extra,
         };
         db.up();
         db
@@ -298,6 +333,7 @@ impl OwnMariadb {
             .arg(format!("--port={}", self.port))
             .args(["--bind-address=127.0.0.1", "--user=root"])
             .args(["--innodb-flush-log-at-trx-commit=2", "--skip-log-bin"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -11,14 +11,11 @@ pub fn available(test: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if found {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("memcached is not installed, and CI=true: {test} cannot be skipped");
-    }
-    eprintln!("\n*** SKIPPED {test}: memcached is not installed (apt-get install memcached) ***\n");
-    false
+    found
+        || super::skip_or_fail(
+            test,
+            "memcached is not installed (apt-get install memcached)",
+        )
 }
 
 pub struct Memcached {

@@ -346,6 +346,31 @@ pub async fn concurrent_merges_lose_nothing<S: SessionStore>(s: S, n: usize) {
     }
 }
 
+/// Two store objects on one shared store (two instances): `n` concurrent
+/// merges split between them, no key lost. Within one process writes to a
+/// session may queue; across instances they meet at the server.
+pub async fn concurrent_merges_across<S: SessionStore>(a: S, b: S, n: usize) {
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let t = create(&*a, &new_record(json!({"start": true}), *T0_CELL, &POLICY)).await;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let out = save(&*s, &t, json!({format!("k{i}"): i}), *T0_CELL + 1).await;
+            assert!(matches!(out, SaveOutcome::Saved { .. }), "{out:?}");
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for s in [&a, &b] {
+        let d = data(&**s, &t, *T0_CELL + 2).await.unwrap();
+        let m = d.as_object().unwrap();
+        assert_eq!(m.len(), n + 1, "{d}");
+    }
+}
+
 pub async fn clears_expired(s: impl SessionStore, native_expiry: bool) {
     let dead = create(&s, &new_record(json!({"a": 1}), *T0_CELL, &POLICY)).await;
     let live = create(&s, &new_record(json!({"a": 1}), *T0_CELL + 50_000, &POLICY)).await;

@@ -142,13 +142,22 @@ pub(super) fn store(raw: RawStore, at: &str, issues: &mut Issues) -> StoreConfig
     }
 }
 
-/// Hides a password in a URL before it goes into an error message.
+/// A URL as an error message may show it: the scheme and the host, never
+/// the credentials or the query (which may carry a password).
 fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***{}", &url[..scheme_end], &url[at..])
-        }
-        _ => url.to_string(),
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (scheme, rest),
+        None => ("", url),
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let rest = match rest.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => rest.to_string(),
+    };
+    if scheme.is_empty() {
+        rest
+    } else {
+        format!("{scheme}://{rest}")
     }
 }
 
@@ -397,6 +406,17 @@ mod tests {
         assert_eq!(c.session.store.kind(), "mysql");
         let text = issues("{kind: postgres, url: \"postgres://h/db\", pool: {size: 0}}");
         assert!(text.contains("session.store.pool.size"), "{text}");
+    }
+
+    #[test]
+    fn urls_in_messages_lose_credentials_and_queries() {
+        assert_eq!(super::redact_url("redis://:pw@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(super::redact_url("user:pw@db/x"), "***@db/x");
+        assert_eq!(
+            super::redact_url("postgres://h/db?password=pw&x=1"),
+            "postgres://h/db"
+        );
+        assert_eq!(super::redact_url("ftp://host"), "ftp://host");
     }
 
     #[test]

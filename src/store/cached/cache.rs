@@ -22,6 +22,7 @@ pub struct LocalCache {
     /// Off while the invalidations cannot be trusted to arrive (the channel
     /// that carries them is down): every read goes to the durable store.
     enabled: AtomicBool,
+    hits: AtomicU64,
 }
 
 /// What a fill must show: the shard's generation when the read began.
@@ -41,14 +42,24 @@ impl LocalCache {
                 })
                 .collect(),
             enabled: AtomicBool::new(enabled),
+            hits: AtomicU64::new(0),
         }
     }
 
     fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
-        let b = id.as_bytes();
-        let i = u64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as usize % SHARDS;
+        let i = id.spread() % SHARDS;
         // Nothing is left half-done under the lock: poisoning is ignored.
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads answered from the cache.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Counts a read answered from the cache.
+    pub fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn enabled(&self) -> bool {

@@ -32,6 +32,7 @@ pub async fn postgres(
     barrier: Arc<Barrier>,
 ) -> Result<JoinHandle<()>, OpenError> {
     let url = crate::store::sql::url_with_ca(cfg)?;
+    let timeout = cfg.timeout;
     Ok(tokio::spawn(async move {
         let mut logged = false;
         loop {
@@ -43,7 +44,7 @@ pub async fn postgres(
                             tracing::info!("cached store: PostgreSQL notifications back, cache on");
                             logged = false;
                         }
-                        listen_postgres(&mut l, &cache, &barrier).await;
+                        listen_postgres(&mut l, &cache, &barrier, timeout).await;
                         cache.reset(false);
                         barrier.release();
                     }
@@ -58,28 +59,43 @@ pub async fn postgres(
 }
 
 /// Applies notifications, and makes the barrier's round trips, until the
-/// connection is lost.
-async fn listen_postgres(l: &mut PgListener, cache: &LocalCache, barrier: &Barrier) {
+/// connection is lost, or does not answer within `timeout` (checked every
+/// second: a peer gone without closing the connection is noticed).
+async fn listen_postgres(
+    l: &mut PgListener,
+    cache: &LocalCache,
+    barrier: &Barrier,
+    timeout: Duration,
+) {
     let apply = |n: sqlx::postgres::PgNotification| match SessionId::decode(n.payload()) {
         Some(id) => cache.invalidate(&id),
         None => cache.reset(true),
     };
+    let mut ping = tokio::time::interval(PING_EVERY);
     loop {
-        tokio::select! {
+        let upto = tokio::select! {
             n = l.try_recv() => match n {
-                Ok(Some(n)) => apply(n),
+                Ok(Some(n)) => {
+                    apply(n);
+                    continue;
+                }
                 Ok(None) | Err(_) => return,
             },
-            upto = barrier.asked() => {
-                // Notifications that arrive during the query are buffered.
-                if l.execute("SELECT 1").await.is_err() {
-                    return;
-                }
-                while let Some(n) = l.next_buffered() {
-                    apply(n);
-                }
-                barrier.passed(upto);
-            }
+            _ = ping.tick() => None,
+            upto = barrier.asked() => Some(upto),
+        };
+        // Notifications that arrive during the query are buffered.
+        if !matches!(
+            tokio::time::timeout(timeout, l.execute("SELECT 1")).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        while let Some(n) = l.next_buffered() {
+            apply(n);
+        }
+        if let Some(upto) = upto {
+            barrier.passed(upto);
         }
     }
 }
@@ -195,6 +211,7 @@ async fn track(
                 }
             }
             upto = barrier.asked() => {
+                // The connection's response timeout bounds this PING.
                 if ::redis::cmd("PING").query_async::<()>(conn).await.is_err() {
                     return;
                 }

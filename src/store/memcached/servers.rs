@@ -1,6 +1,12 @@
-//! The memcached servers: a small pool of connections to each, keys spread
-//! over them by rendezvous hashing, and a server that fails left out for a
-//! moment (its keys go to the others) and emptied before it is used again.
+//! The memcached servers: a small pool of connections to each, and keys
+//! spread over them by rendezvous hashing. A key always goes to the same
+//! server, on every instance: a server that is down fails the requests on
+//! its keys (`on_store_error`) rather than sending them elsewhere, where an
+//! instance that still reached it and one that did not would disagree about
+//! where a session lives (a revocation acknowledged by one while the other
+//! still serves the session). A server that failed is not tried again for
+//! a moment, so its requests fail at once instead of each waiting out the
+//! timeout.
 //!
 //! Rendezvous (highest random weight) hashing is consistent hashing in a
 //! dozen lines: a key goes to the server with the highest hash of
@@ -17,7 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-/// How long a server that failed is left out before it is tried again.
+/// How long a server that failed is not tried again.
 pub const RETRY_AFTER_MS: u64 = 1_000;
 
 struct Server {
@@ -28,8 +34,6 @@ struct Server {
     next: AtomicUsize,
     /// 0 when in use; otherwise when it may be tried again (ms since the epoch).
     down_until: AtomicU64,
-    /// Held while a returning server is emptied.
-    readmit: Mutex<()>,
 }
 
 pub struct Servers {
@@ -78,81 +82,93 @@ impl Servers {
                         .collect(),
                     next: AtomicUsize::new(0),
                     down_until: AtomicU64::new(0),
-                    readmit: Mutex::new(()),
                 })
                 .collect(),
             timeout: cfg.timeout,
         }
     }
 
-    /// The server a key lives on: the highest score among the servers in use.
+    /// The server a key lives on: the highest score of all, up or down.
     fn route(&self, key: &str, now_ms: u64) -> Result<&Server, StoreError> {
-        self.servers
+        let server = self
+            .servers
             .iter()
-            .filter(|s| {
-                let until = s.down_until.load(Ordering::Relaxed);
-                until == 0 || now_ms >= until
-            })
             .max_by_key(|s| score(&s.addr, key))
-            .ok_or_else(|| StoreError::Backend("every memcached server is down".into()))
+            .expect("at least one server (checked by the config)");
+        let until = server.down_until.load(Ordering::Relaxed);
+        if until != 0 && now_ms < until {
+            return Err(failed(&server.addr, "down (failed a moment ago)"));
+        }
+        Ok(server)
     }
 
-    /// Runs `f` on a connection to the server of `key`. A failure (refused,
-    /// reset, past the deadline) leaves that server out for a moment.
-    async fn on<T>(
-        &self,
-        key: &str,
-        f: impl AsyncFnOnce(&mut Client) -> Result<T, Error>,
-    ) -> Result<T, StoreError> {
+    /// Runs `op` on a connection to the server of `key`. A connection that
+    /// fails (refused, reset, past the deadline) marks the server down for
+    /// a moment; an answer that is an error (a key or item memcached
+    /// refuses) does not.
+    async fn on(&self, key: &str, op: Op<'_>) -> Result<Reply, StoreError> {
         let now = crate::record::now_ms();
         let server = self.route(key, now)?;
-        match tokio::time::timeout(self.timeout, self.run(server, f)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                server.leave_out();
+        match tokio::time::timeout(self.timeout, self.run(server, &op)).await {
+            Ok(Ok(v)) => {
+                server.down_until.store(0, Ordering::Relaxed);
+                Ok(v)
+            }
+            Ok(Err((e, connection))) => {
+                if connection {
+                    server.mark_down();
+                }
                 Err(e)
             }
             Err(_) => {
-                server.leave_out();
+                server.mark_down();
                 Err(StoreError::Timeout)
             }
         }
     }
 
-    async fn run<T>(
-        &self,
-        server: &Server,
-        f: impl AsyncFnOnce(&mut Client) -> Result<T, Error>,
-    ) -> Result<T, StoreError> {
-        if server.down_until.load(Ordering::Relaxed) != 0 {
-            server.readmit().await?;
-        }
+    /// `op` on one of the server's connections; an error says whether the
+    /// connection failed (rather than memcached refusing the request).
+    /// A pooled connection that fails (the server restarted since it was
+    /// opened) is replaced and the request tried once more on a new one.
+    async fn run(&self, server: &Server, op: &Op<'_>) -> Result<Reply, (StoreError, bool)> {
         let i = server.next.fetch_add(1, Ordering::Relaxed) % server.conns.len();
         let mut slot = server.conns[i].lock().await;
-        if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            *slot = Some(
-                Client::new(&server.dsn)
-                    .await
-                    .map_err(|e| failed(&server.addr, e))?,
-            );
-        }
-        let client = slot.as_mut().expect("connected above");
-        match f(client).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                *slot = None;
-                Err(failed(&server.addr, e))
+        let mut reused = true;
+        loop {
+            if slot.as_ref().is_none_or(|c| c.is_closed()) {
+                reused = false;
+                *slot = Some(
+                    Client::new(&server.dsn)
+                        .await
+                        .map_err(|e| (failed(&server.addr, e), true))?,
+                );
+            }
+            let client = slot.as_mut().expect("connected above");
+            match op.exec(client).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let connection = matches!(
+                        e,
+                        Error::Io(_) | Error::Connect(_) | Error::ConnectionClosed
+                    );
+                    if connection || client.is_closed() {
+                        *slot = None;
+                    }
+                    if !(connection && reused) {
+                        return Err((failed(&server.addr, e), connection));
+                    }
+                }
             }
         }
     }
 
     /// The item under `key` and its CAS.
     pub async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
-        self.on(key, async |c| {
-            let v = c.meta_get(key, false, None, Some(&["v", "c"])).await?;
-            Ok(v.and_then(|v| Some((v.data?, v.cas?))))
-        })
-        .await
+        match self.on(key, Op::Get(key)).await? {
+            Reply::Item(item) => Ok(item),
+            _ => unreachable!("a get answers an item"),
+        }
     }
 
     /// Writes `value` under `key` until `expires_s` (seconds since the epoch).
@@ -173,50 +189,46 @@ impl Servers {
                 [&ttl, &cas]
             }
         };
-        self.on(key, async |c| {
-            match c.meta_set(key, value, false, None, Some(&flags)).await {
-                Ok(_) => Ok(Wrote::Done),
-                Err(Error::Protocol(Status::Exists)) => Ok(Wrote::Changed),
-                Err(Error::Protocol(Status::NotFound)) => Ok(Wrote::Missing),
-                Err(Error::Protocol(Status::NotStored)) => Ok(Wrote::Exists),
-                Err(e) => Err(e),
-            }
-        })
-        .await
+        match self
+            .on(
+                key,
+                Op::Set {
+                    key,
+                    value,
+                    flags: &flags,
+                },
+            )
+            .await?
+        {
+            Reply::Wrote(w) => Ok(w),
+            _ => unreachable!("a set answers what it wrote"),
+        }
     }
 
     /// Deletes `key`, only if unchanged when a CAS is given.
     pub async fn delete(&self, key: &str, cas: Option<u64>) -> Result<Wrote, StoreError> {
         let flag = cas.map(|c| format!("C{c}"));
         let flags: Vec<&str> = flag.iter().map(String::as_str).collect();
-        self.on(key, async |c| {
-            match c.meta_delete(key, false, None, Some(&flags)).await {
-                Ok(_) => Ok(Wrote::Done),
-                Err(Error::Protocol(Status::Exists)) => Ok(Wrote::Changed),
-                Err(Error::Protocol(Status::NotFound)) => Ok(Wrote::Missing),
-                Err(e) => Err(e),
-            }
-        })
-        .await
+        match self.on(key, Op::Delete { key, flags: &flags }).await? {
+            Reply::Wrote(w) => Ok(w),
+            _ => unreachable!("a delete answers what it did"),
+        }
     }
 
-    /// Whether every server in use answers.
+    /// Whether a server answers: with one down, the sessions on the
+    /// others are still served (a readiness probe failing would take every
+    /// instance out of its load balancer for a part of the sessions).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let now = crate::record::now_ms();
         let mut up = 0;
         for server in self.servers.iter() {
-            let until = server.down_until.load(Ordering::Relaxed);
-            if until != 0 && now < until {
-                continue;
-            }
-            let r = tokio::time::timeout(
-                self.timeout,
-                self.run(server, async |c| c.version().await.map(drop)),
-            )
-            .await;
+            let r = tokio::time::timeout(self.timeout, self.run(server, &Op::Version)).await;
             match r {
-                Ok(Ok(())) => up += 1,
-                Ok(Err(_)) | Err(_) => server.leave_out(),
+                Ok(Ok(_)) => {
+                    server.down_until.store(0, Ordering::Relaxed);
+                    up += 1
+                }
+                Ok(Err((_, true))) | Err(_) => server.mark_down(),
+                Ok(Err((_, false))) => {}
             }
         }
         if up == 0 {
@@ -226,38 +238,59 @@ impl Servers {
     }
 }
 
+/// One request to a server: tried again as a whole on a new connection.
+enum Op<'a> {
+    Get(&'a str),
+    Set {
+        key: &'a str,
+        value: &'a [u8],
+        flags: &'a [&'a str],
+    },
+    Delete {
+        key: &'a str,
+        flags: &'a [&'a str],
+    },
+    Version,
+}
+
+enum Reply {
+    Item(Option<(Vec<u8>, u64)>),
+    Wrote(Wrote),
+    Answered,
+}
+
+impl Op<'_> {
+    async fn exec(&self, c: &mut Client) -> Result<Reply, Error> {
+        let wrote = |r: Result<Option<_>, Error>| match r {
+            Ok(_) => Ok(Reply::Wrote(Wrote::Done)),
+            Err(Error::Protocol(Status::Exists)) => Ok(Reply::Wrote(Wrote::Changed)),
+            Err(Error::Protocol(Status::NotFound)) => Ok(Reply::Wrote(Wrote::Missing)),
+            Err(Error::Protocol(Status::NotStored)) => Ok(Reply::Wrote(Wrote::Exists)),
+            Err(e) => Err(e),
+        };
+        match *self {
+            Op::Get(key) => {
+                let v = c.meta_get(key, false, None, Some(&["v", "c"])).await?;
+                Ok(Reply::Item(v.and_then(|v| Some((v.data?, v.cas?)))))
+            }
+            Op::Set { key, value, flags } => {
+                wrote(c.meta_set(key, value, false, None, Some(flags)).await)
+            }
+            Op::Delete { key, flags } => wrote(c.meta_delete(key, false, None, Some(flags)).await),
+            Op::Version => c.version().await.map(|_| Reply::Answered),
+        }
+    }
+}
+
 impl Server {
-    fn leave_out(&self) {
+    fn mark_down(&self) {
         let until = crate::record::now_ms() + RETRY_AFTER_MS;
         if self.down_until.swap(until, Ordering::Relaxed) == 0 {
             tracing::warn!(
                 server = %self.addr,
-                "memcached server failed: its keys go to the other servers for now"
+                "memcached server failed: the sessions on it cannot be read or written until it is back"
             );
         }
-    }
-
-    /// A server back after failing is emptied before it is used: while it
-    /// was out its keys lived elsewhere, and what it still holds (if it was
-    /// only out of reach) may be sessions since flushed or revoked there.
-    async fn readmit(&self) -> Result<(), StoreError> {
-        let _one = self.readmit.lock().await;
-        if self.down_until.load(Ordering::Relaxed) == 0 {
-            return Ok(());
-        }
-        let mut client = Client::new(&self.dsn)
-            .await
-            .map_err(|e| failed(&self.addr, e))?;
-        client
-            .flush_all()
-            .await
-            .map_err(|e| failed(&self.addr, e))?;
-        for slot in self.conns.iter() {
-            *slot.lock().await = None;
-        }
-        self.down_until.store(0, Ordering::Relaxed);
-        tracing::info!(server = %self.addr, "memcached server back in use, emptied");
-        Ok(())
     }
 }
 

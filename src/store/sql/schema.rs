@@ -56,7 +56,7 @@ impl Statements {
                     "CREATE TABLE IF NOT EXISTS {t} (\
                      id BYTEA PRIMARY KEY, sid TEXT NOT NULL, data TEXT NOT NULL, \
                      created BIGINT NOT NULL, expires BIGINT NOT NULL, expiry_s BIGINT, \
-                     subject TEXT)"
+                     subject BYTEA)"
                 ),
                 format!("CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires)"),
                 format!(
@@ -65,14 +65,14 @@ impl Statements {
                 ),
                 format!("CREATE INDEX IF NOT EXISTS {t}_sid ON {t} (sid)"),
             ],
-            // Binary collation: subjects and sids compare byte for byte, as
-            // everywhere else (the default collations ignore case).
+            // Binary collation: sids compare byte for byte, as everywhere
+            // else (the default collations ignore case). Subjects are digests.
             SqlDialect::Mysql => vec![format!(
                 "CREATE TABLE IF NOT EXISTS {t} (\
                  id VARBINARY(16) NOT NULL PRIMARY KEY, sid VARCHAR(128) NOT NULL, \
                  data LONGTEXT NOT NULL, created BIGINT NOT NULL, expires BIGINT NOT NULL, \
-                 expiry_s BIGINT NULL, subject VARCHAR(1024) NULL, \
-                 INDEX {t}_expires (expires), INDEX {t}_subject (subject(191)), \
+                 expiry_s BIGINT NULL, subject VARBINARY(32) NULL, \
+                 INDEX {t}_expires (expires), INDEX {t}_subject (subject), \
                  INDEX {t}_sid (sid)) \
                  ENGINE=InnoDB CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
             )],

@@ -1,0 +1,163 @@
+//! The SQL stores beyond the conformance suite: TLS to the database with a
+//! private CA, and `clear-sessions` against a shared database.
+
+mod common;
+
+use sessiongate::config::SqlDialect;
+use sessiongate::record::{SessionData, SessionId, SessionRecord};
+use sessiongate::store::ServerStore;
+use sessiongate::store::sql::SqlStore;
+
+fn record(data: serde_json::Value, now: u64, expires: u64) -> SessionRecord {
+    let mut r = SessionRecord::new(format!("sid-{now}-{expires}"), now);
+    r.data = SessionData::from_map(data.as_object().unwrap());
+    r.expires_ms = expires;
+    r
+}
+
+/// With `ca`, TLS is required and the server's certificate checked against
+/// that CA: a server with a certificate from another CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_postgres),
+    ignore = "needs PostgreSQL (apt-get install postgresql)"
+)]
+async fn postgres_over_tls_with_a_private_ca() {
+    if !common::db::can_run_postgres("postgres_over_tls_with_a_private_ca") {
+        return;
+    }
+    let ca = common::tls::TestCa::new();
+    let (pg, ca_file) =
+        tokio::task::spawn_blocking(move || common::db::OwnPostgres::start_tls(&ca))
+            .await
+            .unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
+    let mut cfg = common::db::config(SqlDialect::Postgres, &url, "sg_tls");
+    cfg.ca = Some(ca_file.clone());
+    let store = SqlStore::open(&cfg).await.unwrap();
+    let now = sessiongate::record::now_ms();
+    let id = SessionId::generate();
+    store
+        .create(
+            &id,
+            &record(serde_json::json!({"over": "tls"}), now, now + 60_000),
+        )
+        .await
+        .unwrap();
+    assert!(store.load(&id, now + 1).await.unwrap().is_some());
+    // The connection really is TLS (the server says so).
+    let ssl: bool = sqlx::query_scalar::<sqlx::Any, bool>(
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(ssl, "the connection is not TLS");
+
+    // Another CA's certificate: refused, the store does not open.
+    let dir = std::env::temp_dir();
+    let other =
+        common::tls::TestCa::new().leaf(&["127.0.0.1"], &dir, &SessionId::generate().encode());
+    cfg.ca = Some(other.ca);
+    assert!(
+        SqlStore::open(&cfg).await.is_err(),
+        "an untrusted certificate"
+    );
+}
+
+/// `clear-sessions` deletes the expired rows of a shared table and says
+/// how many; live ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_postgres),
+    ignore = "needs PostgreSQL (apt-get install postgresql)"
+)]
+async fn clear_sessions_on_postgres() {
+    if !common::db::available(SqlDialect::Postgres, "clear_sessions_on_postgres") {
+        return;
+    }
+    let table = common::db::table("clear");
+    let cfg = common::db::config(SqlDialect::Postgres, common::db::POSTGRES_URL, &table);
+    let store = SqlStore::open(&cfg).await.unwrap();
+    let now = sessiongate::record::now_ms();
+    for i in 0..3 {
+        let r = record(serde_json::json!({ "i": i }), now - 100_000, now - 1_000);
+        store.create(&SessionId::generate(), &r).await.unwrap();
+    }
+    let live = SessionId::generate();
+    store
+        .create(
+            &live,
+            &record(serde_json::json!({"live": true}), now, now + 600_000),
+        )
+        .await
+        .unwrap();
+    let dir = common::process::temp_dir("clear-pg");
+    let config = dir.join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "secrets: [\"{}\"]\nsession: {{store: {{kind: postgres, url: \"{}\", table: {table}}}}}\nupstreams: {{app: {{url: \"http://127.0.0.1:1\"}}}}\nroutes: [{{upstream: app, forward: {{mode: none}}}}]\n",
+            common::SECRET,
+            common::db::POSTGRES_URL
+        ),
+    )
+    .unwrap();
+    let out =
+        common::process::sessiongate(&["clear-sessions", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    assert_eq!(common::db::rows(SqlDialect::Postgres, &table), 1);
+    assert!(store.load(&live, now).await.unwrap().is_some());
+    common::db::drop_tables(SqlDialect::Postgres, &[table]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_mariadb),
+    ignore = "needs MariaDB (apt-get install mariadb-server)"
+)]
+async fn mariadb_over_tls_with_a_private_ca() {
+    if !common::db::can_run_mariadb("mariadb_over_tls_with_a_private_ca") {
+        return;
+    }
+    let ca = common::tls::TestCa::new();
+    let (db, ca_file) = tokio::task::spawn_blocking(move || common::db::OwnMariadb::start_tls(&ca))
+        .await
+        .unwrap();
+    let mut cfg = common::db::config(SqlDialect::Mysql, &db.url(), "sg_tls");
+    cfg.ca = Some(ca_file);
+    let store = SqlStore::open(&cfg).await.unwrap();
+    let now = sessiongate::record::now_ms();
+    let id = SessionId::generate();
+    store
+        .create(
+            &id,
+            &record(serde_json::json!({"over": "tls"}), now, now + 60_000),
+        )
+        .await
+        .unwrap();
+    assert!(store.load(&id, now + 1).await.unwrap().is_some());
+    let cipher: String = sqlx::query_scalar::<sqlx::Any, String>(
+        "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(!cipher.is_empty(), "the connection is not TLS");
+
+    let dir = std::env::temp_dir();
+    let other =
+        common::tls::TestCa::new().leaf(&["127.0.0.1"], &dir, &SessionId::generate().encode());
+    cfg.ca = Some(other.ca);
+    assert!(
+        SqlStore::open(&cfg).await.is_err(),
+        "an untrusted certificate"
+    );
+}

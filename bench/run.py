@@ -393,6 +393,8 @@ def main():
             cli = (["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"] if db == "postgres"
                    else ["mysql", "-h", "127.0.0.1", "-uroot", "test", "-e"])
             subprocess.run(cli + [f"DROP TABLE IF EXISTS {table}"], capture_output=True)
+            if db == "postgres":
+                subprocess.run(cli + [f"DROP FUNCTION IF EXISTS {table}_notify()"], capture_output=True)
 
 
 def median(values):

@@ -131,11 +131,10 @@ async fn cached_over_embedded_conformance() {
 async fn reads_are_served_from_the_cache() {
     use sessiongate::record::{SessionData, SessionId, SessionRecord};
     use sessiongate::store::ServerStore;
-    if !common::db::available(SqlDialect::Postgres, "reads_are_served_from_the_cache") {
+    let Some(t) = common::db::Table::on(SqlDialect::Postgres, "hits") else {
         return;
-    }
-    let table = common::db::table("hits");
-    let cfg = common::db::config(SqlDialect::Postgres, common::db::POSTGRES_URL, &table);
+    };
+    let (table, cfg) = (&t.name, t.config());
     let (a, b) = (
         open(StoreConfig::Sql(cfg.clone())).await,
         open(StoreConfig::Sql(cfg)).await,
@@ -214,7 +213,6 @@ async fn reads_are_served_from_the_cache() {
         assert!(Instant::now() < deadline, "never invalidated: {v}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    common::db::drop_tables(SqlDialect::Postgres, &[table]);
 }
 
 fn gateway_yaml(store: &str) -> String {
@@ -357,16 +355,9 @@ async fn coherence(store: &str) {
     ignore = "needs PostgreSQL (apt-get install postgresql)"
 )]
 async fn two_instances_over_postgres_never_serve_stale() {
-    if !common::db::available(SqlDialect::Postgres, "cached_coherence_postgres") {
-        return;
+    if let Some(t) = common::db::Table::on(SqlDialect::Postgres, "coherent") {
+        coherence(&format!("{{kind: cached, durable: {}}}", t.store_yaml())).await;
     }
-    let table = common::db::table("coherent");
-    coherence(&format!(
-        "{{kind: cached, durable: {{kind: postgres, url: \"{}\", table: {table}}}}}",
-        common::db::POSTGRES_URL
-    ))
-    .await;
-    common::db::drop_tables(SqlDialect::Postgres, &[table]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,16 +234,9 @@ async fn revocation_under_traffic_on_two_instances_sharing_a_redis_cluster() {
 )]
 async fn revocation_under_traffic_on_two_instances_sharing_postgres() {
     use sessiongate::config::SqlDialect;
-    if !common::db::available(SqlDialect::Postgres, "revocation_on_postgres") {
-        return;
+    if let Some(t) = common::db::Table::on(SqlDialect::Postgres, "revoke") {
+        revocation_under_traffic(&t.store_yaml(), 2).await;
     }
-    let table = common::db::table("revoke");
-    let store = format!(
-        "{{kind: postgres, url: \"{}\", table: {table}}}",
-        common::db::POSTGRES_URL
-    );
-    revocation_under_traffic(&store, 2).await;
-    common::db::drop_tables(SqlDialect::Postgres, &[table]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,16 +246,9 @@ async fn revocation_under_traffic_on_two_instances_sharing_postgres() {
 )]
 async fn revocation_under_traffic_on_two_instances_sharing_mysql() {
     use sessiongate::config::SqlDialect;
-    if !common::db::available(SqlDialect::Mysql, "revocation_on_mysql") {
-        return;
+    if let Some(t) = common::db::Table::on(SqlDialect::Mysql, "revoke") {
+        revocation_under_traffic(&t.store_yaml(), 2).await;
     }
-    let table = common::db::table("revoke");
-    let store = format!(
-        "{{kind: mysql, url: \"{}\", table: {table}}}",
-        common::db::MYSQL_URL
-    );
-    revocation_under_traffic(&store, 2).await;
-    common::db::drop_tables(SqlDialect::Mysql, &[table]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,14 +292,8 @@ async fn revocation_under_traffic_on_two_instances_caching_over_redis() {
 )]
 async fn revocation_under_traffic_on_two_instances_caching_over_postgres() {
     use sessiongate::config::SqlDialect;
-    if !common::db::available(SqlDialect::Postgres, "revocation_on_cached_postgres") {
-        return;
+    if let Some(t) = common::db::Table::on(SqlDialect::Postgres, "revoke_cached") {
+        let store = format!("{{kind: cached, durable: {}}}", t.store_yaml());
+        revocation_under_traffic(&store, 2).await;
     }
-    let table = common::db::table("revoke_cached");
-    let store = format!(
-        "{{kind: cached, durable: {{kind: postgres, url: \"{}\", table: {table}}}}}",
-        common::db::POSTGRES_URL
-    );
-    revocation_under_traffic(&store, 2).await;
-    common::db::drop_tables(SqlDialect::Postgres, &[table]);
 }

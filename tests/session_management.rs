@@ -395,16 +395,9 @@ async fn the_cookie_store_answers_501() {
 )]
 async fn management_on_postgres() {
     use sessiongate::config::SqlDialect;
-    if !common::db::available(SqlDialect::Postgres, "management_on_postgres") {
-        return;
+    if let Some(t) = common::db::Table::on(SqlDialect::Postgres, "manage") {
+        behaviours(&t.store_yaml(), false).await;
     }
-    let table = common::db::table("manage");
-    let store = format!(
-        "{{kind: postgres, url: \"{}\", table: {table}}}",
-        common::db::POSTGRES_URL
-    );
-    behaviours(&store, false).await;
-    common::db::drop_tables(SqlDialect::Postgres, &[table]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,16 +407,9 @@ async fn management_on_postgres() {
 )]
 async fn management_on_mysql() {
     use sessiongate::config::SqlDialect;
-    if !common::db::available(SqlDialect::Mysql, "management_on_mysql") {
-        return;
+    if let Some(t) = common::db::Table::on(SqlDialect::Mysql, "manage") {
+        behaviours(&t.store_yaml(), false).await;
     }
-    let table = common::db::table("manage");
-    let store = format!(
-        "{{kind: mysql, url: \"{}\", table: {table}}}",
-        common::db::MYSQL_URL
-    );
-    behaviours(&store, false).await;
-    common::db::drop_tables(SqlDialect::Mysql, &[table]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,14 +436,8 @@ async fn management_on_memcached() {
 )]
 async fn management_on_cached_over_postgres() {
     use sessiongate::config::SqlDialect;
-    if !common::db::available(SqlDialect::Postgres, "management_on_cached_over_postgres") {
-        return;
+    if let Some(t) = common::db::Table::on(SqlDialect::Postgres, "manage_cached") {
+        let store = format!("{{kind: cached, durable: {}}}", t.store_yaml());
+        behaviours(&store, false).await;
     }
-    let table = common::db::table("manage_cached");
-    let store = format!(
-        "{{kind: cached, durable: {{kind: postgres, url: \"{}\", table: {table}}}}}",
-        common::db::POSTGRES_URL
-    );
-    behaviours(&store, false).await;
-    common::db::drop_tables(SqlDialect::Postgres, &[table]);
 }

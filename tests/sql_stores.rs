@@ -73,11 +73,10 @@ async fn postgres_over_tls_with_a_private_ca() {
     ignore = "needs PostgreSQL (apt-get install postgresql)"
 )]
 async fn clear_sessions_on_postgres() {
-    if !common::db::available(SqlDialect::Postgres, "clear_sessions_on_postgres") {
+    let Some(t) = common::db::Table::on(SqlDialect::Postgres, "clear") else {
         return;
-    }
-    let table = common::db::table("clear");
-    let cfg = common::db::config(SqlDialect::Postgres, common::db::POSTGRES_URL, &table);
+    };
+    let (table, cfg) = (&t.name, t.config());
     let store = SqlStore::open(&cfg).await.unwrap();
     let now = sessiongate::record::now_ms();
     for i in 0..3 {
@@ -113,9 +112,8 @@ async fn clear_sessions_on_postgres() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
-    assert_eq!(common::db::rows(SqlDialect::Postgres, &table), 1);
+    assert_eq!(common::db::rows(SqlDialect::Postgres, table), 1);
     assert!(store.load(&live, now).await.unwrap().is_some());
-    common::db::drop_tables(SqlDialect::Postgres, &[table]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -175,16 +175,9 @@ fn sql_store(kind: &str, url: &str) -> String {
 )]
 async fn two_instances_share_postgres() {
     use sessiongate::config::SqlDialect;
-    if !common::db::available(SqlDialect::Postgres, "two_instances_share_postgres") {
-        return;
+    if let Some(t) = common::db::Table::on(SqlDialect::Postgres, "share") {
+        two_instances_share_sessions(&t.store_yaml()).await;
     }
-    let table = common::db::table("share");
-    two_instances_share_sessions(&format!(
-        "{{kind: postgres, url: \"{}\", table: {table}}}",
-        common::db::POSTGRES_URL
-    ))
-    .await;
-    common::db::drop_tables(SqlDialect::Postgres, &[table]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,16 +187,9 @@ async fn two_instances_share_postgres() {
 )]
 async fn two_instances_share_mysql() {
     use sessiongate::config::SqlDialect;
-    if !common::db::available(SqlDialect::Mysql, "two_instances_share_mysql") {
-        return;
+    if let Some(t) = common::db::Table::on(SqlDialect::Mysql, "share") {
+        two_instances_share_sessions(&t.store_yaml()).await;
     }
-    let table = common::db::table("share");
-    two_instances_share_sessions(&format!(
-        "{{kind: mysql, url: \"{}\", table: {table}}}",
-        common::db::MYSQL_URL
-    ))
-    .await;
-    common::db::drop_tables(SqlDialect::Mysql, &[table]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -324,12 +324,13 @@ async fn redis_cluster_keeps_the_index() {
     suite(s, sessiongate::record::now_ms(), true, true).await;
 }
 
-async fn sql_keeps_the_index(dialect: sessiongate::config::SqlDialect, url: &str) {
-    let table = common::db::table("index");
-    let cfg = common::db::config(dialect, url, &table);
-    let s = sessiongate::store::sql::SqlStore::open(&cfg).await.unwrap();
-    suite(s, sessiongate::record::now_ms(), false, false).await;
-    common::db::drop_tables(dialect, &[table]);
+async fn sql_keeps_the_index(dialect: sessiongate::config::SqlDialect) {
+    if let Some(t) = common::db::Table::on(dialect, "index") {
+        let s = sessiongate::store::sql::SqlStore::open(&t.config())
+            .await
+            .unwrap();
+        suite(s, sessiongate::record::now_ms(), false, false).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,10 +339,7 @@ async fn sql_keeps_the_index(dialect: sessiongate::config::SqlDialect, url: &str
     ignore = "needs PostgreSQL (apt-get install postgresql)"
 )]
 async fn postgres_keeps_the_index() {
-    use sessiongate::config::SqlDialect;
-    if common::db::available(SqlDialect::Postgres, "postgres_keeps_the_index") {
-        sql_keeps_the_index(SqlDialect::Postgres, common::db::POSTGRES_URL).await;
-    }
+    sql_keeps_the_index(sessiongate::config::SqlDialect::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,10 +348,7 @@ async fn postgres_keeps_the_index() {
     ignore = "needs MariaDB (apt-get install mariadb-server)"
 )]
 async fn mysql_keeps_the_index() {
-    use sessiongate::config::SqlDialect;
-    if common::db::available(SqlDialect::Mysql, "mysql_keeps_the_index") {
-        sql_keeps_the_index(SqlDialect::Mysql, common::db::MYSQL_URL).await;
-    }
+    sql_keeps_the_index(sessiongate::config::SqlDialect::Mysql).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

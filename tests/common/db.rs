@@ -68,6 +68,13 @@ pub fn drop_tables(dialect: SqlDialect, tables: &[String]) {
                 "-c",
                 &sql,
             ])
+            // With the table, the function a cached store's trigger calls.
+            .args(tables.iter().flat_map(|t| {
+                [
+                    "-c".to_string(),
+                    format!("DROP FUNCTION IF EXISTS {t}_notify()"),
+                ]
+            }))
             .stdout(Stdio::null())
             .status(),
         SqlDialect::Mysql => Command::new("mysql")
@@ -388,4 +395,52 @@ pub fn rows(dialect: SqlDialect, table: &str) -> u64 {
     }
     .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A table of the test's own on the machine's database service, dropped
+/// when the test ends, passing or not.
+pub struct Table {
+    pub dialect: SqlDialect,
+    pub name: String,
+}
+
+impl Table {
+    /// `None` (the test then returns) when the service does not answer,
+    /// which fails the test under CI=true.
+    pub fn on(dialect: SqlDialect, tag: &str) -> Option<Table> {
+        available(dialect, tag).then(|| Table {
+            dialect,
+            name: table(tag),
+        })
+    }
+
+    pub fn url(&self) -> &'static str {
+        match self.dialect {
+            SqlDialect::Postgres => POSTGRES_URL,
+            SqlDialect::Mysql => MYSQL_URL,
+        }
+    }
+
+    /// The `session.store` YAML of this table.
+    pub fn store_yaml(&self) -> String {
+        let kind = match self.dialect {
+            SqlDialect::Postgres => "postgres",
+            SqlDialect::Mysql => "mysql",
+        };
+        format!(
+            "{{kind: {kind}, url: \"{}\", table: {}}}",
+            self.url(),
+            self.name
+        )
+    }
+
+    pub fn config(&self) -> SqlConfig {
+        config(self.dialect, self.url(), &self.name)
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        drop_tables(self.dialect, std::slice::from_ref(&self.name));
+    }
 }

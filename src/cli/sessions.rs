@@ -20,15 +20,22 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Subcommand)]
 pub enum SessionsCommand {
     /// List a subject's live sessions, newest first.
+    // Sids are base64url and may start with '-', as may a subject: the
+    // values are taken as given, never as a flag.
     List {
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         subject: String,
     },
     /// Revoke every session of a subject, or one session by its sid.
     Revoke {
-        #[arg(long, required_unless_present = "sid", conflicts_with = "sid")]
+        #[arg(
+            long,
+            required_unless_present = "sid",
+            conflicts_with = "sid",
+            allow_hyphen_values = true
+        )]
         subject: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         sid: Option<String>,
     },
 }
@@ -276,6 +283,30 @@ pub async fn main(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sid_or_subject_starting_with_a_hyphen_is_a_value() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "sessiongate",
+            "sessions",
+            "revoke",
+            "--sid",
+            "-pQx4kVb1Z2m0aBcDeFgHi",
+        ])
+        .unwrap();
+        let Some(crate::cli::Command::Sessions { command, .. }) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert!(
+            matches!(command, SessionsCommand::Revoke { sid: Some(ref s), .. } if s == "-pQx4kVb1Z2m0aBcDeFgHi"),
+            "{command:?}"
+        );
+        let cli =
+            crate::cli::Cli::try_parse_from(["sessiongate", "sessions", "list", "--subject", "-7"])
+                .unwrap();
+        assert!(format!("{cli:?}").contains("\"-7\""), "{cli:?}");
+    }
 
     #[test]
     fn the_table_names_each_session_and_counts_them() {

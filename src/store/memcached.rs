@@ -95,7 +95,15 @@ impl MemcachedStore {
         id: &SessionId,
         now_ms: UnixMillis,
     ) -> Result<Option<(Item, u64)>, StoreError> {
-        let Some((bytes, cas)) = self.servers.get(&self.key(id)).await? else {
+        self.read_key(&self.key(id), now_ms).await
+    }
+
+    async fn read_key(
+        &self,
+        key: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Option<(Item, u64)>, StoreError> {
+        let Some((bytes, cas)) = self.servers.get(key).await? else {
             return Ok(None);
         };
         match decode(&bytes)? {
@@ -111,7 +119,7 @@ impl MemcachedStore {
         op: &SaveOp<'_>,
     ) -> Result<Option<SaveOutcome>, StoreError> {
         let key = self.key(id);
-        let (current, cas) = match self.read(id, op.now_ms).await? {
+        let (current, cas) = match self.read_key(&key, op.now_ms).await? {
             Some((Item::Session(r), cas)) => (r, cas),
             Some((Item::Moved(_), _)) | None => return Ok(Some(SaveOutcome::Gone)),
         };

@@ -132,8 +132,15 @@ impl Servers {
     /// A pooled connection that fails (the server restarted since it was
     /// opened) is replaced and the request tried once more on a new one.
     async fn run(&self, server: &Server, op: &Op<'_>) -> Result<Reply, (StoreError, bool)> {
-        let i = server.next.fetch_add(1, Ordering::Relaxed) % server.conns.len();
-        let mut slot = server.conns[i].lock().await;
+        // A free connection if there is one; otherwise wait, in turn, for
+        // one: a request does not queue behind a slow one while others idle.
+        let n = server.conns.len();
+        let start = server.next.fetch_add(1, Ordering::Relaxed);
+        let free = (0..n).find_map(|k| server.conns[(start + k) % n].try_lock().ok());
+        let mut slot = match free {
+            Some(slot) => slot,
+            None => server.conns[start % n].lock().await,
+        };
         let mut reused = true;
         loop {
             if slot.as_ref().is_none_or(|c| c.is_closed()) {

@@ -154,18 +154,7 @@ async fn reads_are_served_from_the_cache() {
     assert_eq!(b.cache().len(), 1, "the miss filled the cache");
     // Behind its back: the cache answers.
     let psql = |sql: &str| {
-        let out = std::process::Command::new("psql")
-            .args([
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-c",
-                sql,
-            ])
+        let out = common::db::client(SqlDialect::Postgres, &[sql.to_string()])
             .output()
             .unwrap();
         assert!(
@@ -215,25 +204,6 @@ async fn reads_are_served_from_the_cache() {
     }
 }
 
-fn gateway_yaml(store: &str) -> String {
-    format!(
-        r#"
-secrets: ["{SECRET}"]
-admin: {{token: "{TOKEN}"}}
-session:
-  cookie: {{secure: false}}
-  store: {store}
-  subject_key: user_id
-upstreams:
-  app: {{url: "http://{{upstream}}", timeout: 5s}}
-routes:
-{JSON_ROUTE}
-"#
-    )
-}
-
-const TOKEN: &str = "admin-token-0123456789abcdef-0123456789";
-
 async fn wait_ready(c: &TestClient, gw: &Gateway) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while c.get(&gw.admin_url("/readyz"), &[]).await.status != 200 {
@@ -248,8 +218,8 @@ async fn wait_ready(c: &TestClient, gw: &Gateway) {
 /// revocation in turn; a thousand rounds, no stale read.
 async fn coherence(store: &str) {
     let up = upstream().await;
-    let a = gateway(&gateway_yaml(store), up.addr).await;
-    let b = gateway(&gateway_yaml(store), up.addr).await;
+    let a = gateway(&managed_yaml(store), up.addr).await;
+    let b = gateway(&managed_yaml(store), up.addr).await;
     let c = TestClient::new();
     wait_ready(&c, &a).await;
     wait_ready(&c, &b).await;
@@ -278,7 +248,7 @@ async fn coherence(store: &str) {
                 let r = c
                     .send(
                         http::Request::delete(a.admin_url(&format!("/sessions?subject={subject}")))
-                            .header("authorization", format!("Bearer {TOKEN}"))
+                            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
                             .body(http_body_util::Full::new(bytes::Bytes::new()))
                             .unwrap(),
                     )

@@ -13,14 +13,6 @@ fn standalone(url: &str) -> String {
     format!("{{kind: redis, url: \"{url}\", key_prefix: \"e2e:\", timeout: 1s}}")
 }
 
-async fn write(c: &TestClient, gw: &Gateway, cookie: Option<&str>, update: &str) -> Reply {
-    let mut h = vec![reply("X-Session-Update", update)];
-    if let Some(cookie) = cookie {
-        h.push(("cookie", cookie.to_string()));
-    }
-    c.get(&gw.url("/"), &hdrs(&h)).await
-}
-
 async fn two_instances_share_sessions(store: &str) {
     let up = upstream().await;
     let a = gateway(&store_yaml(store, "fail_closed"), up.addr).await;

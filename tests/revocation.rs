@@ -13,25 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const COOKIE: &str = "sessionid";
-const TOKEN: &str = "admin-token-0123456789abcdef-0123456789";
+const TOKEN: &str = ADMIN_TOKEN;
 const WRITERS: usize = 8;
-
-fn yaml(store: &str) -> String {
-    format!(
-        r#"
-secrets: ["{SECRET}"]
-admin: {{token: "{TOKEN}"}}
-session:
-  cookie: {{secure: false}}
-  store: {store}
-  subject_key: user_id
-upstreams:
-  app: {{url: "http://{{upstream}}", timeout: 5s}}
-routes:
-{JSON_ROUTE}
-"#
-    )
-}
 
 async fn login(c: &TestClient, gw: &Gateway, user: &str) -> String {
     let r = c
@@ -63,7 +46,7 @@ async fn revocation_under_traffic(store: &str, instances: usize) {
     let up = upstream().await;
     let mut gws = Vec::new();
     for _ in 0..instances {
-        gws.push(Arc::new(gateway(&yaml(store), up.addr).await));
+        gws.push(Arc::new(gateway(&managed_yaml(store), up.addr).await));
     }
     let c = Arc::new(TestClient::new());
     let mut alice = Vec::new();

@@ -32,19 +32,7 @@ async fn postgres_over_tls_with_a_private_ca() {
             .await
             .unwrap();
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
-    let mut cfg = common::db::config(SqlDialect::Postgres, &url, "sg_tls");
-    cfg.ca = Some(ca_file.clone());
-    let store = SqlStore::open(&cfg).await.unwrap();
-    let now = sessiongate::record::now_ms();
-    let id = SessionId::generate();
-    store
-        .create(
-            &id,
-            &record(serde_json::json!({"over": "tls"}), now, now + 60_000),
-        )
-        .await
-        .unwrap();
-    assert!(store.load(&id, now + 1).await.unwrap().is_some());
+    let store = over_tls(SqlDialect::Postgres, &url, ca_file).await;
     // The connection really is TLS (the server says so).
     let ssl: bool = sqlx::query_scalar::<sqlx::Any, bool>(
         "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
@@ -53,8 +41,19 @@ async fn postgres_over_tls_with_a_private_ca() {
     .await
     .unwrap();
     assert!(ssl, "the connection is not TLS");
+}
 
-    // Another CA's certificate: refused, the store does not open.
+/// Opens the store with `ca` (TLS required, the name checked), keeps a
+/// session through it; with another CA's certificate instead, refused.
+async fn over_tls(dialect: SqlDialect, url: &str, ca: std::path::PathBuf) -> SqlStore {
+    let mut cfg = common::db::config(dialect, url, "sg_tls");
+    cfg.ca = Some(ca);
+    let store = SqlStore::open(&cfg).await.unwrap();
+    let now = sessiongate::record::now_ms();
+    let id = SessionId::generate();
+    let r = record(serde_json::json!({"over": "tls"}), now, now + 60_000);
+    store.create(&id, &r).await.unwrap();
+    assert!(store.load(&id, now + 1).await.unwrap().is_some());
     let dir = std::env::temp_dir();
     let other =
         common::tls::TestCa::new().leaf(&["127.0.0.1"], &dir, &SessionId::generate().encode());
@@ -63,6 +62,7 @@ async fn postgres_over_tls_with_a_private_ca() {
         SqlStore::open(&cfg).await.is_err(),
         "an untrusted certificate"
     );
+    store
 }
 
 /// `clear-sessions` deletes the expired rows of a shared table and says
@@ -129,19 +129,7 @@ async fn mariadb_over_tls_with_a_private_ca() {
     let (db, ca_file) = tokio::task::spawn_blocking(move || common::db::OwnMariadb::start_tls(&ca))
         .await
         .unwrap();
-    let mut cfg = common::db::config(SqlDialect::Mysql, &db.url(), "sg_tls");
-    cfg.ca = Some(ca_file);
-    let store = SqlStore::open(&cfg).await.unwrap();
-    let now = sessiongate::record::now_ms();
-    let id = SessionId::generate();
-    store
-        .create(
-            &id,
-            &record(serde_json::json!({"over": "tls"}), now, now + 60_000),
-        )
-        .await
-        .unwrap();
-    assert!(store.load(&id, now + 1).await.unwrap().is_some());
+    let store = over_tls(SqlDialect::Mysql, &db.url(), ca_file).await;
     let cipher: String = sqlx::query_scalar::<sqlx::Any, String>(
         "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'",
     )
@@ -149,13 +137,4 @@ async fn mariadb_over_tls_with_a_private_ca() {
     .await
     .unwrap();
     assert!(!cipher.is_empty(), "the connection is not TLS");
-
-    let dir = std::env::temp_dir();
-    let other =
-        common::tls::TestCa::new().leaf(&["127.0.0.1"], &dir, &SessionId::generate().encode());
-    cfg.ca = Some(other.ca);
-    assert!(
-        SqlStore::open(&cfg).await.is_err(),
-        "an untrusted certificate"
-    );
 }

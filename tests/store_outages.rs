@@ -8,30 +8,6 @@ use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-fn store_yaml(store: &str, on_store_error: &str) -> String {
-    format!(
-        r#"
-secrets: ["{SECRET}"]
-session:
-  cookie: {{secure: false}}
-  store: {store}
-  on_store_error: {on_store_error}
-upstreams:
-  app: {{url: "http://{{upstream}}", timeout: 5s}}
-routes:
-{JSON_ROUTE}
-"#
-    )
-}
-
-async fn write(c: &TestClient, gw: &Gateway, cookie: Option<&str>, update: &str) -> Reply {
-    let mut h = vec![reply("X-Session-Update", update)];
-    if let Some(cookie) = cookie {
-        h.push(("cookie", cookie.to_string()));
-    }
-    c.get(&gw.url("/"), &hdrs(&h)).await
-}
-
 /// Two instances on one store: a write through either is read through the
 /// other, and 80 concurrent writes of different keys through both all land.
 async fn two_instances_share_sessions(store: &str) {

@@ -49,38 +49,46 @@ pub fn config(dialect: SqlDialect, url: &str, table: &str) -> SqlConfig {
     }
 }
 
-/// Drops the tables a test made (by the database's own client).
+/// The database's own client, running `statements` in turn on the test
+/// database, answers unadorned (no headers, no alignment).
+pub fn client(dialect: SqlDialect, statements: &[String]) -> Command {
+    let mut c = match dialect {
+        SqlDialect::Postgres => {
+            let mut c = Command::new("psql");
+            c.args(["-qAt", "-h", "127.0.0.1", "-U", "postgres", "-d", "test"]);
+            c
+        }
+        SqlDialect::Mysql => {
+            let mut c = Command::new("mysql");
+            c.args(["-N", "-h", "127.0.0.1", "-uroot", "test"]);
+            c
+        }
+    };
+    let flag = match dialect {
+        SqlDialect::Postgres => "-c",
+        SqlDialect::Mysql => "-e",
+    };
+    for sql in statements {
+        c.args([flag, sql]);
+    }
+    c
+}
+
+/// Drops the tables a test made, and on PostgreSQL the function a cached
+/// store's trigger on each calls.
 pub fn drop_tables(dialect: SqlDialect, tables: &[String]) {
     if tables.is_empty() {
         return;
     }
-    let sql = format!("DROP TABLE IF EXISTS {}", tables.join(", "));
-    let _ = match dialect {
-        SqlDialect::Postgres => Command::new("psql")
-            .args([
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-c",
-                &sql,
-            ])
-            // With the table, the function a cached store's trigger calls.
-            .args(tables.iter().flat_map(|t| {
-                [
-                    "-c".to_string(),
-                    format!("DROP FUNCTION IF EXISTS {t}_notify()"),
-                ]
-            }))
-            .stdout(Stdio::null())
-            .status(),
-        SqlDialect::Mysql => Command::new("mysql")
-            .args(["-h", "127.0.0.1", "-uroot", "test", "-e", &sql])
-            .status(),
-    };
+    let mut statements = vec![format!("DROP TABLE IF EXISTS {}", tables.join(", "))];
+    if dialect == SqlDialect::Postgres {
+        statements.extend(
+            tables
+                .iter()
+                .map(|t| format!("DROP FUNCTION IF EXISTS {t}_notify()")),
+        );
+    }
+    let _ = client(dialect, &statements).stdout(Stdio::null()).status();
 }
 
 pub fn free_port() -> u16 {
@@ -374,26 +382,9 @@ fn wait_for(port: u16) {
 
 /// Rows in a table, read by the database's own client.
 pub fn rows(dialect: SqlDialect, table: &str) -> u64 {
-    let sql = format!("SELECT COUNT(*) FROM {table}");
-    let out = match dialect {
-        SqlDialect::Postgres => Command::new("psql")
-            .args([
-                "-At",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-c",
-                &sql,
-            ])
-            .output(),
-        SqlDialect::Mysql => Command::new("mysql")
-            .args(["-N", "-h", "127.0.0.1", "-uroot", "test", "-e", &sql])
-            .output(),
-    }
-    .unwrap();
+    let out = client(dialect, &[format!("SELECT COUNT(*) FROM {table}")])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 

@@ -266,6 +266,37 @@ routes:
     )
 }
 
+/// A request whose answer carries `update` as the session's change.
+pub async fn write(c: &TestClient, gw: &Gateway, cookie: Option<&str>, update: &str) -> Reply {
+    let mut h = vec![reply("X-Session-Update", update)];
+    if let Some(cookie) = cookie {
+        h.push(("cookie", cookie.to_string()));
+    }
+    c.get(&gw.url("/"), &hdrs(&h)).await
+}
+
+/// The admin token of the tests that manage sessions.
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-0123456789";
+
+/// A config with session management on: the admin token and `user_id`
+/// as the subject key, one JSON route.
+pub fn managed_yaml(store: &str) -> String {
+    format!(
+        r#"
+secrets: ["{SECRET}"]
+admin: {{token: "{ADMIN_TOKEN}"}}
+session:
+  cookie: {{secure: false}}
+  store: {store}
+  subject_key: user_id
+upstreams:
+  app: {{url: "http://{{upstream}}", timeout: 5s}}
+routes:
+{JSON_ROUTE}
+"#
+    )
+}
+
 pub struct Reply {
     pub status: u16,
     pub headers: HeaderMap,

@@ -1,7 +1,7 @@
 //! Bodies on the wire: the decoders both directions read with, and the
 //! request body a server connection streams to the proxy.
 
-use super::common::{Framing, poll_fill};
+use super::common::{Framing, poll_fill_body};
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -465,7 +465,7 @@ impl Feeder {
                     }
                 }
                 Ok(Decoded::End) => return self.end(Ok(())),
-                Ok(Decoded::NeedMore) => match poll_fill(io, buf, cx) {
+                Ok(Decoded::NeedMore) => match poll_fill_body(io, buf, cx) {
                     Poll::Ready(Ok(0)) => {
                         let end = self.decoder.at_eof();
                         return self.end(end);

@@ -10,7 +10,9 @@
 //! [`Handler`].
 
 use super::body::{Fed, Feeder, RequestBody};
-use super::common::{Framing, Prefixed, READ_RESERVE_BYTES, fill, lists_token, poll_fill};
+use super::common::{
+    Framing, HEAD_BUFFER_BYTES, Prefixed, READ_RESERVE_BYTES, fill, lists_token, poll_fill,
+};
 use super::request::{self, Head, HeadLimits, Parsed, Spare, may_end_head};
 use super::response::{Answering, reject, write_response};
 use bytes::{Bytes, BytesMut};
@@ -146,7 +148,7 @@ where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     H: Handler,
 {
-    let mut buf = BytesMut::with_capacity(READ_RESERVE_BYTES);
+    let mut buf = BytesMut::with_capacity(HEAD_BUFFER_BYTES);
     let mut out = Vec::new();
     let mut spare = Spare::default();
     // Asked without waiting before each answer: once shutdown has begun,
@@ -256,7 +258,7 @@ where
             out = Vec::new();
         }
         if buf.is_empty() && buf.capacity() > MAX_KEPT_BUFFER_BYTES {
-            buf = BytesMut::with_capacity(READ_RESERVE_BYTES);
+            buf = BytesMut::with_capacity(HEAD_BUFFER_BYTES);
         }
     }
 }

@@ -15,7 +15,7 @@ use super::conn::{Answer, Conn, Failed, Home, Silence, Wire};
 use super::response::{UpstreamBody, UpstreamUpgrade};
 use super::stream::UpstreamStream;
 use crate::config::UpstreamConfig;
-use crate::http1::{Added, Decoder, Framing, Prefixed, READ_RESERVE_BYTES, ResponseError};
+use crate::http1::{Added, Decoder, Framing, Prefixed, ResponseError};
 use crate::http1::{ClientBodyError, RequestBody};
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Response, header};
@@ -32,9 +32,6 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_IDLE_PER_UPSTREAM: usize = 256;
 /// Bound on the TCP connect (and TLS handshake) to an upstream.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A pooled connection keeps buffers up to this size; one a large head grew
-/// is replaced, so that idle connections do not pin a large head's memory.
-const MAX_POOLED_BUFFER_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -80,7 +77,18 @@ impl Conn {
     /// wait finds nothing (tokio answers from its readiness state, without
     /// a system call, unless the socket became readable).
     fn reusable(&mut self) -> bool {
-        self.wire.buf.is_empty() && poll_once_pending(poll_fn(|cx| self.wire.poll_fill(cx)))
+        if !self.wire.buf.is_empty() {
+            return false;
+        }
+        match &mut self.wire.io {
+            // Readiness first, then a read of one byte: an idle connection
+            // keeps no buffer to read into.
+            UpstreamStream::Plain(s) => {
+                poll_once_pending(poll_fn(|cx| s.poll_read_ready(cx)))
+                    || matches!(s.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+            UpstreamStream::Tls(_) => poll_once_pending(poll_fn(|cx| self.wire.poll_fill(cx))),
+        }
     }
 }
 
@@ -140,8 +148,9 @@ impl Connector {
             let _ = tcp.set_nodelay(true);
             match &self.tls {
                 None => Ok(UpstreamStream::Plain(tcp)),
-                Some((connector, name)) => connector
-                    .connect(name.clone(), tcp)
+                // Boxed: the handshake's state is large (1.4 KB of every
+                // connect, plain or not, when inline), and rare.
+                Some((connector, name)) => Box::pin(connector.connect(name.clone(), tcp))
                     .await
                     .map(|s| UpstreamStream::Tls(Box::new(s)))
                     .map_err(|source| UpstreamError::Tls {
@@ -164,12 +173,8 @@ impl Home for Pool {
         if !keep_alive || !conn.wire.buf.is_empty() {
             return;
         }
-        if conn.wire.buf.capacity() > MAX_POOLED_BUFFER_BYTES {
-            conn.wire.buf = BytesMut::with_capacity(READ_RESERVE_BYTES);
-        }
-        if conn.wire.out.capacity() > MAX_POOLED_BUFFER_BYTES {
-            conn.wire.out = Vec::new();
-        }
+        // Allocated again when the next response is readable.
+        conn.wire.buf = BytesMut::new();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
             idle.push((now, conn));
@@ -288,7 +293,7 @@ impl Pool {
                             io: Box::pin(connect)
                                 .await
                                 .map_err(|_| UpstreamError::TimedOut(timeout))??,
-                            buf: BytesMut::with_capacity(READ_RESERVE_BYTES),
+                            buf: BytesMut::new(),
                             out: Vec::new(),
                         },
                         timer: Box::pin(tokio::time::sleep_until(deadline)),
@@ -368,6 +373,79 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    async fn get(pool: &Arc<Pool>, now: Instant) -> Response<UpstreamBody> {
+        let (parts, ()) = http::Request::get("/")
+            .header("host", "a")
+            .body(())
+            .unwrap()
+            .into_parts();
+        pool.send(
+            &parts,
+            &Added::default(),
+            &mut RequestBody::Empty,
+            Framing::Empty,
+            false,
+            now,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn pool_for(addr: std::net::SocketAddr) -> Arc<Pool> {
+        let yaml = format!(
+            "secrets: [\"{}\"]\nupstreams: {{app: {{url: \"http://{addr}\"}}}}\nroutes: [{{match: {{path_prefix: /}}, upstream: app, forward: {{mode: none}}}}]",
+            "s".repeat(32)
+        );
+        let cfg = crate::config::from_yaml(&yaml).unwrap();
+        Arc::new(Pool::new(&cfg.upstreams[0], None))
+    }
+
+    /// A connection waiting in the pool keeps no buffer (a request waiting
+    /// for its answer holds none either: that is what bounds memory with
+    /// thousands in flight), still carries the next request, and is not
+    /// taken once the upstream has closed it.
+    #[tokio::test]
+    async fn idle_connections_hold_no_buffers_and_closed_ones_are_not_taken() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            for _ in 0..2 {
+                let _ = s.read(&mut buf).await.unwrap();
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+            }
+            let _ = close_rx.await;
+            drop(s);
+            let _ = closed_tx.send(());
+        });
+        let pool = pool_for(addr);
+        let now = Instant::now();
+        let body = get(&pool, now).await.into_body();
+        drop(body);
+        {
+            let idle = pool.idle.lock().unwrap();
+            assert_eq!(idle.len(), 1);
+            assert_eq!(idle[0].1.wire.buf.capacity(), 0);
+            assert_eq!(idle[0].1.wire.out.capacity(), 0);
+        }
+        // The same connection serves again (the upstream accepts only one).
+        assert_eq!(get(&pool, now).await.status(), http::StatusCode::OK);
+        assert_eq!(pool.idle_count(), 1);
+        close_tx.send(()).unwrap();
+        closed_rx.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            pool.take_idle(now).is_none(),
+            "a closed connection was taken"
+        );
+    }
+
     /// An idle connection is closed by `close_idle` once past the idle
     /// timeout, and the upstream sees it close.
     #[tokio::test]
@@ -386,31 +464,9 @@ mod tests {
             let n = s.read(&mut buf).await.unwrap_or(0);
             let _ = closed_tx.send(n);
         });
-        let yaml = format!(
-            "secrets: [\"{}\"]\nupstreams: {{app: {{url: \"http://{addr}\"}}}}\nroutes: [{{match: {{path_prefix: /}}, upstream: app, forward: {{mode: none}}}}]",
-            "s".repeat(32)
-        );
-        let cfg = crate::config::from_yaml(&yaml).unwrap();
-        let pool = Arc::new(Pool::new(&cfg.upstreams[0], None));
-        let (parts, ()) = http::Request::get("/")
-            .header("host", "a")
-            .body(())
-            .unwrap()
-            .into_parts();
+        let pool = pool_for(addr);
         let start = Instant::now();
-        let resp = pool
-            .send(
-                &parts,
-                &Added::default(),
-                &mut RequestBody::Empty,
-                Framing::Empty,
-                false,
-                start,
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
-        drop(resp);
+        drop(get(&pool, start).await);
         assert_eq!(pool.idle_count(), 1);
         assert_eq!(pool.close_idle(start + Duration::from_secs(30)), 0);
         assert_eq!(

@@ -138,7 +138,7 @@ impl Streaming {
                     self.finish();
                     return Poll::Ready(None);
                 }
-                Decoded::NeedMore => match conn.wire.poll_fill(cx) {
+                Decoded::NeedMore => match conn.wire.poll_fill_body(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(0)) => {
                         self.conn = None;

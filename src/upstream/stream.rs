@@ -11,6 +11,17 @@ pub enum UpstreamStream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+impl UpstreamStream {
+    /// Ready once a read would not wait. A TLS stream says so at once: its
+    /// records are read through rustls's own buffer anyway.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self {
+            UpstreamStream::Plain(s) => s.poll_read_ready(cx),
+            UpstreamStream::Tls(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
 impl AsyncRead for UpstreamStream {
     fn poll_read(
         self: Pin<&mut Self>,

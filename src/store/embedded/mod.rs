@@ -204,9 +204,10 @@ impl EmbeddedStore {
         let writer_file = file.clone();
         let cache = Arc::new(ReadCache::new());
         let writer_cache = cache.clone();
+        let replier = writer::replier();
         let thread = std::thread::Builder::new()
             .name("sessiongate-embedded-writer".into())
-            .spawn(move || writer::writer_loop(writer_file, writer_cache, rx, bounds))
+            .spawn(move || writer::writer_loop(writer_file, writer_cache, rx, bounds, replier))
             .map_err(|e| OpenError::Io("writer thread".into(), e))?;
         Ok(EmbeddedStore {
             file,
@@ -557,10 +558,53 @@ mod tests {
         ];
         let db = store.file.db().unwrap();
         let bounds = writer::Bounds { max_sessions: 100 };
-        writer::apply_batch(&db, &store.cache, batch, &bounds, |_, _| {});
+        writer::apply_batch(
+            &db,
+            &store.cache,
+            batch,
+            &bounds,
+            |_, _| {},
+            &writer::reply_all,
+        );
         assert_eq!(cached(&store, &id), None);
         assert!(store.load(&id, now).await.unwrap().is_none());
         drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Replies reach callers whether the store was opened outside any
+    /// runtime (the writer answers itself), or in one that has since shut
+    /// down, taking the task that answered for the writer with it.
+    #[test]
+    fn writes_are_answered_without_the_runtime_the_store_was_opened_in() {
+        let dir = std::env::temp_dir().join(format!(
+            "sessiongate-embedded-{}",
+            SessionId::generate().encode()
+        ));
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let now = crate::record::now_ms();
+        let mut record = SessionRecord::new("sid-a".into(), now);
+        record.expires_ms = now + 600_000;
+        let outside = EmbeddedStore::open(&dir.join("outside.db")).unwrap();
+        let gone = runtime().block_on(async { EmbeddedStore::open(&dir.join("gone.db")).unwrap() });
+        for store in [&outside, &gone] {
+            let id = SessionId::generate();
+            let answered = runtime().block_on(async {
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    store.create(&id, &record),
+                )
+                .await
+            });
+            assert!(matches!(answered, Ok(Ok(()))), "no answer from the writer");
+            assert!(runtime().block_on(store.load(&id, now)).unwrap().is_some());
+        }
+        drop((outside, gone));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -75,12 +75,49 @@ pub(super) struct Bounds {
     pub max_sessions: usize,
 }
 
+/// A committed batch's replies, with the commit's outcome.
+type Replies = (Vec<Pending>, Result<(), String>);
+
+/// Answers each caller of a batch.
+pub(super) fn reply_all((replies, outcome): Replies) {
+    for reply in replies {
+        reply(outcome.as_ref().map(|_| ()).map_err(String::as_str));
+    }
+}
+
+/// Where the writer hands a batch's replies: to one task on the runtime the
+/// store was opened in, which wakes the callers from there. Replying from
+/// the writer thread, each caller's wake was a system call (the runtime's
+/// eventfd written once per reply, 25 to a batch at 64 writers); handed
+/// over, a batch costs one. Without a runtime (command-line tools) the
+/// writer replies itself.
+pub(super) fn replier() -> Option<tokio::sync::mpsc::UnboundedSender<Replies>> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Replies>();
+    runtime.spawn(async move {
+        while let Some(batch) = rx.recv().await {
+            reply_all(batch);
+        }
+    });
+    Some(tx)
+}
+
 pub(super) fn writer_loop(
     file: Arc<StoreFile>,
     cache: Arc<ReadCache>,
     mut rx: mpsc::Receiver<WriteOp>,
     bounds: Bounds,
+    replier: Option<tokio::sync::mpsc::UnboundedSender<Replies>>,
 ) {
+    // A runtime shutting down has no task left to reply: the writer does.
+    let deliver = |batch: Replies| match &replier {
+        Some(tx) => {
+            if let Err(unsent) = tx.send(batch) {
+                reply_all(unsent.0);
+            }
+        }
+        None => reply_all(batch),
+    };
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -103,7 +140,7 @@ pub(super) fn writer_loop(
                 continue;
             }
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_batch(&file, &cache, batch, &bounds)
+                run_batch(&file, &cache, batch, &bounds, &deliver)
             }));
             if let Err(payload) = run {
                 file.record_panic(&StoreError::panicked(payload));
@@ -112,12 +149,25 @@ pub(super) fn writer_loop(
     }
 }
 
-fn run_batch(file: &StoreFile, cache: &ReadCache, batch: Vec<WriteOp>, bounds: &Bounds) {
+fn run_batch(
+    file: &StoreFile,
+    cache: &ReadCache,
+    batch: Vec<WriteOp>,
+    bounds: &Bounds,
+    deliver: &dyn Fn(Replies),
+) {
     let failed = match file.for_writer() {
-        Ok(db) => apply_batch(&db, cache, batch, bounds, |outcome, evicted| {
-            file.record(outcome);
-            file.note_evicted(evicted);
-        }),
+        Ok(db) => apply_batch(
+            &db,
+            cache,
+            batch,
+            bounds,
+            |outcome, evicted| {
+                file.record(outcome);
+                file.note_evicted(evicted);
+            },
+            deliver,
+        ),
         Err(e) => {
             let message = format!("the store's file is not open: {e}");
             file.record(Err(&message));
@@ -162,6 +212,7 @@ pub(super) fn apply_batch(
     batch: Vec<WriteOp>,
     bounds: &Bounds,
     on_outcome: impl FnOnce(Result<(), &str>, u64),
+    deliver: &dyn Fn(Replies),
 ) -> bool {
     fn touches(op: &WriteOp, out: &mut Vec<SessionId>) {
         match op {
@@ -183,10 +234,16 @@ pub(super) fn apply_batch(
     for op in &batch {
         touches(op, &mut touched);
     }
-    apply_batch_inner(db, batch, bounds, |written, outcome, evicted| {
-        cache.update(&touched, written);
-        on_outcome(outcome, evicted);
-    })
+    apply_batch_inner(
+        db,
+        batch,
+        bounds,
+        |written, outcome, evicted| {
+            cache.update(&touched, written);
+            on_outcome(outcome, evicted);
+        },
+        deliver,
+    )
 }
 
 /// `before_replies` runs after the outcome is settled and before any caller
@@ -196,6 +253,7 @@ fn apply_batch_inner(
     batch: Vec<WriteOp>,
     bounds: &Bounds,
     before_replies: impl FnOnce(Vec<Written>, Result<(), &str>, u64),
+    deliver: &dyn Fn(Replies),
 ) -> bool {
     let creates = batch.iter().any(|op| matches!(op, WriteOp::Create { .. }));
     let mut evicted = 0;
@@ -295,10 +353,9 @@ fn apply_batch_inner(
         outcome.as_ref().map(|_| ()).map_err(String::as_str),
         evicted,
     );
-    for reply in replies {
-        reply(outcome.as_ref().map(|_| ()).map_err(String::as_str));
-    }
-    outcome.is_err()
+    let failed = outcome.is_err();
+    deliver((replies, outcome));
+    failed
 }
 
 /// A batch that failed before any of it ran.

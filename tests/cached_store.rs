@@ -154,14 +154,10 @@ async fn reads_are_served_from_the_cache() {
     assert_eq!(b.cache().len(), 1, "the miss filled the cache");
     // Behind its back: the cache answers.
     let psql = |sql: &str| {
-        let out = common::db::client(SqlDialect::Postgres, &[sql.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::process::succeeded(&mut common::db::client(
+            SqlDialect::Postgres,
+            &[sql.to_string()],
+        ));
     };
     psql(&format!(
         "BEGIN; ALTER TABLE {table} DISABLE TRIGGER {table}_changed; \

@@ -22,14 +22,8 @@ fn example_files(root: &Path) {
     }
     std::fs::write(tls.join("upstream-ca.pem"), ca.pem()).unwrap();
     std::fs::create_dir_all(root.join("config/keys")).unwrap();
-    let out = sessiongate(&["keygen", "--ed25519", "--out", "config/keys/signing"])
-        .current_dir(root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeded(
+        sessiongate(&["keygen", "--ed25519", "--out", "config/keys/signing"]).current_dir(root),
     );
 }
 
@@ -202,14 +196,11 @@ routes:
         .replace("htp_only", "http_only")
         .replace(", timout: 5s", "");
     std::fs::write(&path, fixed).unwrap();
-    let out = sessiongate(&["check", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(&mut sessiongate(&[
+        "check",
+        "--config",
+        path.to_str().unwrap(),
+    ]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
 
@@ -381,14 +372,8 @@ async fn clear_sessions_counts_expired_and_refuses_a_file_in_use() {
         .unwrap();
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let out = sessiongate(&["clear-sessions", "--config", cfg_path.to_str().unwrap()])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeded(
+        sessiongate(&["clear-sessions", "--config", cfg_path.to_str().unwrap()]).current_dir(&dir),
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
     let again = sessiongate(&["clear-sessions", "--config", cfg_path.to_str().unwrap()])

@@ -102,15 +102,11 @@ async fn clear_sessions_on_postgres() {
         ),
     )
     .unwrap();
-    let out =
-        common::process::sessiongate(&["clear-sessions", "--config", config.to_str().unwrap()])
-            .output()
-            .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::process::succeeded(&mut common::process::sessiongate(&[
+        "clear-sessions",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
     assert_eq!(common::db::rows(SqlDialect::Postgres, table), 1);
     assert!(store.load(&live, now).await.unwrap().is_some());

@@ -178,15 +178,10 @@ impl OwnPostgres {
             assert!(status.success());
         }
         let data = dir.join("data");
-        let out = as_postgres(&postgres_bin("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
+        super::process::succeeded(
+            as_postgres(&postgres_bin("initdb"))
+                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+                .arg(&data),
         );
         let settings = settings(&dir);
         let pg = OwnPostgres {
@@ -312,17 +307,12 @@ impl OwnMariadb {
             sessiongate::record::SessionId::generate().encode()
         ));
         std::fs::create_dir_all(dir.join("data")).unwrap();
-        let out = Command::new("mariadb-install-db")
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", dir.join("data").display()))
-            .args(["--user=root", "--auth-root-authentication-method=normal"])
-            .arg("--skip-test-db")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mariadb-install-db: {}",
-            String::from_utf8_lossy(&out.stderr)
+        super::process::succeeded(
+            Command::new("mariadb-install-db")
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", dir.join("data").display()))
+                .args(["--user=root", "--auth-root-authentication-method=normal"])
+                .arg("--skip-test-db"),
         );
         let extra = extra(&dir);
         let mut db = OwnMariadb {

@@ -9,6 +9,19 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sessiongate");
 
+/// Runs `cmd` to its end, failing the test (with what it printed) unless
+/// it succeeded.
+pub fn succeeded(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 pub fn sessiongate(args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.args(args);

@@ -2,7 +2,6 @@
 //! headers, and the body in a framing of the loop's own.
 
 use super::common::chunk_size_hex;
-use super::request::Spare;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
@@ -14,8 +13,6 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 /// Body data up to this size is copied behind the head, so that a small
 /// response leaves in one write; larger data is written from where it lies.
 const COALESCE_BYTES: usize = 16 * 1024;
-/// A recycled header map larger than this is dropped instead.
-const MAX_SPARE_HEADERS: usize = 128;
 
 /// How a response body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,7 +48,6 @@ pub async fn write_response<T, B>(
     out: &mut Vec<u8>,
     response: Box<Response<B>>,
     answering: Answering,
-    spare: &mut Spare,
 ) -> std::io::Result<bool>
 where
     T: AsyncWrite + Unpin,
@@ -87,11 +83,8 @@ where
         (false, false) => None,
     };
     encode_head(status, &parts.headers, framing, head_only, connection, out);
-    let mut headers = parts.headers;
-    if headers.capacity() <= MAX_SPARE_HEADERS {
-        headers.clear();
-        spare.headers = headers;
-    }
+    // Not held while the body is written.
+    drop(parts.headers);
     if matches!(framing, Framing::None | Framing::HeadOf(_)) {
         io.write_all(out).await?;
         return Ok(close);

@@ -11,7 +11,7 @@
 
 use super::body::{Fed, Feeder, RequestBody};
 use super::common::{
-    Framing, HEAD_BUFFER_BYTES, Prefixed, READ_RESERVE_BYTES, fill, lists_token, poll_fill,
+    Framing, Prefixed, READ_RESERVE_BYTES, fill, lists_token, poll_fill, poll_fill_body,
 };
 use super::request::{self, Head, HeadLimits, Parsed, Spare, may_end_head};
 use super::response::{Answering, reject, write_response};
@@ -148,7 +148,7 @@ where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     H: Handler,
 {
-    let mut buf = BytesMut::with_capacity(HEAD_BUFFER_BYTES);
+    let mut buf = BytesMut::new();
     let mut out = Vec::new();
     let mut spare = Spare::default();
     // Asked without waiting before each answer: once shutdown has begun,
@@ -232,7 +232,7 @@ where
             close: close && upgraded.is_none(),
             ..answering
         };
-        let written = write_response(&mut io, &mut out, response, answering, &mut spare);
+        let written = write_response(&mut io, &mut out, response, answering);
         let close = match written.await {
             Ok(close) => close,
             Err(e) => {
@@ -258,7 +258,7 @@ where
             out = Vec::new();
         }
         if buf.is_empty() && buf.capacity() > MAX_KEPT_BUFFER_BYTES {
-            buf = BytesMut::with_capacity(HEAD_BUFFER_BYTES);
+            buf = BytesMut::new();
         }
     }
 }
@@ -273,7 +273,8 @@ async fn linger<T: AsyncRead + Unpin>(io: &mut T) {
     loop {
         scratch.clear();
         let wait = until.min(tokio::time::Instant::now() + LINGER_TIMEOUT);
-        match tokio::time::timeout_at(wait, fill(io, &mut scratch)).await {
+        let read = poll_fn(|cx| poll_fill_body(io, &mut scratch, cx));
+        match tokio::time::timeout_at(wait, read).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return,
         }

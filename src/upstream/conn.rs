@@ -9,7 +9,7 @@
 use super::stream::UpstreamStream;
 use crate::http1::{
     self, Added, Framing, ResponseError, ResponseHead, chunk_size_hex, poll_fill_body,
-    poll_fill_from,
+    poll_fill_exact, poll_fill_from,
 };
 use crate::http1::{ClientBodyError, RequestBody};
 use bytes::{Buf, BytesMut};
@@ -24,14 +24,15 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 /// that a small body leaves in one write with its head; beyond it the
 /// buffer is written first.
 const COALESCE_BYTES: usize = 16 * 1024;
-/// An upstream connection's read buffer to begin with: a response head and
-/// a small body in one read (nginx's `proxy_buffer_size`, one page).
+/// The least a partly read response head's buffer is topped up by (nginx's
+/// `proxy_buffer_size`, one page).
 const UPSTREAM_BUFFER_BYTES: usize = 4 * 1024;
 
-/// Reads from the upstream into `buf` (a response body in large reads). An
-/// empty buffer is allocated only once the socket is readable, and a
-/// connection gives its buffers up between exchanges: a request waiting for
-/// its response holds none (4 KiB each was 31 MB of the heap with 10,000
+/// Reads from the upstream into `buf`: an answer's first bytes into a
+/// buffer of their size ([`poll_fill_exact`]), a response body in large
+/// reads into a buffer allocated once the socket is readable. A connection
+/// gives its buffers up between exchanges: a request waiting for its
+/// response holds none (4 KiB each was 31 MB of the heap with 10,000
 /// requests in flight).
 fn poll_fill_upstream(
     io: &mut UpstreamStream,
@@ -39,14 +40,16 @@ fn poll_fill_upstream(
     body: bool,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
+    if !body {
+        if buf.is_empty() {
+            return poll_fill_exact(io, buf, cx);
+        }
+        return poll_fill_from(io, buf, UPSTREAM_BUFFER_BYTES, cx);
+    }
     if buf.capacity() == 0 {
         std::task::ready!(io.poll_read_ready(cx))?;
     }
-    if body {
-        poll_fill_body(io, buf, cx)
-    } else {
-        poll_fill_from(io, buf, UPSTREAM_BUFFER_BYTES, cx)
-    }
+    poll_fill_body(io, buf, cx)
 }
 
 /// A pooled connection: the socket with its buffers, and its timer.

@@ -107,16 +107,13 @@ pub fn holds(headers: &HeaderMap, name: &HeaderName) -> bool {
 
 /// Reads more into `buf` (a head, or whatever follows one), topping it up
 /// when nearly full by its own size: a small buffer stays small while heads
-/// fit, a large one reads large. An empty buffer is read as
-/// [`poll_fill_exact`] does.
+/// fit, a large one reads large. An empty buffer becomes a copy of exactly
+/// what was read (see `poll_fill_exact`).
 pub fn poll_fill<T: AsyncRead + Unpin>(
     io: &mut T,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
-    if buf.is_empty() {
-        return poll_fill_exact(io, buf, cx);
-    }
     poll_fill_from(io, buf, HEAD_BUFFER_BYTES, cx)
 }
 
@@ -128,7 +125,7 @@ pub fn poll_fill<T: AsyncRead + Unpin>(
 /// allocated to watch for hang-ups and 4 KiB upstream buffers for answers of
 /// a few hundred bytes were 26 MB of a 87 MB heap. The copy is of the bytes
 /// read, a head's few hundred; a body streams through [`poll_fill_body`].
-pub fn poll_fill_exact<T: AsyncRead + Unpin>(
+fn poll_fill_exact<T: AsyncRead + Unpin>(
     io: &mut T,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
@@ -144,13 +141,16 @@ pub fn poll_fill_exact<T: AsyncRead + Unpin>(
     Poll::Ready(Ok(got.len()))
 }
 
-/// [`poll_fill`] for a buffer that begins at `least` bytes.
+/// [`poll_fill`] for a buffer topped up by at least `least` bytes.
 pub fn poll_fill_from<T: AsyncRead + Unpin>(
     io: &mut T,
     buf: &mut BytesMut,
     least: usize,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
+    if buf.is_empty() {
+        return poll_fill_exact(io, buf, cx);
+    }
     let by = buf.capacity().clamp(least, READ_RESERVE_BYTES);
     poll_fill_by(io, buf, by, cx)
 }

@@ -24,7 +24,7 @@ pub use client::{
 pub use common::{
     Added, Framing, HEAD_BUFFER_BYTES, HOP_BY_HOP, KEEP_ALIVE, Prefixed, READ_RESERVE_BYTES,
     chunk_size_hex, fill, holds, is_connection_option, lists_token, poll_fill, poll_fill_body,
-    poll_fill_exact, poll_fill_from,
+    poll_fill_from,
 };
 pub use request::{H2_PREFACE, Head, HeadLimits, Parsed, Spare};
 pub use server::{ConnInfo, Handler, Io, Served, Tunnel, Upgraded, serve};

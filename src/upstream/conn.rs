@@ -9,7 +9,7 @@
 use super::stream::UpstreamStream;
 use crate::http1::{
     self, Added, Framing, ResponseError, ResponseHead, chunk_size_hex, poll_fill_body,
-    poll_fill_exact, poll_fill_from,
+    poll_fill_from,
 };
 use crate::http1::{ClientBodyError, RequestBody};
 use bytes::{Buf, BytesMut};
@@ -29,7 +29,7 @@ const COALESCE_BYTES: usize = 16 * 1024;
 const UPSTREAM_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Reads from the upstream into `buf`: an answer's first bytes into a
-/// buffer of their size ([`poll_fill_exact`]), a response body in large
+/// buffer of their size (see [`http1::poll_fill`]), a response body in large
 /// reads into a buffer allocated once the socket is readable. A connection
 /// gives its buffers up between exchanges: a request waiting for its
 /// response holds none (4 KiB each was 31 MB of the heap with 10,000
@@ -41,9 +41,6 @@ fn poll_fill_upstream(
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
     if !body {
-        if buf.is_empty() {
-            return poll_fill_exact(io, buf, cx);
-        }
         return poll_fill_from(io, buf, UPSTREAM_BUFFER_BYTES, cx);
     }
     if buf.capacity() == 0 {

@@ -22,9 +22,8 @@ pub use client::{
     encode_request_head, parse_response_head,
 };
 pub use common::{
-    Added, Framing, HEAD_BUFFER_BYTES, HOP_BY_HOP, KEEP_ALIVE, Prefixed, READ_RESERVE_BYTES,
-    chunk_size_hex, fill, holds, is_connection_option, lists_token, poll_fill, poll_fill_body,
-    poll_fill_from,
+    Added, Framing, HOP_BY_HOP, KEEP_ALIVE, Prefixed, READ_RESERVE_BYTES, chunk_size_hex, fill,
+    holds, is_connection_option, lists_token, poll_fill, poll_fill_body, poll_fill_from,
 };
 pub use request::{H2_PREFACE, Head, HeadLimits, Parsed, Spare};
 pub use server::{ConnInfo, Handler, Io, Served, Tunnel, Upgraded, serve};

@@ -304,20 +304,22 @@ pub fn config(data: &[u8]) {
     }
 }
 
-/// The merge patch as the memory and embedded stores apply it: the result
-/// of merging parsed updates into parsed data, or `None` when any part is
-/// not a JSON object. The fuzz target compares it with the `json-patch`
-/// crate and with the Redis store's Lua merge.
+/// The merge patch as every store but Redis applies it (and as the Redis
+/// store applies it when the session is unchanged since it was read): parsed
+/// updates merged into the data's text, or `None` when any part is not a
+/// JSON object. The fuzz target compares it with the `json-patch` crate and
+/// with the Redis store's Lua merge.
 pub fn merge_patch(
     data: &str,
     patches: &[&str],
 ) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let mut target = crate::record::parse_update(data.as_bytes()).ok()?;
-    for p in patches {
-        let patch = crate::record::parse_update(p.as_bytes()).ok()?;
-        crate::record::merge(&mut target, &patch);
-    }
-    Some(target)
+    let data = crate::record::SessionData::from_text(data.to_string()).ok()?;
+    let patches = patches
+        .iter()
+        .map(|p| crate::record::parse_update(p.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    Some(data.merged(&patches).to_map())
 }
 
 /// PROXY protocol headers (v1 and v2), read from a stream: reading never

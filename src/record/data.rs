@@ -54,6 +54,20 @@ impl SessionData {
         text[1..text.len() - 1].trim_ascii().is_empty()
     }
 
+    /// The data with the patches applied in turn (RFC 7396). What the
+    /// patches do not reach keeps its text exactly (numbers beyond what an
+    /// f64 holds included), as the Redis store's server-side merge keeps it;
+    /// and no value is parsed that the patches do not reach into.
+    pub fn merged(&self, patches: &[Map<String, Value>]) -> SessionData {
+        let mut map = raw_map(self.0.get());
+        for patch in patches {
+            merge_raw(&mut map, patch);
+        }
+        let mut out = String::with_capacity(self.len() + 32);
+        write_raw(&mut out, &map);
+        SessionData(RawValue::from_string(out).expect("a merge writes one JSON object"))
+    }
+
     /// The top-level keys and their values' text, for the routes that look
     /// into the data (`require`, `keys`, `headers`). Parsed on demand: a
     /// route that only forwards the session never pays for it.
@@ -128,6 +142,67 @@ impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
         }
         d.deserialize_map(V(std::marker::PhantomData))
     }
+}
+
+/// An object during a merge: its keys in order, each value either the text
+/// it had, an object the patches reached into, or a patch's value.
+type RawMap<'a> = BTreeMap<Cow<'a, str>, Slot<'a>>;
+
+enum Slot<'a> {
+    Text(&'a RawValue),
+    Object(RawMap<'a>),
+    Patched(&'a Value),
+}
+
+fn raw_map(object: &str) -> RawMap<'_> {
+    let Fields(fields) = serde_json::from_str(object).expect("session data is a JSON object");
+    fields
+        .into_iter()
+        .map(|(k, v)| (k.0, Slot::Text(v)))
+        .collect()
+}
+
+fn merge_raw<'a>(target: &mut RawMap<'a>, patch: &'a Map<String, Value>) {
+    for (key, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(key.as_str());
+            }
+            Value::Object(inner) => {
+                let slot = target
+                    .entry(Cow::Borrowed(key.as_str()))
+                    .or_insert(Slot::Patched(value));
+                let mut object = match std::mem::replace(slot, Slot::Patched(value)) {
+                    Slot::Object(o) => o,
+                    Slot::Text(raw) if raw.get().starts_with('{') => raw_map(raw.get()),
+                    // Anything else is replaced by an object (RFC 7396).
+                    Slot::Text(_) | Slot::Patched(_) => RawMap::new(),
+                };
+                merge_raw(&mut object, inner);
+                *slot = Slot::Object(object);
+            }
+            other => {
+                target.insert(Cow::Borrowed(key.as_str()), Slot::Patched(other));
+            }
+        }
+    }
+}
+
+fn write_raw(out: &mut String, map: &RawMap<'_>) {
+    out.push('{');
+    for (i, (key, slot)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(key).expect("a string serializes"));
+        out.push(':');
+        match slot {
+            Slot::Text(raw) => out.push_str(raw.get()),
+            Slot::Object(inner) => write_raw(out, inner),
+            Slot::Patched(v) => out.push_str(&v.to_string()),
+        }
+    }
+    out.push('}');
 }
 
 /// A key borrowed from the text, or unescaped when it had escapes.
@@ -223,5 +298,78 @@ mod tests {
         assert_eq!(f.get("plain").unwrap().get(), "2");
         assert_eq!(f.get("esc\"aped").unwrap().get(), r#"{"x":[1]}"#);
         assert!(f.contains("plain") && !f.contains("missing"));
+    }
+
+    fn text(t: &str) -> SessionData {
+        SessionData::from_text(t.into()).unwrap()
+    }
+
+    #[test]
+    fn a_merge_keeps_the_text_of_what_it_does_not_reach() {
+        let d = text(
+            r#"{"big":123456789012345678901234567890,"f":1.0,"o":{"x": [1 ,2]},"n":{"k":1e2}}"#,
+        );
+        let merged = d.merged(&[json!({"a": 1, "n": {"j": null, "m": "é\"\n"}})
+            .as_object()
+            .unwrap()
+            .clone()]);
+        assert_eq!(
+            merged.as_str(),
+            r#"{"a":1,"big":123456789012345678901234567890,"f":1.0,"n":{"k":1e2,"m":"é\"\n"},"o":{"x": [1 ,2]}}"#
+        );
+    }
+
+    /// The merge on text against the merge on parsed maps (and so against
+    /// RFC 7396's examples), patch after patch.
+    #[test]
+    fn a_merge_on_text_is_the_merge_on_values() {
+        let cases = [
+            (json!({"a": "b"}), vec![json!({"a": "c"})]),
+            (json!({"a": "b"}), vec![json!({"b": "c"})]),
+            (json!({"a": "b"}), vec![json!({"a": null})]),
+            (json!({"a": "b", "b": "c"}), vec![json!({"a": null})]),
+            (json!({"a": ["b"]}), vec![json!({"a": "c"})]),
+            (json!({"a": "c"}), vec![json!({"a": ["b"]})]),
+            (
+                json!({"a": {"b": "c"}}),
+                vec![json!({"a": {"b": "d", "c": null}})],
+            ),
+            (json!({"a": [{"b": "c"}]}), vec![json!({"a": [1]})]),
+            (json!({"e": null}), vec![json!({"a": 1})]),
+            (
+                json!({"a": 1}),
+                vec![json!({"a": {"b": {"c": null, "d": {}}}})],
+            ),
+            (
+                json!({"a": {"b": 1}}),
+                vec![
+                    json!({"a": {"c": 2}}),
+                    json!({"a": {"b": null}}),
+                    json!({"a": 3}),
+                    json!({"a": {"z": {"y": 1}}}),
+                ],
+            ),
+            (
+                json!({"a\"b": 1, "\u{1}": 2}),
+                vec![json!({"a\"b": null, "\u{2}": {"\n": 3}})],
+            ),
+            (json!({"k": 1}), vec![json!({"k": null})]),
+        ];
+        for (data, patches) in cases {
+            let patches: Vec<Map<String, Value>> = patches
+                .iter()
+                .map(|p| p.as_object().unwrap().clone())
+                .collect();
+            let mut expected = data.as_object().unwrap().clone();
+            for p in &patches {
+                crate::record::merge(&mut expected, p);
+            }
+            let merged = SessionData::from_map(data.as_object().unwrap()).merged(&patches);
+            assert_eq!(
+                merged.as_str(),
+                SessionData::from_map(&expected).as_str(),
+                "{data} {patches:?}"
+            );
+        }
     }
 }

@@ -119,11 +119,7 @@ pub fn apply(
     now: UnixMillis,
 ) -> Result<Applied, UpdateError> {
     if !change.patches.is_empty() {
-        let mut data = record.data.to_map();
-        for patch in change.patches {
-            merge(&mut data, patch);
-        }
-        record.data = SessionData::from_map(&data);
+        record.data = record.data.merged(change.patches);
     }
     if let Some(e) = change.expiry_s {
         record.expiry_s = Some(e);

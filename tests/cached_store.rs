@@ -187,6 +187,7 @@ async fn reads_are_served_from_the_cache() {
         now_ms: now,
         policy: POLICY,
         expect: None,
+        base: None,
     };
     ServerStore::save(&a, &id, &op).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);

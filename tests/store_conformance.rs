@@ -84,6 +84,14 @@ macro_rules! conformance {
             async fn clears_expired() {
                 super::clears_expired(make().await, $native).await
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn json_survives_the_merge() {
+                super::json_survives_the_server_side_merge(make().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_save_against_a_stale_read_loses_nothing() {
+                super::a_save_against_a_stale_read_loses_nothing(make().await).await
+            }
         }
     };
 }
@@ -161,6 +169,41 @@ async fn redis_standalone_conformance() {
         )
     })
     .await;
+}
+
+/// A save that says what it read stores its own merge when Redis still
+/// holds that data (its keys come out sorted), and is merged by the Lua
+/// script when another write came in between (new keys come last).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn redis_stores_a_senders_merge_only_over_the_data_it_read() {
+    if !common::redis::available("redis_stores_a_senders_merge_only_over_the_data_it_read") {
+        return;
+    }
+    let server = common::redis::RedisServer::start();
+    let config = redis_config(
+        sessiongate::config::RedisTopology::Standalone { url: server.url() },
+        "merge:".into(),
+    );
+    let s = sessiongate::store::redis::RedisStore::open(&config)
+        .await
+        .unwrap();
+    let t0 = *T0_CELL;
+    let t = create(&s, &new_record(json!({"b": 1}), t0, &POLICY)).await;
+    let Ticket::Id(id) = &t else { unreachable!() };
+    let stored = || server.cli(&["hget", &format!("merge:{{{}}}", id.encode()), "d"]);
+
+    let read = s.load(&t, t0).await.unwrap().unwrap();
+    let out = save_against(&s, &t, json!({"a": 2}), t0 + 1, POLICY, Some(&read.data)).await;
+    assert_eq!(saved(out).1.data.as_str(), r#"{"a":2,"b":1}"#);
+    assert_eq!(stored().trim(), r#"{"a":2,"b":1}"#);
+
+    let out = save_against(&s, &t, json!({"0": 3}), t0 + 2, POLICY, Some(&read.data)).await;
+    assert_eq!(saved(out).1.data.as_str(), r#"{"a":2,"b":1,"0":3}"#);
+    assert_eq!(stored().trim(), r#"{"a":2,"b":1,"0":3}"#);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,6 +63,7 @@ fn save_op<'a>(
         now_ms: now,
         policy: POLICY,
         expect,
+        base: None,
     }
 }
 

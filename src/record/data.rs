@@ -194,12 +194,22 @@ fn write_raw(out: &mut String, map: &RawMap<'_>) {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&serde_json::to_string(key).expect("a string serializes"));
+        if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            // Nothing to escape (serde_json escapes only these).
+            out.push('"');
+            out.push_str(key);
+            out.push('"');
+        } else {
+            out.push_str(&serde_json::to_string(key).expect("a string serializes"));
+        }
         out.push(':');
         match slot {
             Slot::Text(raw) => out.push_str(raw.get()),
             Slot::Object(inner) => write_raw(out, inner),
-            Slot::Patched(v) => out.push_str(&v.to_string()),
+            Slot::Patched(v) => {
+                use std::fmt::Write;
+                write!(out, "{v}").expect("writing to a String cannot fail");
+            }
         }
     }
     out.push('}');

@@ -10,7 +10,7 @@
 mod index;
 mod reply;
 
-use reply::{record, subject_of_text, unexpected};
+use reply::{record, subject_of_text, unexpected, with_data};
 
 use super::{OpenError, Revoked, SaveOp, SaveOutcome, ServerStore, StoreError};
 use crate::config::{RedisConfig, RedisTopology};
@@ -534,6 +534,17 @@ impl ServerStore for RedisStore {
             Some((new_id, sid)) => ("move", Some(self.key(new_id)), sid.as_str()),
         };
         let mark_ms = self.mark_ms();
+        // With the data the request read, the merge is done here and the
+        // script stores its result if the session is still that data,
+        // merging in Lua only when another write came in between. A check
+        // of the subject needs the merge in Lua.
+        let merged = match op.base {
+            Some(base) if op.expect.is_none() => Some((base, base.merged(op.change.patches))),
+            _ => None,
+        };
+        let (base_text, merged_text) = merged
+            .as_ref()
+            .map_or(("", ""), |(b, m)| (b.as_str(), m.as_str()));
         let key = &key;
         let reply: Result<Vec<String>, StoreError> = self
             .run(|mut c| async move {
@@ -561,7 +572,9 @@ impl ServerStore for RedisStore {
                     (Some((new_id, _)), Some(_)) => inv.arg(new_id.encode()),
                     _ => inv.arg(""),
                 }
-                .arg(self.tombstone_ms());
+                .arg(self.tombstone_ms())
+                .arg(base_text)
+                .arg(merged_text);
                 match op.expect {
                     None => {
                         inv.arg("").arg(0);
@@ -598,8 +611,14 @@ impl ServerStore for RedisStore {
                 max: op.policy.max_bytes,
             })),
             Some("saved") => {
-                let fields: Vec<Option<String>> = reply[1..].iter().cloned().map(Some).collect();
-                let mut record = record(fields)?;
+                let mut fields: Vec<Option<String>> = reply.into_iter().skip(1).map(Some).collect();
+                let mut record = match (fields.first(), merged) {
+                    // Not echoed: the script stored the merge sent to it.
+                    (Some(Some(echo)), Some((_, data))) if echo.is_empty() => {
+                        with_data(data, &fields)?
+                    }
+                    _ => record(std::mem::take(&mut fields))?,
+                };
                 let id = match (&op.cycle_to, mode) {
                     (Some((new_id, _)), "mark") => {
                         record.sid = new_sid.to_string();

@@ -43,12 +43,27 @@ async fn save<S: SessionStore>(s: &S, t: &Ticket, patch: Value, now: u64) -> Sav
 }
 
 /// A save under `policy`: the lifetimes and size bound come with each save.
+/// As the proxy does, the session is read first and the save says what it
+/// read (`SaveOp::base`).
 async fn save_under<S: SessionStore>(
     s: &S,
     t: &Ticket,
     patch: Value,
     now: u64,
     policy: Policy,
+) -> SaveOutcome<Ticket> {
+    let read = s.load(t, now).await.unwrap();
+    save_against(s, t, patch, now, policy, read.as_ref().map(|r| &r.data)).await
+}
+
+/// A save made against `base`, which may no longer be the session's data.
+async fn save_against<S: SessionStore>(
+    s: &S,
+    t: &Ticket,
+    patch: Value,
+    now: u64,
+    policy: Policy,
+    base: Option<&SessionData>,
 ) -> SaveOutcome<Ticket> {
     let patches = [obj(patch)];
     let op = SaveOp {
@@ -60,6 +75,7 @@ async fn save_under<S: SessionStore>(
         now_ms: now,
         policy,
         expect: None,
+        base,
     };
     s.save(t, &op).await.unwrap()
 }
@@ -147,6 +163,7 @@ pub async fn reads_follow_writes(s: impl SessionStore) {
         now_ms: t0 + 10,
         policy: POLICY,
         expect: None,
+        base: None,
     };
     let (new_t, _) = saved(s.save(&t, &op).await.unwrap());
     if s.revocable() {
@@ -196,6 +213,7 @@ pub async fn cycles_to_a_new_id(s: impl SessionStore) {
         now_ms: *T0_CELL + 5,
         policy: POLICY,
         expect: None,
+        base: None,
     };
     let (got, record) = saved(s.save(&t, &op).await.unwrap());
     assert_ne!(got, t);
@@ -233,6 +251,7 @@ pub async fn renewal_keeps_a_session_alive(s: impl SessionStore) {
         now_ms: *T0_CELL + 90_000,
         policy: POLICY,
         expect: None,
+        base: None,
     };
     let (t, _) = saved(s.save(&t, &op).await.unwrap());
     assert!(
@@ -382,26 +401,41 @@ pub async fn clears_expired(s: impl SessionStore, native_expiry: bool) {
     assert_eq!(data(&s, &dead, *T0_CELL + 120_000).await, None);
 }
 
-/// The server-side merge keeps JSON exactly: empty arrays and objects,
-/// big integers, floats, escapes and unicode.
+/// The merge keeps JSON exactly: empty arrays and objects, big integers,
+/// floats, escapes and unicode; both where the store merges (a save that
+/// does not say what it read) and where the save brings its merge.
 pub async fn json_survives_the_server_side_merge(s: impl SessionStore) {
     let start = json!({"empty_list": [], "empty_obj": {}, "big": 9007199254740993u64, "float": 2.718281828459045e-3,
         "s": "quote \" backslash \\ tab \t é 🦀", "nested": {"list": [[], {}, [1, {"a": null}]], "keep": true}});
-    let t = create(&s, &new_record(start.clone(), *T0_CELL, &POLICY)).await;
-    let out = save(
-        &s,
-        &t,
-        json!({"nested": {"keep": null, "new": {"x": []}}, "neg": -1.5e-7}),
-        *T0_CELL + 1,
-    )
-    .await;
-    let (t, _) = saved(out);
-    let mut expected = start;
-    json_patch::merge(
-        &mut expected,
-        &json!({"nested": {"keep": null, "new": {"x": []}}, "neg": -1.5e-7}),
-    );
-    assert_eq!(data(&s, &t, *T0_CELL + 2).await.unwrap(), expected);
+    let patch = json!({"nested": {"keep": null, "new": {"x": []}}, "neg": -1.5e-7});
+    let mut expected = start.clone();
+    json_patch::merge(&mut expected, &patch);
+    for read_first in [false, true] {
+        let t = create(&s, &new_record(start.clone(), *T0_CELL, &POLICY)).await;
+        let read = s.load(&t, *T0_CELL).await.unwrap().unwrap();
+        let base = read_first.then_some(&read.data);
+        let out = save_against(&s, &t, patch.clone(), *T0_CELL + 1, POLICY, base).await;
+        let (t, _) = saved(out);
+        assert_eq!(data(&s, &t, *T0_CELL + 2).await.unwrap(), expected);
+    }
+}
+
+/// A save made against data another write has since changed still merges
+/// into the session as it is: nothing that write did is lost.
+pub async fn a_save_against_a_stale_read_loses_nothing(s: impl SessionStore) {
+    if !s.revocable() {
+        // Not applicable: a cookie holds the whole session, last writer wins.
+        return;
+    }
+    let t0 = *T0_CELL;
+    let t = create(&s, &new_record(json!({"a": 1, "o": {"x": 1}}), t0, &POLICY)).await;
+    let stale = s.load(&t, t0).await.unwrap().unwrap();
+    let (t, _) = saved(save(&s, &t, json!({"b": 2, "o": {"y": 2}}), t0 + 1).await);
+    let out = save_against(&s, &t, json!({"c": 3, "o": {"x": null}}), t0 + 2, POLICY, Some(&stale.data)).await;
+    let (t, record) = saved(out);
+    let expected = json!({"a": 1, "b": 2, "c": 3, "o": {"y": 2}});
+    assert_eq!(Value::Object(record.data.to_map()), expected);
+    assert_eq!(data(&s, &t, t0 + 3).await.unwrap(), expected);
 }
 
 /// Every check in turn, each against a fresh store from `make`.
@@ -433,4 +467,5 @@ where
     concurrent_merges_lose_nothing(make().await, 500).await;
     clears_expired(make().await, native_expiry).await;
     json_survives_the_server_side_merge(make().await).await;
+    a_save_against_a_stale_read_loses_nothing(make().await).await;
 }

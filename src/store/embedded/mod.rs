@@ -640,6 +640,7 @@ mod tests {
                 now_ms: now,
                 policy: POLICY,
                 expect: None,
+                base: None,
             };
             assert!(matches!(
                 store.save(&old, &op).await.unwrap(),

@@ -460,6 +460,7 @@ fn apply_one(
                     key,
                     subject: subject.as_deref(),
                 }),
+                base: None,
             };
             let result = save(sessions, expiry, &id, &op);
             written.push((id, None));

@@ -56,15 +56,23 @@ pub(super) fn record(mut fields: Vec<Option<String>>) -> Result<SessionRecord, S
         .and_then(Option::take)
         .ok_or_else(lacks_field)?;
     let data = SessionData::from_text(text).map_err(StoreError::Corrupt)?;
+    with_data(data, &fields)
+}
+
+/// A record of `data` and the fields `sid, c, e, x` (at 1 to 4 in `fields`).
+pub(super) fn with_data(
+    data: SessionData,
+    fields: &[Option<String>],
+) -> Result<SessionRecord, StoreError> {
     let expiry_s = match fields.get(4).and_then(|f| f.as_deref()) {
         None | Some("") => None,
         Some(x) => Some(number(x)?),
     };
     Ok(SessionRecord {
         data,
-        sid: field(&fields, 1)?.to_string(),
-        created_ms: number(field(&fields, 2)?)?,
-        expires_ms: number(field(&fields, 3)?)?,
+        sid: field(fields, 1)?.to_string(),
+        created_ms: number(field(fields, 2)?)?,
+        expires_ms: number(field(fields, 3)?)?,
         expiry_s,
     })
 }

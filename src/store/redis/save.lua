@@ -9,8 +9,10 @@
 --       the write's deadline (ms, Redis's clock), the new sid, mark ms,
 --       with 'move': the new id, to leave in a tombstone under the old one
 --       ('': no tombstone), the tombstone's lifetime (ms),
---       the subject key as JSON text ('': no check), n, the n JSON texts the
---       result's subject may have (n = 0: no subject), patch...
+--       the data the sender read ('': not known) and its result with the
+--       patches applied, the subject key as JSON text ('': no check), n, the
+--       n JSON texts the result's subject may have (n = 0: no subject),
+--       patch...
 local past, clock = late(ARGV[7])
 if past then return {'late', past} end
 local h = redis.call('HMGET', KEYS[1], 'd', 'sid', 'c', 'e', 'x', 'm')
@@ -23,25 +25,34 @@ end
 -- A cycle moving this session elsewhere is under way: this write loses the
 -- race, as it would had the move finished first.
 if h[6] and tonumber(h[6]) > clock then return {'gone'} end
-local data = parse(h[1])
-local n = tonumber(ARGV[13])
-for i = 14 + n, #ARGV do merge(data, parse(ARGV[i])) end
+local n = tonumber(ARGV[15])
+local data, out
+if ARGV[12] ~= '' and ARGV[14] == '' and h[1] == ARGV[12] then
+  -- Unchanged since the sender read it: its merge of these same patches
+  -- is this script's, without parsing the session in Lua.
+  out = ARGV[13]
+else
+  data = parse(h[1])
+  for i = 16 + n, #ARGV do merge(data, parse(ARGV[i])) end
+  out = serialize(data)
+end
 local x = h[5] or ''
 if ARGV[5] ~= '' then x = ARGV[5] end
-local out = serialize(data)
+-- The sender has the result it sent: it is not echoed back.
+local echo = data and out or ''
 if out == '{}' then
   redis.call('DEL', KEYS[1])
   return {'emptied'}
 end
 if #out > tonumber(ARGV[4]) then return {'too_large', tostring(#out)} end
 -- The result's subject must be the one its new id was indexed under.
-if ARGV[12] ~= '' then
-  local v = data.vals[ARGV[12]]
+if ARGV[14] ~= '' then
+  local v = data.vals[ARGV[14]]
   local c = type(v) == 'string' and string.sub(v, 1, 1) or ''
   local is_subject = c == '"' or c == '-' or string.find(c, '%d') ~= nil
   local ok = not is_subject and n == 0
   if is_subject then
-    for i = 14, 13 + n do
+    for i = 16, 15 + n do
       if v == ARGV[i] then ok = true end
     end
   end
@@ -68,7 +79,7 @@ if cycle == 'move' then
     redis.call('HSET', KEYS[1], 'mv', ARGV[10])
     redis.call('PEXPIRE', KEYS[1], ARGV[11])
   end
-  return {'saved', out, ARGV[8], h[3], es, x}
+  return {'saved', echo, ARGV[8], h[3], es, x}
 elseif cycle == 'mark' then
   -- Read-only until the move ends, and gone by itself when the mark ends
   -- should the move never finish; a failed move restores the deadline.
@@ -78,9 +89,9 @@ elseif cycle == 'mark' then
   if until_ms < tonumber(h[4]) then
     redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', until_ms))
   end
-  return {'saved', out, h[2], h[3], es, x}
+  return {'saved', echo, h[2], h[3], es, x}
 end
 redis.call('HSET', KEYS[1], 'd', out, 'e', es)
 if x ~= '' then redis.call('HSET', KEYS[1], 'x', x) end
 redis.call('PEXPIREAT', KEYS[1], es)
-return {'saved', out, h[2], h[3], es, x}
+return {'saved', echo, h[2], h[3], es, x}

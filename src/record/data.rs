@@ -63,9 +63,9 @@ impl SessionData {
         for patch in patches {
             merge_raw(&mut map, patch);
         }
-        let mut out = String::with_capacity(self.len() + 32);
-        write_raw(&mut out, &map);
-        SessionData(RawValue::from_string(out).expect("a merge writes one JSON object"))
+        SessionData(
+            serde_json::value::to_raw_value(&Written(&map)).expect("a JSON map always serializes"),
+        )
     }
 
     /// The top-level keys and their values' text, for the routes that look
@@ -188,31 +188,23 @@ fn merge_raw<'a>(target: &mut RawMap<'a>, patch: &'a Map<String, Value>) {
     }
 }
 
-fn write_raw(out: &mut String, map: &RawMap<'_>) {
-    out.push('{');
-    for (i, (key, slot)) in map.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-            // Nothing to escape (serde_json escapes only these).
-            out.push('"');
-            out.push_str(key);
-            out.push('"');
-        } else {
-            out.push_str(&serde_json::to_string(key).expect("a string serializes"));
-        }
-        out.push(':');
-        match slot {
-            Slot::Text(raw) => out.push_str(raw.get()),
-            Slot::Object(inner) => write_raw(out, inner),
-            Slot::Patched(v) => {
-                use std::fmt::Write;
-                write!(out, "{v}").expect("writing to a String cannot fail");
+/// Written by serde_json, which escapes the keys and writes kept text as it
+/// is, without parsing the result again as `RawValue::from_string` would.
+struct Written<'m, 'a>(&'m RawMap<'a>);
+
+impl Serialize for Written<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (key, slot) in self.0 {
+            match slot {
+                Slot::Text(raw) => map.serialize_entry(key, raw)?,
+                Slot::Object(inner) => map.serialize_entry(key, &Written(inner))?,
+                Slot::Patched(v) => map.serialize_entry(key, v)?,
             }
         }
+        map.end()
     }
-    out.push('}');
 }
 
 /// A key borrowed from the text, or unescaped when it had escapes.

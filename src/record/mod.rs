@@ -11,7 +11,7 @@ mod subject;
 
 pub use data::{Fields, SessionData};
 pub use id::{ID_B64_LEN, ID_BYTES, SessionId};
-pub use patch::{MAX_LIFETIME_S, UpdateError, merge, parse_update};
+pub use patch::{MAX_LIFETIME_S, UpdateError, parse_update};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 pub use subject::{IndexEntry, Listed, patched, subject_of, value_texts};

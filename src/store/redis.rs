@@ -538,13 +538,10 @@ impl ServerStore for RedisStore {
         // script stores its result if the session is still that data,
         // merging in Lua only when another write came in between. A check
         // of the subject needs the merge in Lua.
-        let merged = match op.base {
-            Some(base) if op.expect.is_none() => Some((base, base.merged(op.change.patches))),
-            _ => None,
-        };
-        let (base_text, merged_text) = merged
-            .as_ref()
-            .map_or(("", ""), |(b, m)| (b.as_str(), m.as_str()));
+        let base = op.base.filter(|_| op.expect.is_none());
+        let merged = base.map(|b| b.merged(op.change.patches));
+        let base_text = base.map_or("", |b| b.as_str());
+        let merged_text = merged.as_ref().map_or("", |m| m.as_str());
         let key = &key;
         let reply: Result<Vec<String>, StoreError> = self
             .run(|mut c| async move {
@@ -614,9 +611,7 @@ impl ServerStore for RedisStore {
                 let mut fields: Vec<Option<String>> = reply.into_iter().skip(1).map(Some).collect();
                 let mut record = match (fields.first(), merged) {
                     // Not echoed: the script stored the merge sent to it.
-                    (Some(Some(echo)), Some((_, data))) if echo.is_empty() => {
-                        with_data(data, &fields)?
-                    }
+                    (Some(Some(echo)), Some(data)) if echo.is_empty() => with_data(data, &fields)?,
                     _ => record(std::mem::take(&mut fields))?,
                 };
                 let id = match (&op.cycle_to, mode) {

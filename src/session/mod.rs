@@ -21,7 +21,7 @@ use crate::record::{
 use crate::store::{
     Carries, Created, Expect, SaveOp, SaveOutcome, SessionStore, Store, StoreError, Ticket,
 };
-use cookie::{CookieCodec, RequestCookies};
+use cookie::{CookieCodec, CookieMac, RequestCookies};
 use http::HeaderValue;
 use std::sync::Arc;
 use writeback::Writeback;
@@ -49,6 +49,8 @@ pub struct Loaded {
     pub degraded: bool,
     /// The numbered chunk cookies the request carried (cookie store).
     pub chunks: Vec<usize>,
+    /// The MAC of the id cookie, when it verified under the signing secret.
+    pub signed: Option<CookieMac>,
 }
 
 impl Loaded {
@@ -109,7 +111,8 @@ impl Sessions {
     /// checked, and a prefetch of its session started first), or the sealed
     /// session in its numbered cookies (at most two candidates: a request
     /// cannot make the gateway decrypt at will).
-    fn tickets(&self, cookies: &RequestCookies<'_>) -> Vec<Ticket> {
+    /// With each id, its MAC if the signing secret made it.
+    fn tickets(&self, cookies: &RequestCookies<'_>) -> Vec<(Ticket, Option<CookieMac>)> {
         match self.backend.store.carries() {
             Carries::Id => cookies
                 .session_values
@@ -120,7 +123,8 @@ impl Sessions {
                     // miss is taken while the MAC is checked (about 0.15 us)
                     // instead of after. A forged id costs a prefetch, never a lookup.
                     self.backend.store.prefetch(&id);
-                    self.codec.verify(&id, &mac).then_some(Ticket::Id(id))
+                    let secret = self.codec.verifying_secret(&id, &mac)?;
+                    Some((Ticket::Id(id), (secret == 0).then_some(mac)))
                 })
                 .collect(),
             Carries::Session => cookies
@@ -134,7 +138,7 @@ impl Sessions {
                         let chunk = cookies.chunks.iter().find(|(i, _)| *i == n);
                         values.push(chunk.map_or_else(String::new, |(_, v)| v.to_string()));
                     }
-                    Ticket::Sealed(values)
+                    (Ticket::Sealed(values), None)
                 })
                 .collect(),
         }
@@ -190,7 +194,7 @@ impl Sessions {
         now: UnixMillis,
     ) -> Result<Loaded, SessionError> {
         let chunks = cookies.chunks.iter().map(|(n, _)| *n).collect();
-        for ticket in self.tickets(cookies) {
+        for (ticket, signed) in self.tickets(cookies) {
             match self
                 .timed(StoreOp::load, self.backend.store.load(&ticket, now))
                 .await
@@ -200,6 +204,7 @@ impl Sessions {
                         ticket: Some(ticket),
                         record: Some(record),
                         chunks,
+                        signed,
                         ..Loaded::default()
                     });
                 }
@@ -244,9 +249,12 @@ impl Sessions {
 
     /// The `Set-Cookie`s that give the client a ticket, and expire any of
     /// the numbered cookies it holds beyond the new ticket's.
+    /// `signed`: the MAC the request's cookie carried for `ticket`'s id,
+    /// if the signing secret made it.
     fn cookies_for(
         &self,
         ticket: &Ticket,
+        signed: Option<&CookieMac>,
         record: &SessionRecord,
         held: &[usize],
         now: UnixMillis,
@@ -254,7 +262,10 @@ impl Sessions {
         let mut out = Vec::new();
         let count = match ticket {
             Ticket::Id(id) => {
-                let value = self.codec.encode(id);
+                let value = match signed {
+                    Some(mac) => self.codec.encode_signed(id, mac),
+                    None => self.codec.encode(id),
+                };
                 out.push(self.codec.set_cookie(&value, record, &self.policy, now));
                 1
             }
@@ -413,8 +424,13 @@ impl Sessions {
                             .await?;
                     }
                 }
+                // The same id renews the cookie the client holds.
+                let signed = loaded
+                    .signed
+                    .as_ref()
+                    .filter(|_| Some(&id) == loaded.ticket.as_ref());
                 Ok(Written {
-                    cookies: self.cookies_for(&id, &record, held, now),
+                    cookies: self.cookies_for(&id, signed, &record, held, now),
                     after: After::Now(record.sid.clone()),
                 })
             }
@@ -656,7 +672,7 @@ impl Sessions {
                     self.revoke_others_of(Some(&record), Some(&id), now).await?;
                 }
                 Ok(Written {
-                    cookies: self.cookies_for(&ticket, &record, held, now),
+                    cookies: self.cookies_for(&ticket, None, &record, held, now),
                     after: After::Now(record.sid.clone()),
                 })
             }

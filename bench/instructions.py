@@ -34,7 +34,7 @@ WORKLOADS = [("anon", "/", False), ("read", "/", True), ("write", "/write", True
 TOLERANCE = 0.05
 
 
-def sessiongate_conf(work, port, upstream):
+def sessiongate_conf(work, port, upstream, store="{kind: memory}"):
     path = os.path.join(work, "sessiongate.yaml")
     with open(path, "w") as f:
         f.write(f"""
@@ -44,7 +44,7 @@ secrets: ["{SECRET}"]
 log: {{format: json}}
 session:
   cookie: {{secure: false}}
-  store: {{kind: memory}}
+  store: {store}
 upstreams:
   app: {{url: "http://127.0.0.1:{upstream}"}}
 routes:
@@ -138,7 +138,11 @@ def main():
     p.add_argument("--check", help="baseline file: fail when a workload grows by more than 5%%")
     p.add_argument("--write", help="record this run as the baseline in this file")
     p.add_argument("--json", help="write the counts here")
+    p.add_argument("--store", choices=["memory", "embedded", "redis"], default="memory",
+                   help="the session store (the baseline is the memory store's); redis starts a redis-server")
     a = p.parse_args()
+    if a.store != "memory" and (a.check or a.write):
+        p.error("the baseline is the memory store's: --check and --write need --store memory")
     work = tempfile.mkdtemp(prefix="sg-instr-")
     upstream = free_port()
     up_conf = nginx_conf(work, "upstream", upstream, f"""
@@ -149,13 +153,24 @@ def main():
     location / {{ return 200 "ok\\n"; }}
   }}""")
     up = subprocess.Popen(["nginx", "-c", up_conf, "-p", work], stderr=subprocess.DEVNULL)
+    servers = [up]
+    store = "{kind: memory}"
+    if a.store == "embedded":
+        store = f"{{kind: embedded, path: {work}/sessions.db}}"
+    elif a.store == "redis":
+        redis_port = free_port()
+        servers.append(subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL))
+        wait_port(redis_port)
+        store = f"{{kind: redis, url: \"redis://127.0.0.1:{redis_port}\"}}"
     results = {}
     try:
         wait_port(upstream)
         port = free_port()
         env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG="warn")
         results["sessiongate"] = measure(
-            "sessiongate", [a.binary, "--config", sessiongate_conf(work, port, upstream)],
+            "sessiongate", [a.binary, "--config", sessiongate_conf(work, port, upstream, store)],
             port, work, a.requests, a.warm, True, env)
         if not a.no_nginx:
             port = free_port()
@@ -175,8 +190,9 @@ def main():
             # nginx sets no session cookie: its read and write are plain proxied requests.
             results["nginx"] = counts
     finally:
-        up.terminate()
-        up.wait()
+        for server in servers:
+            server.terminate()
+            server.wait()
 
     sg = results["sessiongate"]
     print(f"instructions per request, {a.requests} requests per workload (callgrind)")

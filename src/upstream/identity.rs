@@ -1,6 +1,9 @@
 //! What the upstream learns of the session: a signed JWT (HS256 or EdDSA) or
 //! ASCII-only JSON, optionally limited to an allow-list of keys.
 
+use super::recent_tokens::{
+    DEFAULT_RECENT_TOKEN_MAX_CLAIMS_BYTES, DEFAULT_RECENT_TOKEN_SLOTS, RecentTokens,
+};
 use crate::config::{ForwardConfig, ForwardMode, SigningConfig, SigningKey};
 use crate::mac::{HmacKey, hmac_key};
 use crate::record::SessionData;
@@ -72,6 +75,8 @@ pub struct TokenSigner {
     /// second it is signed in, so every such request in that second shares
     /// one: anonymous traffic costs no signing.
     anonymous: Mutex<Option<(u64, HeaderValue)>>,
+    /// A session's token in the second it was signed, for its next reads.
+    recent: RecentTokens,
 }
 
 impl TokenSigner {
@@ -110,6 +115,10 @@ impl TokenSigner {
             key,
             ttl_s: cfg.token_ttl.as_secs(),
             anonymous: Mutex::new(None),
+            recent: RecentTokens::new(
+                DEFAULT_RECENT_TOKEN_SLOTS,
+                DEFAULT_RECENT_TOKEN_MAX_CLAIMS_BYTES,
+            ),
         })
     }
 
@@ -130,7 +139,15 @@ impl TokenSigner {
         {
             return token.clone();
         }
-        let token = Bytes::from(self.sign_bytes(view, sid, csrf, now_s));
+        let claims = self.claims(view, sid, csrf, now_s);
+        // A CSRF claim is new in every request: such a token is never reused.
+        let kept_by = sid.filter(|_| csrf.is_none());
+        if let Some(sid) = kept_by
+            && let Some(token) = self.recent.get(sid, &claims)
+        {
+            return token;
+        }
+        let token = Bytes::from(self.sign_claims(&claims));
         // SAFETY: a token is base64url characters and dots, all of them
         // visible ASCII, which a header value may hold; the check would read
         // every byte of the token again. Debug builds check it.
@@ -138,18 +155,19 @@ impl TokenSigner {
         if anonymous {
             *self.anonymous.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((now_s, token.clone()));
+        } else if let Some(sid) = kept_by {
+            self.recent.put(sid, claims, token.clone());
         }
         token
     }
 
     pub fn sign(&self, view: &SessionView<'_>, sid: Option<&str>, now_s: u64) -> String {
-        String::from_utf8(self.sign_bytes(view, sid, None, now_s))
+        String::from_utf8(self.sign_claims(&self.claims(view, sid, None, now_s)))
             .expect("a JWT is base64url and dots")
     }
 
-    /// The token's bytes: built as bytes, a token is not checked as UTF-8
-    /// piece by piece on its way into a header value.
-    fn sign_bytes(
+    /// The claims after the constant start, as JSON text.
+    fn claims(
         &self,
         view: &SessionView<'_>,
         sid: Option<&str>,
@@ -177,10 +195,16 @@ impl TokenSigner {
         json.extend_from_slice(b",\"session\":");
         serde_json::to_writer(&mut json, view).expect("serializing JSON values cannot fail");
         json.push(b'}');
+        json
+    }
+
+    /// The token's bytes: built as bytes, a token is not checked as UTF-8
+    /// piece by piece on its way into a header value.
+    fn sign_claims(&self, json: &[u8]) -> Vec<u8> {
         // 64 bytes of signature are 86 characters of base64url.
         let mut token = Vec::with_capacity(self.prefix.len() + json.len() * 4 / 3 + 92);
         token.extend_from_slice(&self.prefix);
-        push_base64(&mut token, &json);
+        push_base64(&mut token, json);
         match &self.key {
             SignatureKey::Hs256(started) => {
                 let tag = started
@@ -446,6 +470,71 @@ mod tests {
             jsonwebtoken::Algorithm::HS256,
         );
         assert_eq!(claims["session"], json!({"user": "ann"}));
+    }
+
+    #[test]
+    fn a_session_read_again_in_the_same_second_reuses_its_token_only_while_its_claims_match() {
+        let secret = "upstream-secret-0123456789abcdef-012345";
+        let signer = TokenSigner::new(&signing_config(SigningKey::Hs256(
+            crate::config::Secret::new(secret),
+        )))
+        .unwrap();
+        let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
+        let claims_of = |token: &HeaderValue| {
+            verify(
+                token.to_str().unwrap(),
+                &key,
+                jsonwebtoken::Algorithm::HS256,
+            )
+        };
+        let ann = SessionData::from_map(json!({"user": "ann", "n": 1}).as_object().unwrap());
+        let all = SessionView {
+            data: &ann,
+            keys: None,
+        };
+        let first = signer.header_value(&all, Some("sid-1"), None, 1_700_000_000);
+        let again = signer.header_value(&all, Some("sid-1"), None, 1_700_000_000);
+        assert_eq!(again, first);
+        assert_eq!(
+            first.to_str().unwrap(),
+            signer.sign(&all, Some("sid-1"), 1_700_000_000)
+        );
+
+        // Anything in the claims that differs is signed anew: the data, the
+        // keys a route lets through, the session id, the second, a CSRF token.
+        let changed = SessionData::from_map(json!({"user": "ann", "n": 2}).as_object().unwrap());
+        let changed = signer.header_value(
+            &SessionView {
+                data: &changed,
+                keys: None,
+            },
+            Some("sid-1"),
+            None,
+            1_700_000_000,
+        );
+        assert_eq!(
+            claims_of(&changed)["session"],
+            json!({"user": "ann", "n": 2})
+        );
+        let keys = vec!["user".to_string()];
+        let narrowed = SessionView {
+            data: &ann,
+            keys: Some(&keys),
+        };
+        let narrowed = signer.header_value(&narrowed, Some("sid-1"), None, 1_700_000_000);
+        assert_eq!(claims_of(&narrowed)["session"], json!({"user": "ann"}));
+        let other = signer.header_value(&all, Some("sid-2"), None, 1_700_000_000);
+        assert_eq!(claims_of(&other)["sid"], "sid-2");
+        let later = signer.header_value(&all, Some("sid-1"), None, 1_700_000_001);
+        assert_eq!(claims_of(&later)["iat"], 1_700_000_001u64);
+        let with_csrf = signer.header_value(&all, Some("sid-1"), Some("c1"), 1_700_000_001);
+        assert_eq!(claims_of(&with_csrf)["csrf"], "c1");
+        let next_csrf = signer.header_value(&all, Some("sid-1"), Some("c2"), 1_700_000_001);
+        assert_eq!(claims_of(&next_csrf)["csrf"], "c2");
+        assert_eq!(
+            claims_of(&signer.header_value(&all, Some("sid-1"), None, 1_700_000_001))["session"],
+            json!({"user": "ann", "n": 1})
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod conn;
 pub mod forward;
 pub mod identity;
 pub mod pool;
+mod recent_tokens;
 mod response;
 mod stream;
 

@@ -138,8 +138,9 @@ def main():
     p.add_argument("--check", help="baseline file: fail when a workload grows by more than 5%%")
     p.add_argument("--write", help="record this run as the baseline in this file")
     p.add_argument("--json", help="write the counts here")
-    p.add_argument("--store", choices=["memory", "embedded", "redis"], default="memory",
-                   help="the session store (the baseline is the memory store's); redis starts a redis-server")
+    p.add_argument("--store", choices=["memory", "embedded", "redis", "cached-redis"], default="memory",
+                   help="the session store (the baseline is the memory store's); redis and cached-redis"
+                        " (the local cache over Redis) start a redis-server")
     a = p.parse_args()
     if a.store != "memory" and (a.check or a.write):
         p.error("the baseline is the memory store's: --check and --write need --store memory")
@@ -157,13 +158,15 @@ def main():
     store = "{kind: memory}"
     if a.store == "embedded":
         store = f"{{kind: embedded, path: {work}/sessions.db}}"
-    elif a.store == "redis":
+    elif a.store in ("redis", "cached-redis"):
         redis_port = free_port()
         servers.append(subprocess.Popen(
             ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no"], stdout=subprocess.DEVNULL))
         wait_port(redis_port)
         store = f"{{kind: redis, url: \"redis://127.0.0.1:{redis_port}\"}}"
+        if a.store == "cached-redis":
+            store = f"{{kind: cached, durable: {store}}}"
     results = {}
     try:
         wait_port(upstream)

@@ -85,6 +85,10 @@ macro_rules! conformance {
                 super::clears_expired(make().await, $native).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_renewed_session_is_swept_by_its_new_deadline() {
+                super::a_renewed_session_is_swept_by_its_new_deadline(make().await, $native).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn json_survives_the_merge() {
                 super::json_survives_the_server_side_merge(make().await).await
             }

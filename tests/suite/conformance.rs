@@ -401,6 +401,29 @@ pub async fn clears_expired(s: impl SessionStore, native_expiry: bool) {
     assert_eq!(data(&s, &dead, *T0_CELL + 120_000).await, None);
 }
 
+/// A renewal moves the session's deadline: a sweep between the old and
+/// the new one keeps it, a sweep past the new one takes it.
+pub async fn a_renewed_session_is_swept_by_its_new_deadline(
+    s: impl SessionStore,
+    native_expiry: bool,
+) {
+    let t = create(&s, &new_record(json!({"a": 1}), *T0_CELL, &POLICY)).await;
+    let (t, _) = saved(save(&s, &t, json!({"b": 2}), *T0_CELL + 90_000).await);
+    let n = s.clear_expired(*T0_CELL + 120_000).await.unwrap();
+    if !native_expiry {
+        assert_eq!(n, 0, "nothing is past its deadline yet");
+    }
+    assert_eq!(
+        data(&s, &t, *T0_CELL + 120_000).await,
+        Some(json!({"a": 1, "b": 2}))
+    );
+    let n = s.clear_expired(*T0_CELL + 200_000).await.unwrap();
+    if !native_expiry {
+        assert_eq!(n, 1);
+        assert_eq!(data(&s, &t, *T0_CELL + 100_000).await, None, "swept");
+    }
+}
+
 /// The merge keeps JSON exactly: empty arrays and objects, big integers,
 /// floats, escapes and unicode; both where the store merges (a save that
 /// does not say what it read) and where the save brings its merge.
@@ -466,6 +489,7 @@ where
     concurrent_merges_lose_nothing(make().await, 32).await;
     concurrent_merges_lose_nothing(make().await, 500).await;
     clears_expired(make().await, native_expiry).await;
+    a_renewed_session_is_swept_by_its_new_deadline(make().await, native_expiry).await;
     json_survives_the_server_side_merge(make().await).await;
     a_save_against_a_stale_read_loses_nothing(make().await).await;
 }

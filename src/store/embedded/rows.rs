@@ -5,7 +5,7 @@
 use super::{backend, decode, encode, expiry_key, readable};
 use crate::record::{SessionId, SessionRecord};
 use crate::store::StoreError;
-use redb::Table;
+use redb::{ReadableTable, Table};
 
 pub(super) type Sessions<'t> = Table<'t, &'static [u8], &'static [u8]>;
 pub(super) type Expiry<'t> = Table<'t, &'static [u8], ()>;
@@ -40,4 +40,54 @@ pub(super) fn remove(
             .map_err(backend)?;
     }
     Ok(old)
+}
+
+/// The record under `id`, unchanged; an unreadable one is none.
+pub(super) fn get(
+    sessions: &Sessions<'_>,
+    id: &SessionId,
+) -> Result<Option<SessionRecord>, StoreError> {
+    Ok(
+        match sessions.get(id.as_bytes().as_slice()).map_err(backend)? {
+            Some(v) => readable(decode(v.value())),
+            None => None,
+        },
+    )
+}
+
+/// Writes `record` over the one under `id` whose deadline was
+/// `old_expires_ms`; the deadline's row moves only when the deadline does.
+pub(super) fn overwrite(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    id: &SessionId,
+    old_expires_ms: u64,
+    record: &SessionRecord,
+) -> Result<(), StoreError> {
+    sessions
+        .insert(id.as_bytes().as_slice(), encode(record).as_slice())
+        .map_err(backend)?;
+    if record.expires_ms != old_expires_ms {
+        expiry
+            .remove(expiry_key(old_expires_ms, id).as_slice())
+            .map_err(backend)?;
+        expiry
+            .insert(expiry_key(record.expires_ms, id).as_slice(), ())
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Deletes the rows of the session under `id` whose deadline is `expires_ms`.
+pub(super) fn delete(
+    sessions: &mut Sessions<'_>,
+    expiry: &mut Expiry<'_>,
+    id: &SessionId,
+    expires_ms: u64,
+) -> Result<(), StoreError> {
+    sessions.remove(id.as_bytes().as_slice()).map_err(backend)?;
+    expiry
+        .remove(expiry_key(expires_ms, id).as_slice())
+        .map_err(backend)?;
+    Ok(())
 }

@@ -5,7 +5,7 @@
 
 use super::file::StoreFile;
 use super::index::IndexOp;
-use super::rows::{Expiry, Sessions, put, remove};
+use super::rows::{Expiry, Sessions, delete, get, overwrite, put, remove};
 use super::{EXPIRY, MAX_BATCH, SESSIONS};
 use super::{ReadCache, Written, backend, expiry_key};
 use redb::TableDefinition;
@@ -479,37 +479,41 @@ fn save(
     op: &crate::store::SaveOp<'_>,
 ) -> Result<SaveOutcome, StoreError> {
     let now_ms = op.now_ms;
-    let Some(current) = remove(sessions, expiry, id)? else {
+    // Read, not removed: a refused or re-indexed write then writes nothing
+    // (it used to remove the row and put it back).
+    let Some(current) = get(sessions, id)?.filter(|c| c.is_live(now_ms)) else {
+        // An expired or unreadable row goes now rather than at the sweep.
+        remove(sessions, expiry, id)?;
         return Ok(SaveOutcome::Gone);
     };
-    if !current.is_live(now_ms) {
-        return Ok(SaveOutcome::Gone);
-    }
-    match apply(current.clone(), &op.change, &op.policy, now_ms) {
+    let old_expires_ms = current.expires_ms;
+    match apply(current, &op.change, &op.policy, now_ms) {
         Ok(Applied::Saved(mut record)) => {
             if let Some(actual) = op.unexpected(&record) {
-                put(sessions, expiry, id, &current)?;
                 return Ok(SaveOutcome::Reindex(actual));
             }
             let new_id = match &op.cycle_to {
                 Some((new_id, sid)) => {
                     record.sid = sid.clone();
+                    delete(sessions, expiry, id, old_expires_ms)?;
+                    put(sessions, expiry, new_id, &record)?;
                     *new_id
                 }
-                None => *id,
+                None => {
+                    overwrite(sessions, expiry, id, old_expires_ms, &record)?;
+                    *id
+                }
             };
-            put(sessions, expiry, &new_id, &record)?;
             Ok(SaveOutcome::Saved {
                 id: new_id,
                 record: Arc::new(record),
             })
         }
-        Ok(Applied::Emptied) => Ok(SaveOutcome::Emptied),
-        Err(e) => {
-            // Refused: put back exactly what was there.
-            put(sessions, expiry, id, &current)?;
-            Ok(SaveOutcome::Refused(e))
+        Ok(Applied::Emptied) => {
+            delete(sessions, expiry, id, old_expires_ms)?;
+            Ok(SaveOutcome::Emptied)
         }
+        Err(e) => Ok(SaveOutcome::Refused(e)),
     }
 }
 

@@ -10,7 +10,7 @@
 mod index;
 mod reply;
 
-use reply::{record, subject_of_text, unexpected, with_data};
+use reply::{record, saved_fields, subject_of_text, unexpected, with_data};
 
 use super::{OpenError, Revoked, SaveOp, SaveOutcome, ServerStore, StoreError};
 use crate::config::{RedisConfig, RedisTopology};
@@ -608,7 +608,7 @@ impl ServerStore for RedisStore {
                 max: op.policy.max_bytes,
             })),
             Some("saved") => {
-                let mut fields: Vec<Option<String>> = reply.into_iter().skip(1).map(Some).collect();
+                let mut fields = saved_fields(&reply)?;
                 let mut record = match (fields.first(), merged) {
                     // Not echoed: the script stored the merge sent to it.
                     (Some(Some(echo)), Some(data)) if echo.is_empty() => with_data(data, &fields)?,

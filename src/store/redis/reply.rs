@@ -23,6 +23,20 @@ pub(super) fn unexpected(script: &str, reply: &[String]) -> StoreError {
     }
 }
 
+/// The fields `d, sid, c, e, x` of the save script's `saved` reply, whose
+/// second element packs `sid, c, e, x, d` separated by NULs (`d` is empty
+/// when the script stored the merge it was sent).
+pub(super) fn saved_fields(reply: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+    let mut parts = reply
+        .get(1)
+        .ok_or_else(|| unexpected("save", reply))?
+        .splitn(5, '\0')
+        .map(|p| Some(p.to_string()));
+    let head: Vec<Option<String>> = parts.by_ref().take(4).collect();
+    let data = parts.next().ok_or_else(|| unexpected("save", reply))?;
+    Ok(std::iter::once(data).chain(head).collect())
+}
+
 fn field(fields: &[Option<String>], i: usize) -> Result<&str, StoreError> {
     fields
         .get(i)
@@ -75,4 +89,34 @@ pub(super) fn with_data(
         expires_ms: number(field(fields, 3)?)?,
         expiry_s,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(parts: &[&str]) -> Vec<String> {
+        vec!["saved".into(), parts.join("\0")]
+    }
+
+    #[test]
+    fn a_saved_reply_unpacks_into_the_record_fields() {
+        let data = "{\"a\":\"x\\u0000y\"}";
+        let fields = saved_fields(&reply(&["sid-1", "100", "200", "", data])).unwrap();
+        let record = record(fields).unwrap();
+        assert_eq!(record.sid, "sid-1");
+        assert_eq!((record.created_ms, record.expires_ms), (100, 200));
+        assert_eq!(record.expiry_s, None);
+        assert_eq!(record.data.as_str(), data);
+
+        let fields = saved_fields(&reply(&["sid-1", "100", "200", "7", ""])).unwrap();
+        assert_eq!(fields[0].as_deref(), Some(""), "not echoed");
+        assert_eq!(fields[4].as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn a_saved_reply_missing_a_field_is_an_error() {
+        assert!(saved_fields(&reply(&["sid-1", "100", "200", ""])).is_err());
+        assert!(saved_fields(&["saved".to_string()]).is_err());
+    }
 }

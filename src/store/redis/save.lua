@@ -65,6 +65,14 @@ local e = now + life * 1000
 local abs = tonumber(ARGV[3])
 if abs >= 0 and c + abs * 1000 < e then e = c + abs * 1000 end
 local es = string.format('%.0f', e)
+-- The saved record in one string: sid, created, deadline, expiry, then the
+-- data echoed back. None of the four fields holds a NUL and the data comes
+-- last, so the first four NULs split it. One reply element instead of
+-- five: the client's parser costs the proxy about 1,900 instructions per
+-- element.
+local function saved(sid)
+  return {'saved', table.concat({sid, h[3], es, x, echo}, '\0')}
+end
 local cycle = ARGV[6]
 if cycle == 'move' then
   -- The new session first: if Redis refuses the write (out of memory),
@@ -79,7 +87,7 @@ if cycle == 'move' then
     redis.call('HSET', KEYS[1], 'mv', ARGV[10])
     redis.call('PEXPIRE', KEYS[1], ARGV[11])
   end
-  return {'saved', echo, ARGV[8], h[3], es, x}
+  return saved(ARGV[8])
 elseif cycle == 'mark' then
   -- Read-only until the move ends, and gone by itself when the mark ends
   -- should the move never finish; a failed move restores the deadline.
@@ -89,9 +97,9 @@ elseif cycle == 'mark' then
   if until_ms < tonumber(h[4]) then
     redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', until_ms))
   end
-  return {'saved', echo, h[2], h[3], es, x}
+  return saved(h[2])
 end
 redis.call('HSET', KEYS[1], 'd', out, 'e', es)
 if x ~= '' then redis.call('HSET', KEYS[1], 'x', x) end
 redis.call('PEXPIREAT', KEYS[1], es)
-return {'saved', echo, h[2], h[3], es, x}
+return saved(h[2])

@@ -479,8 +479,7 @@ fn save(
     op: &crate::store::SaveOp<'_>,
 ) -> Result<SaveOutcome, StoreError> {
     let now_ms = op.now_ms;
-    // Read, not removed: a refused or re-indexed write then writes nothing
-    // (it used to remove the row and put it back).
+    // Read, not removed: a refused or re-indexed write writes nothing.
     let Some(current) = get(sessions, id)?.filter(|c| c.is_live(now_ms)) else {
         // An expired or unreadable row goes now rather than at the sweep.
         remove(sessions, expiry, id)?;

@@ -342,6 +342,16 @@ mod tests {
         }
     }
 
+    const HS256_SECRET: &str = "upstream-secret-0123456789abcdef-012345";
+
+    fn hs256_signer() -> (&'static str, TokenSigner) {
+        let key = SigningKey::Hs256(crate::config::Secret::new(HS256_SECRET));
+        (
+            HS256_SECRET,
+            TokenSigner::new(&signing_config(key)).unwrap(),
+        )
+    }
+
     fn verify(token: &str, key: &jsonwebtoken::DecodingKey, alg: jsonwebtoken::Algorithm) -> Value {
         let mut v = jsonwebtoken::Validation::new(alg);
         v.set_audience(&["app"]);
@@ -355,11 +365,7 @@ mod tests {
 
     #[test]
     fn hs256_tokens_verify_with_a_jwt_library() {
-        let secret = "upstream-secret-0123456789abcdef-012345";
-        let signer = TokenSigner::new(&signing_config(SigningKey::Hs256(
-            crate::config::Secret::new(secret),
-        )))
-        .unwrap();
+        let (secret, signer) = hs256_signer();
         let data = SessionData::from_map(json!({"user": "Zoë", "n": 1}).as_object().unwrap());
         let view = SessionView {
             data: &data,
@@ -425,11 +431,7 @@ mod tests {
 
     #[test]
     fn requests_without_a_session_share_one_token_per_second() {
-        let secret = "upstream-secret-0123456789abcdef-012345";
-        let signer = TokenSigner::new(&signing_config(SigningKey::Hs256(
-            crate::config::Secret::new(secret),
-        )))
-        .unwrap();
+        let (secret, signer) = hs256_signer();
         let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
         let anonymous = SessionView {
             data: SessionData::empty(),
@@ -474,11 +476,7 @@ mod tests {
 
     #[test]
     fn a_session_read_again_in_the_same_second_reuses_its_token_only_while_its_claims_match() {
-        let secret = "upstream-secret-0123456789abcdef-012345";
-        let signer = TokenSigner::new(&signing_config(SigningKey::Hs256(
-            crate::config::Secret::new(secret),
-        )))
-        .unwrap();
+        let (secret, signer) = hs256_signer();
         let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
         let claims_of = |token: &HeaderValue| {
             verify(

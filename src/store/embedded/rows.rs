@@ -56,7 +56,7 @@ pub(super) fn get(
 }
 
 /// Writes `record` over the one under `id` whose deadline was
-/// `old_expires_ms`; the deadline's row moves only when the deadline does.
+/// `old_expires_ms`, moving the deadline's row with it.
 pub(super) fn overwrite(
     sessions: &mut Sessions<'_>,
     expiry: &mut Expiry<'_>,
@@ -64,18 +64,12 @@ pub(super) fn overwrite(
     old_expires_ms: u64,
     record: &SessionRecord,
 ) -> Result<(), StoreError> {
-    sessions
-        .insert(id.as_bytes().as_slice(), encode(record).as_slice())
-        .map_err(backend)?;
     if record.expires_ms != old_expires_ms {
         expiry
             .remove(expiry_key(old_expires_ms, id).as_slice())
             .map_err(backend)?;
-        expiry
-            .insert(expiry_key(record.expires_ms, id).as_slice(), ())
-            .map_err(backend)?;
     }
-    Ok(())
+    put(sessions, expiry, id, record)
 }
 
 /// Deletes the rows of the session under `id` whose deadline is `expires_ms`.

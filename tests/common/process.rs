@@ -37,11 +37,11 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// A free address, never one this process handed out before: an
+/// unguarded bind to port 0 gave the same port twice in a row, and nginx
+/// then proxied to itself in place of sessiongate.
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], super::redis::free_port()))
 }
 
 pub fn write_config(

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 RUNS=${RUNS:-10000000}
 MAX_TIME=${MAX_TIME:-3600}
-all=(request_head response_head chunked cookie path_and_route config proxy_header merge_patch merge_lua)
+all=(request_head response_head chunked cookie path_and_route config proxy_header merge_patch merge_lua resp_reply)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 

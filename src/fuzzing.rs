@@ -344,3 +344,24 @@ pub fn proxy_header(data: &[u8]) {
         assert_eq!(source(header).ok(), Some(found), "{header:?}");
     }
 }
+
+/// Redis replies, as the direct connection reads them off its socket: a
+/// reply parsed is the one redis-rs's own parser reads from exactly the
+/// bytes taken, and a buffer cut short of a reply is incomplete, never an
+/// error or another reply.
+pub fn resp_reply(data: &[u8]) {
+    use crate::store::redis::resp::parse;
+    let Ok(Some((value, taken))) = parse(data) else {
+        return;
+    };
+    assert!(taken > 0 && taken <= data.len());
+    assert_eq!(
+        redis::parse_redis_value(&data[..taken]).ok(),
+        Some(value),
+        "{:?}",
+        String::from_utf8_lossy(&data[..taken])
+    );
+    for cut in 0..taken {
+        assert_eq!(parse(&data[..cut]), Ok(None), "cut at {cut}");
+    }
+}

@@ -63,3 +63,8 @@ fn config_inputs_hold() {
 fn proxy_header_inputs_hold() {
     replay("proxy_header", sessiongate::fuzzing::proxy_header);
 }
+
+#[test]
+fn resp_reply_inputs_hold() {
+    replay("resp_reply", sessiongate::fuzzing::resp_reply);
+}

@@ -210,6 +210,114 @@ async fn redis_stores_a_senders_merge_only_over_the_data_it_read() {
     assert_eq!(stored().trim(), r#"{"a":2,"b":1,"0":3}"#);
 }
 
+/// A `redis://` URL's password and database are the direct connection's
+/// login: the whole suite passes through them, the sessions land in that
+/// database, and a wrong password is a store error, never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn redis_with_a_password_and_a_database_conformance() {
+    if !common::redis::available("redis_with_a_password_and_a_database_conformance") {
+        return;
+    }
+    let mut server = common::redis::RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--requirepass",
+        "conformance-pw",
+    ]);
+    server.auth = Some("conformance-pw".into());
+    let url = format!("redis://:conformance-pw@127.0.0.1:{}/3", server.port);
+    redis_suite("sg-db3:", |prefix| {
+        redis_config(
+            sessiongate::config::RedisTopology::Standalone { url: url.clone() },
+            prefix,
+        )
+    })
+    .await;
+    assert_eq!(server.cli(&["-n", "0", "dbsize"]).trim(), "0");
+    assert_ne!(server.cli(&["-n", "3", "dbsize"]).trim(), "0");
+
+    let wrong = format!("redis://:not-the-pw@127.0.0.1:{}/3", server.port);
+    let s = sessiongate::store::redis::RedisStore::open(&redis_config(
+        sessiongate::config::RedisTopology::Standalone { url: wrong },
+        "x:".into(),
+    ))
+    .await
+    .unwrap();
+    let t = Ticket::Id(SessionId::generate());
+    let err = tokio::time::timeout(Duration::from_secs(10), s.load(&t, *T0_CELL))
+        .await
+        .expect("answers within the timeout")
+        .unwrap_err();
+    assert!(
+        matches!(err, sessiongate::store::StoreError::Backend(_)),
+        "{err:?}"
+    );
+}
+
+/// Many requests share the connection, some giving up half-way (their
+/// timeout fires after the command was written): every reply still
+/// reaches the request that asked for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn redis_replies_reach_their_own_request_when_others_give_up() {
+    if !common::redis::available("redis_replies_reach_their_own_request_when_others_give_up") {
+        return;
+    }
+    let server = common::redis::RedisServer::start();
+    let s = std::sync::Arc::new(
+        sessiongate::store::redis::RedisStore::open(&redis_config(
+            sessiongate::config::RedisTopology::Standalone { url: server.url() },
+            "mux:".into(),
+        ))
+        .await
+        .unwrap(),
+    );
+    let t0 = *T0_CELL;
+    let mut tickets = Vec::new();
+    for n in 0..50 {
+        tickets.push((
+            n,
+            create(&*s, &new_record(json!({ "n": n }), t0, &POLICY)).await,
+        ));
+    }
+    let mut tasks = Vec::new();
+    for round in 0..20u64 {
+        for (n, t) in &tickets {
+            let (s, t, n) = (s.clone(), t.clone(), *n);
+            tasks.push(tokio::spawn(async move {
+                // Every third request gives up almost at once.
+                if (round + n) % 3 == 0 {
+                    let quick = Duration::from_micros(50);
+                    let Ok(r) = tokio::time::timeout(quick, s.load(&t, t0)).await else {
+                        return None;
+                    };
+                    let r = r.unwrap().unwrap();
+                    return Some(r.data.to_map().get("n") == Some(&json!(n)));
+                }
+                let r = s.load(&t, t0).await.unwrap().unwrap();
+                Some(r.data.to_map().get("n") == Some(&json!(n)))
+            }));
+        }
+    }
+    let mut gave_up = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Some(own) => assert!(own, "a reply reached another request"),
+            None => gave_up += 1,
+        }
+    }
+    assert!(gave_up > 0, "no request gave up: the test tested nothing");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(tool_redis),

@@ -7,9 +7,12 @@
 //! under `{prefix}{<id>}`: the braces are a Cluster hash tag, so everything a
 //! script touches is in one slot.
 
+mod connection;
 mod index;
 mod reply;
+pub(crate) mod resp;
 
+use connection::{Direct, Target};
 use reply::{record, saved_fields, subject_of_text, unexpected, with_data};
 
 use super::{OpenError, Revoked, SaveOp, SaveOutcome, ServerStore, StoreError};
@@ -99,6 +102,9 @@ impl SentinelConn {
 }
 
 enum Topology {
+    /// A standalone server over plain TCP.
+    Direct(Direct),
+    /// A standalone server over TLS or a Unix socket.
     Single(ConnectionManager),
     Cluster(ClusterConnection),
     Sentinel(Arc<SentinelConn>),
@@ -107,6 +113,7 @@ enum Topology {
 /// One handle for a command, whatever the topology.
 #[derive(Clone)]
 enum Conn {
+    Direct(Direct),
     Single(ConnectionManager),
     Cluster(ClusterConnection),
     Multiplexed(MultiplexedConnection),
@@ -115,6 +122,7 @@ enum Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
+            Conn::Direct(c) => c.req_packed_command(cmd),
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
             Conn::Multiplexed(c) => c.req_packed_command(cmd),
@@ -128,6 +136,7 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
+            Conn::Direct(c) => c.req_packed_commands(p, offset, count),
             Conn::Single(c) => c.req_packed_commands(p, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(p, offset, count),
             Conn::Multiplexed(c) => c.req_packed_commands(p, offset, count),
@@ -136,6 +145,7 @@ impl ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         match self {
+            Conn::Direct(c) => c.get_db(),
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
             Conn::Multiplexed(c) => c.get_db(),
@@ -183,17 +193,21 @@ impl RedisStore {
                     None => ::redis::Client::open(url.as_str()),
                 }
                 .map_err(open_err("redis"))?;
-                // No response timeout of the client's own: `run` bounds every
-                // operation with the same timeout, armed first and so always
-                // first to fire; a second timer per command only cost time.
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(cfg.timeout))
-                    .set_response_timeout(None)
-                    .set_number_of_retries(RECONNECT_RETRIES)
-                    .set_max_delay(Duration::from_secs(1));
-                let manager = ConnectionManager::new_lazy_with_config(client, config)
-                    .map_err(open_err("redis"))?;
-                Topology::Single(manager)
+                if let Some(target) = Target::of(client.get_connection_info()) {
+                    Topology::Direct(Direct::new(target, cfg.timeout))
+                } else {
+                    // No response timeout of the client's own: `run` bounds every
+                    // operation with the same timeout, armed first and so always
+                    // first to fire; a second timer per command only cost time.
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(cfg.timeout))
+                        .set_response_timeout(None)
+                        .set_number_of_retries(RECONNECT_RETRIES)
+                        .set_max_delay(Duration::from_secs(1));
+                    let manager = ConnectionManager::new_lazy_with_config(client, config)
+                        .map_err(open_err("redis"))?;
+                    Topology::Single(manager)
+                }
             }
             RedisTopology::Cluster { nodes } => {
                 let mut b =
@@ -288,6 +302,7 @@ impl RedisStore {
 
     async fn conn(&self) -> Result<Conn, StoreError> {
         match &self.topology {
+            Topology::Direct(c) => Ok(Conn::Direct(c.clone())),
             Topology::Single(c) => Ok(Conn::Single(c.clone())),
             Topology::Cluster(c) => Ok(Conn::Cluster(c.clone())),
             Topology::Sentinel(s) => match tokio::time::timeout(self.timeout, s.get()).await {

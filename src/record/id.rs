@@ -39,6 +39,11 @@ impl SessionId {
         URL_SAFE_NO_PAD.encode(self.0)
     }
 
+    /// Appends the text of `encode` to `out`, without a string of its own.
+    pub fn encode_into(&self, out: &mut String) {
+        URL_SAFE_NO_PAD.encode_string(self.0, out);
+    }
+
     pub fn decode(text: &str) -> Option<Self> {
         if text.len() != ID_B64_LEN {
             return None;
@@ -69,6 +74,9 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(SessionId::decode(&a.encode()), Some(a));
         assert_eq!(a.encode().len(), ID_B64_LEN);
+        let mut appended = String::from("prefix{");
+        a.encode_into(&mut appended);
+        assert_eq!(appended, format!("prefix{{{}", a.encode()));
     }
 
     #[test]

@@ -260,6 +260,48 @@ async fn redis_with_a_password_and_a_database_conformance() {
     );
 }
 
+/// A Redis that cannot be reached is a store error at once, each request
+/// not trying to connect again for a moment; once it is up, the next
+/// requests reach it within that moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn redis_that_comes_up_later_is_reached_within_a_moment() {
+    if !common::redis::available("redis_that_comes_up_later_is_reached_within_a_moment") {
+        return;
+    }
+    let port = common::redis::free_port();
+    let s = sessiongate::store::redis::RedisStore::open(&redis_config(
+        sessiongate::config::RedisTopology::Standalone {
+            url: format!("redis://127.0.0.1:{port}"),
+        },
+        "later:".into(),
+    ))
+    .await
+    .unwrap();
+    let t = Ticket::Id(SessionId::generate());
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let err = s.load(&t, *T0_CELL).await.unwrap_err();
+        assert!(
+            matches!(err, sessiongate::store::StoreError::Backend(_)),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    let _server = common::redis::RedisServer::start_on(
+        port,
+        common::redis::temp_dir("later"),
+        &["--save", "", "--appendonly", "no"],
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(s.load(&t, *T0_CELL).await.unwrap().is_none());
+    let created = create(&s, &new_record(json!({"up": true}), *T0_CELL, &POLICY)).await;
+    assert!(s.load(&created, *T0_CELL).await.unwrap().is_some());
+}
+
 /// Many requests share the connection, some giving up half-way (their
 /// timeout fires after the command was written): every reply still
 /// reaches the request that asked for it.

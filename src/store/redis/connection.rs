@@ -18,7 +18,7 @@ use ::redis::aio::ConnectionLike;
 use ::redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -26,6 +26,10 @@ use tokio::sync::{Notify, oneshot};
 
 /// Read buffer of a socket: a few session reads' replies.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// After a failed attempt to connect, commands fail at once for this long
+/// instead of each trying again: a Redis that is down is not sent a
+/// connection attempt per request, and one that is back is used within it.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// Where a standalone Redis is and how to log in.
 #[derive(Clone)]
@@ -65,8 +69,9 @@ struct Shared {
     target: Target,
     connect_timeout: Duration,
     current: Mutex<Option<Arc<Link>>>,
-    /// One connection attempt at a time: the others wait for its socket.
-    connecting: tokio::sync::Mutex<()>,
+    /// One connection attempt at a time (the others wait for its socket),
+    /// and when and why the last one failed.
+    connecting: tokio::sync::Mutex<Option<(Instant, String)>>,
 }
 
 impl Drop for Shared {
@@ -236,7 +241,7 @@ impl Direct {
                 target,
                 connect_timeout,
                 current: Mutex::new(None),
-                connecting: tokio::sync::Mutex::new(()),
+                connecting: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -250,13 +255,33 @@ impl Direct {
         if let Some(link) = self.open_link() {
             return Ok(link);
         }
-        let _one = self.shared.connecting.lock().await;
+        let mut failed = self.shared.connecting.lock().await;
         if let Some(link) = self.open_link() {
             return Ok(link);
         }
-        let link = tokio::time::timeout(self.shared.connect_timeout, self.connect())
-            .await
-            .map_err(|_| RedisError::from((ErrorKind::Io, "connecting to Redis timed out")))??;
+        if let Some((at, why)) = failed.as_ref().filter(|(at, _)| at.elapsed() < RETRY_AFTER) {
+            let ago = format!("{} ms ago: {why}", at.elapsed().as_millis());
+            return Err(RedisError::from((
+                ErrorKind::Io,
+                "connecting to Redis failed a moment ago",
+                ago,
+            )));
+        }
+        let link = match tokio::time::timeout(self.shared.connect_timeout, self.connect()).await {
+            Ok(Ok(link)) => link,
+            Ok(Err(e)) => {
+                *failed = Some((Instant::now(), e.to_string()));
+                return Err(e);
+            }
+            Err(_) => {
+                *failed = Some((Instant::now(), "timed out".into()));
+                return Err(RedisError::from((
+                    ErrorKind::Io,
+                    "connecting to Redis timed out",
+                )));
+            }
+        };
+        *failed = None;
         *self.shared.current.lock().expect("link slot lock") = Some(link.clone());
         Ok(link)
     }

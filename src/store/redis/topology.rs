@@ -35,7 +35,12 @@ impl SentinelConn {
         if let Some(c) = current.as_ref() {
             return Ok(c.clone());
         }
-        let conn = self.client.lock().await.get_async_connection().await?;
+        // Boxed: redis-rs's connect future is many layers deep, and inlined it
+        // sat in every operation's future (and past rustc's layout depth).
+        let conn = {
+            let mut client = self.client.lock().await;
+            Box::pin(client.get_async_connection()).await?
+        };
         *current = Some(conn.clone());
         Ok(conn)
     }
@@ -146,15 +151,16 @@ impl Topology {
                     b = b.certs(c.clone());
                 }
                 let client = b.build().map_err(open_err("redis cluster"))?;
-                let conn = tokio::time::timeout(cfg.timeout * 2, client.get_async_connection())
-                    .await
-                    .map_err(|_| {
-                        OpenError::Backend(
-                            "redis cluster".into(),
-                            "no cluster node answered in time".into(),
-                        )
-                    })?
-                    .map_err(open_err("redis cluster"))?;
+                let conn =
+                    tokio::time::timeout(cfg.timeout * 2, Box::pin(client.get_async_connection()))
+                        .await
+                        .map_err(|_| {
+                            OpenError::Backend(
+                                "redis cluster".into(),
+                                "no cluster node answered in time".into(),
+                            )
+                        })?
+                        .map_err(open_err("redis cluster"))?;
                 Topology::Cluster(conn)
             }
             RedisTopology::Sentinel {

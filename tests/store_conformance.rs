@@ -142,6 +142,20 @@ async fn redis_suite(base: &str, make: impl Fn(String) -> sessiongate::config::R
     .await;
 }
 
+/// A Redis of the test's own that requires `password` (redis-cli gives it).
+fn redis_requiring(password: &str) -> common::redis::RedisServer {
+    let mut server = common::redis::RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--requirepass",
+        password,
+    ]);
+    server.auth = Some(password.into());
+    server
+}
+
 fn redis_config(
     topology: sessiongate::config::RedisTopology,
     prefix: String,
@@ -222,15 +236,7 @@ async fn redis_with_a_password_and_a_database_conformance() {
     if !common::redis::available("redis_with_a_password_and_a_database_conformance") {
         return;
     }
-    let mut server = common::redis::RedisServer::start_with(&[
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--requirepass",
-        "conformance-pw",
-    ]);
-    server.auth = Some("conformance-pw".into());
+    let server = redis_requiring("conformance-pw");
     let url = format!("redis://:conformance-pw@127.0.0.1:{}/3", server.port);
     redis_suite("sg-db3:", |prefix| {
         redis_config(
@@ -282,7 +288,7 @@ async fn redis_that_comes_up_later_is_reached_within_a_moment() {
     .await
     .unwrap();
     let t = Ticket::Id(SessionId::generate());
-    for _ in 0..3 {
+    for i in 0..3 {
         let started = std::time::Instant::now();
         let err = s.load(&t, *T0_CELL).await.unwrap_err();
         assert!(
@@ -290,6 +296,12 @@ async fn redis_that_comes_up_later_is_reached_within_a_moment() {
             "{err:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(1));
+        // Right after a failed attempt, no new one is made.
+        assert_eq!(
+            format!("{err:?}").contains("a moment ago"),
+            i > 0,
+            "{err:?}"
+        );
     }
     let _server = common::redis::RedisServer::start_on(
         port,
@@ -300,6 +312,64 @@ async fn redis_that_comes_up_later_is_reached_within_a_moment() {
     assert!(s.load(&t, *T0_CELL).await.unwrap().is_none());
     let created = create(&s, &new_record(json!({"up": true}), *T0_CELL, &POLICY)).await;
     assert!(s.load(&created, *T0_CELL).await.unwrap().is_some());
+}
+
+/// Requests that give up while Redis does not answer the login (a server
+/// stopped, its kernel still accepting connections) leave no connection
+/// behind: an attempt to connect runs on its own, one at a time, and one
+/// that times out closes its socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn redis_that_stalls_during_login_keeps_no_connection_of_requests_that_gave_up() {
+    if !common::redis::available(
+        "redis_that_stalls_during_login_keeps_no_connection_of_requests_that_gave_up",
+    ) {
+        return;
+    }
+    let server = redis_requiring("stall-pw");
+    let mut cfg = redis_config(
+        sessiongate::config::RedisTopology::Standalone {
+            url: format!("redis://:stall-pw@127.0.0.1:{}", server.port),
+        },
+        "stall:".into(),
+    );
+    cfg.timeout = Duration::from_millis(300);
+    let s = sessiongate::store::redis::RedisStore::open(&cfg)
+        .await
+        .unwrap();
+    let t = Ticket::Id(SessionId::generate());
+    server.pause();
+    for _ in 0..5 {
+        let err = s.load(&t, *T0_CELL).await.unwrap_err();
+        // The attempt and the load share the timeout: either may end first.
+        assert!(
+            matches!(
+                err,
+                sessiongate::store::StoreError::Timeout
+                    | sessiongate::store::StoreError::Backend(_)
+            ),
+            "{err:?}"
+        );
+        // Past the pause after a failed attempt: each load tries again.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    server.resume();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let clients = server.cli(&["client", "list"]);
+    assert_eq!(
+        clients.lines().filter(|l| l.contains("cmd=client")).count(),
+        1,
+        "{clients}"
+    );
+    assert_eq!(
+        clients.lines().count(),
+        1,
+        "redis-cli's own only: {clients}"
+    );
+    assert!(s.load(&t, *T0_CELL).await.unwrap().is_none());
 }
 
 /// Many requests share the connection, some giving up half-way (their

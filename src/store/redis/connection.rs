@@ -11,9 +11,11 @@
 //! Cluster keep redis-rs's connections.
 //!
 //! A broken socket fails the commands waiting on it and is replaced by the
-//! next command; nothing is retried, so a write is never applied twice.
+//! next command; a command is sent again only when none of its bytes were
+//! written, so a write is never applied twice.
 
 use super::resp;
+use crate::config::Secret;
 use ::redis::aio::ConnectionLike;
 use ::redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use std::collections::VecDeque;
@@ -22,10 +24,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 
 /// Read buffer of a socket: a few session reads' replies.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// The most a socket buffers of a reply not yet whole: far above any
+/// session or index listing, so only a broken server reaches it.
+const MAX_PENDING_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// After a failed attempt to connect, commands fail at once for this long
 /// instead of each trying again: a Redis that is down is not sent a
 /// connection attempt per request, and one that is back is used within it.
@@ -37,7 +42,7 @@ pub struct Target {
     pub host: String,
     pub port: u16,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub db: i64,
 }
 
@@ -53,7 +58,7 @@ impl Target {
             host: host.clone(),
             port: *port,
             username: login.username().map(str::to_owned),
-            password: login.password().map(str::to_owned),
+            password: login.password().map(|p| Secret::new(p.as_bytes())),
             db: login.db(),
         })
     }
@@ -67,16 +72,32 @@ pub struct Direct {
 
 struct Shared {
     target: Target,
-    connect_timeout: Duration,
-    current: Mutex<Option<Arc<Link>>>,
-    /// One connection attempt at a time (the others wait for its socket),
-    /// and when and why the last one failed.
-    connecting: tokio::sync::Mutex<Option<(Instant, String)>>,
+    /// Bounds an attempt to connect, and how long the oldest command may
+    /// wait for its reply before the socket is taken for stuck.
+    timeout: Duration,
+    slot: Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    link: Option<Arc<Link>>,
+    /// The attempt to connect under way, if any: one at a time, run as a
+    /// task of its own, so that a caller giving up cannot abandon it
+    /// half-way (a socket logged in and never used or closed).
+    attempt: Option<watch::Receiver<bool>>,
+    /// When and why the last attempt failed.
+    failed: Option<(Instant, String)>,
+}
+
+impl Slot {
+    fn open_link(&self) -> Option<Arc<Link>> {
+        self.link.as_ref().filter(|l| l.is_open()).cloned()
+    }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Some(link) = self.current.get_mut().ok().and_then(Option::take) {
+        if let Some(link) = self.slot.get_mut().ok().and_then(|s| s.link.take()) {
             link.close("the store was closed");
         }
     }
@@ -87,6 +108,7 @@ impl Drop for Shared {
 struct Link {
     state: Mutex<LinkState>,
     wake_writer: Notify,
+    stuck_after: Duration,
 }
 
 struct LinkState {
@@ -96,11 +118,8 @@ struct LinkState {
 }
 
 struct Waiter {
-    /// Replies to read past before keeping any (a pipeline's offset).
-    skip: usize,
-    keep: usize,
-    got: Vec<Value>,
-    reply: oneshot::Sender<RedisResult<Vec<Value>>>,
+    since: Instant,
+    reply: oneshot::Sender<RedisResult<Value>>,
 }
 
 fn closed_error(why: &'static str) -> RedisError {
@@ -110,7 +129,22 @@ fn closed_error(why: &'static str) -> RedisError {
     ))
 }
 
+/// Why a command was not written to a socket: it may be sent on another.
+struct NotSent(&'static str);
+
 impl Link {
+    fn new(stuck_after: Duration) -> Link {
+        Link {
+            state: Mutex::new(LinkState {
+                out: Vec::new(),
+                waiting: VecDeque::new(),
+                closed: None,
+            }),
+            wake_writer: Notify::new(),
+            stuck_after,
+        }
+    }
+
     fn is_open(&self) -> bool {
         self.state.lock().expect("link lock").closed.is_none()
     }
@@ -122,6 +156,7 @@ impl Link {
             if s.closed.is_none() {
                 s.closed = Some(why);
             }
+            s.out = Vec::new();
             std::mem::take(&mut s.waiting)
         };
         for w in waiting {
@@ -130,31 +165,35 @@ impl Link {
         self.wake_writer.notify_one();
     }
 
-    /// Queues a command's bytes; its replies arrive on the receiver.
-    fn send(
-        &self,
-        write: impl FnOnce(&mut Vec<u8>),
-        skip: usize,
-        keep: usize,
-    ) -> RedisResult<oneshot::Receiver<RedisResult<Vec<Value>>>> {
+    /// Queues a command's bytes; its reply arrives on the receiver. A
+    /// socket whose oldest command has waited past `stuck_after` (a Redis
+    /// that stopped answering, a connection dropped without a word) is
+    /// closed instead: its commands' callers have given up, and without
+    /// this the queue would grow with every request until TCP gave up.
+    fn send(&self, cmd: &Cmd) -> Result<oneshot::Receiver<RedisResult<Value>>, NotSent> {
         let (tx, rx) = oneshot::channel();
-        if skip + keep == 0 {
-            // Nothing to wait for: no reply would ever complete it.
-            let _ = tx.send(Ok(Vec::new()));
-            return Ok(rx);
-        }
+        let now = Instant::now();
         {
             let mut s = self.state.lock().expect("link lock");
             if let Some(why) = s.closed {
-                return Err(closed_error(why));
+                return Err(NotSent(why));
             }
-            write(&mut s.out);
-            s.waiting.push_back(Waiter {
-                skip,
-                keep,
-                got: Vec::with_capacity(keep),
-                reply: tx,
-            });
+            let stuck = s
+                .waiting
+                .front()
+                .is_some_and(|w| now.saturating_duration_since(w.since) > self.stuck_after);
+            if !stuck {
+                cmd.write_packed_command(&mut s.out);
+                s.waiting.push_back(Waiter {
+                    since: now,
+                    reply: tx,
+                });
+            }
+            drop(s);
+            if stuck {
+                self.close("Redis did not answer in time");
+                return Err(NotSent("Redis did not answer in time"));
+            }
         }
         self.wake_writer.notify_one();
         Ok(rx)
@@ -162,22 +201,15 @@ impl Link {
 
     /// Hands a reply to the command it answers; false when none awaits one.
     fn deliver(&self, v: Value) -> bool {
-        let mut s = self.state.lock().expect("link lock");
-        let Some(front) = s.waiting.front_mut() else {
-            return false;
-        };
-        if front.skip > 0 {
-            front.skip -= 1;
-        } else {
-            front.got.push(v);
-        }
-        if front.skip == 0 && front.got.len() == front.keep {
-            let w = s.waiting.pop_front().expect("a front");
-            drop(s);
+        let w = self.state.lock().expect("link lock").waiting.pop_front();
+        match w {
             // Its caller may have given up (a timeout): the reply is dropped.
-            let _ = w.reply.send(Ok(w.got));
+            Some(w) => {
+                let _ = w.reply.send(Ok(v));
+                true
+            }
+            None => false,
         }
-        true
     }
 }
 
@@ -224,142 +256,286 @@ async fn read_loop(link: Arc<Link>, mut socket: OwnedReadHalf) {
                     }
                 }
                 Ok(None) => break,
-                Err(_) => return link.close("Redis sent a malformed reply"),
+                Err(resp::Malformed(why)) => return link.close(why),
             }
         }
         buf.drain(..pos);
+        if buf.len() > MAX_PENDING_REPLY_BYTES {
+            return link.close("Redis sent a reply larger than any the store asks for");
+        }
+        if buf.is_empty() && buf.capacity() > 4 * READ_BUFFER_BYTES {
+            // Not kept at the size of the largest reply ever read.
+            buf = Vec::with_capacity(READ_BUFFER_BYTES);
+        }
         if !link.is_open() {
             return;
         }
     }
 }
 
+/// AUTH and SELECT, answered before the socket is shared: an attempt given
+/// up during its login leaves nothing behind but a closed socket.
+async fn login(socket: &mut TcpStream, t: &Target) -> RedisResult<()> {
+    let mut out = Vec::new();
+    let mut asked = 0;
+    if let Some(password) = &t.password {
+        let mut auth = ::redis::cmd("AUTH");
+        if let Some(user) = &t.username {
+            auth.arg(user);
+        }
+        auth.arg(password.expose());
+        auth.write_packed_command(&mut out);
+        asked += 1;
+    }
+    if t.db != 0 {
+        ::redis::cmd("SELECT")
+            .arg(t.db)
+            .write_packed_command(&mut out);
+        asked += 1;
+    }
+    if asked == 0 {
+        return Ok(());
+    }
+    socket.write_all(&out).await?;
+    let mut buf = Vec::with_capacity(256);
+    while asked > 0 {
+        if socket.read_buf(&mut buf).await? == 0 {
+            return Err(closed_error("Redis closed the connection while logging in"));
+        }
+        let mut pos = 0;
+        while let Some((v, used)) =
+            resp::parse(&buf[pos..]).map_err(|resp::Malformed(why)| closed_error(why))?
+        {
+            pos += used;
+            v.extract_error()?;
+            asked -= 1;
+        }
+        buf.drain(..pos);
+    }
+    Ok(())
+}
+
+async fn connect(t: &Target, stuck_after: Duration) -> RedisResult<Arc<Link>> {
+    let mut socket = TcpStream::connect((t.host.as_str(), t.port)).await?;
+    socket.set_nodelay(true)?;
+    login(&mut socket, t).await?;
+    let (read, write) = socket.into_split();
+    let link = Arc::new(Link::new(stuck_after));
+    tokio::spawn(read_loop(link.clone(), read));
+    tokio::spawn(write_loop(link.clone(), write));
+    Ok(link)
+}
+
+/// One attempt to connect, bounded by the store's timeout; its outcome is
+/// left in the slot for every caller waiting on it.
+async fn attempt(shared: Arc<Shared>, done: watch::Sender<bool>) {
+    let outcome =
+        match tokio::time::timeout(shared.timeout, connect(&shared.target, shared.timeout)).await {
+            Ok(Ok(link)) => Ok(link),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_string()),
+        };
+    {
+        let mut slot = shared.slot.lock().expect("slot lock");
+        slot.attempt = None;
+        match outcome {
+            Ok(link) => {
+                slot.link = Some(link);
+                slot.failed = None;
+            }
+            Err(why) => slot.failed = Some((Instant::now(), why)),
+        }
+    }
+    let _ = done.send(true);
+}
+
+fn connect_error(what: &'static str, why: String) -> RedisError {
+    RedisError::from((ErrorKind::Io, what, why))
+}
+
 impl Direct {
-    pub fn new(target: Target, connect_timeout: Duration) -> Direct {
+    pub fn new(target: Target, timeout: Duration) -> Direct {
         Direct {
             shared: Arc::new(Shared {
                 target,
-                connect_timeout,
-                current: Mutex::new(None),
-                connecting: tokio::sync::Mutex::new(None),
+                timeout,
+                slot: Mutex::new(Slot::default()),
             }),
         }
-    }
-
-    fn open_link(&self) -> Option<Arc<Link>> {
-        let current = self.shared.current.lock().expect("link slot lock");
-        current.as_ref().filter(|l| l.is_open()).cloned()
     }
 
     async fn link(&self) -> RedisResult<Arc<Link>> {
-        if let Some(link) = self.open_link() {
-            return Ok(link);
+        let mut ended = {
+            let mut slot = self.shared.slot.lock().expect("slot lock");
+            if let Some(link) = slot.open_link() {
+                return Ok(link);
+            }
+            if let Some((at, why)) = slot
+                .failed
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < RETRY_AFTER)
+            {
+                return Err(connect_error(
+                    "connecting to Redis failed a moment ago",
+                    format!("{} ms ago: {why}", at.elapsed().as_millis()),
+                ));
+            }
+            match &slot.attempt {
+                Some(ended) => ended.clone(),
+                None => {
+                    let (done, ended) = watch::channel(false);
+                    slot.attempt = Some(ended.clone());
+                    tokio::spawn(attempt(self.shared.clone(), done));
+                    ended
+                }
+            }
+        };
+        // Ends within the store's timeout: the attempt is bounded by it.
+        let _ = ended.wait_for(|done| *done).await;
+        let slot = self.shared.slot.lock().expect("slot lock");
+        match (slot.open_link(), &slot.failed) {
+            (Some(link), _) => Ok(link),
+            (None, Some((_, why))) => Err(connect_error("connecting to Redis failed", why.clone())),
+            (None, None) => Err(closed_error("the connection to Redis ended")),
         }
-        let mut failed = self.shared.connecting.lock().await;
-        if let Some(link) = self.open_link() {
-            return Ok(link);
-        }
-        if let Some((at, why)) = failed.as_ref().filter(|(at, _)| at.elapsed() < RETRY_AFTER) {
-            let ago = format!("{} ms ago: {why}", at.elapsed().as_millis());
+    }
+
+    async fn one(&self, cmd: &Cmd) -> RedisResult<Value> {
+        if cmd.is_no_response() {
+            // No reply would come to take its place in the order of replies.
             return Err(RedisError::from((
-                ErrorKind::Io,
-                "connecting to Redis failed a moment ago",
-                ago,
+                ErrorKind::Client,
+                "commands without a reply are not sent on this connection",
             )));
         }
-        let link = match tokio::time::timeout(self.shared.connect_timeout, self.connect()).await {
-            Ok(Ok(link)) => link,
-            Ok(Err(e)) => {
-                *failed = Some((Instant::now(), e.to_string()));
-                return Err(e);
-            }
-            Err(_) => {
-                *failed = Some((Instant::now(), "timed out".into()));
-                return Err(RedisError::from((
-                    ErrorKind::Io,
-                    "connecting to Redis timed out",
-                )));
+        // A socket found closed or stuck wrote none of the command: it is
+        // sent once more, on a new socket.
+        let mut tries = 2;
+        let rx = loop {
+            tries -= 1;
+            match self.link().await?.send(cmd) {
+                Ok(rx) => break rx,
+                Err(NotSent(why)) if tries == 0 => return Err(closed_error(why)),
+                Err(NotSent(_)) => {}
             }
         };
-        *failed = None;
-        *self.shared.current.lock().expect("link slot lock") = Some(link.clone());
-        Ok(link)
+        rx.await
+            .map_err(|_| closed_error("the connection to Redis ended"))?
     }
-
-    async fn connect(&self) -> RedisResult<Arc<Link>> {
-        let t = &self.shared.target;
-        let socket = TcpStream::connect((t.host.as_str(), t.port)).await?;
-        socket.set_nodelay(true)?;
-        let (read, write) = socket.into_split();
-        let link = Arc::new(Link {
-            state: Mutex::new(LinkState {
-                out: Vec::new(),
-                waiting: VecDeque::new(),
-                closed: None,
-            }),
-            wake_writer: Notify::new(),
-        });
-        tokio::spawn(read_loop(link.clone(), read));
-        tokio::spawn(write_loop(link.clone(), write));
-        let login = async {
-            if let Some(password) = &t.password {
-                let mut auth = ::redis::cmd("AUTH");
-                if let Some(user) = &t.username {
-                    auth.arg(user);
-                }
-                auth.arg(password);
-                one(&link, &auth).await?.extract_error()?;
-            }
-            if t.db != 0 {
-                one(&link, ::redis::cmd("SELECT").arg(t.db))
-                    .await?
-                    .extract_error()?;
-            }
-            Ok::<_, RedisError>(())
-        };
-        if let Err(e) = login.await {
-            link.close("logging in to Redis failed");
-            return Err(e);
-        }
-        Ok(link)
-    }
-}
-
-async fn one(link: &Link, cmd: &Cmd) -> RedisResult<Value> {
-    let rx = link.send(|out| cmd.write_packed_command(out), 0, 1)?;
-    let mut replies = rx
-        .await
-        .map_err(|_| closed_error("the connection to Redis ended"))??;
-    Ok(replies.pop().unwrap_or(Value::Nil))
 }
 
 impl ConnectionLike for Direct {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move { one(&*self.link().await?, cmd).await })
+        Box::pin(self.one(cmd))
     }
 
-    /// Plain pipelines: `offset` replies are read past, the next `count`
-    /// kept. (The store sends no `MULTI` transactions, whose queued
-    /// commands' errors redis-rs reads differently.)
+    /// The store sends no pipelines; were one sent, its replies (and a
+    /// transaction's queued errors) would need reading as redis-rs does.
     fn req_packed_commands<'a>(
         &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
+        _pipeline: &'a Pipeline,
+        _offset: usize,
+        _count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let link = self.link().await?;
-            let rx = link.send(
-                |out| out.extend_from_slice(&pipeline.get_packed_pipeline()),
-                offset,
-                count,
-            )?;
-            rx.await
-                .map_err(|_| closed_error("the connection to Redis ended"))?
+        Box::pin(async {
+            Err(RedisError::from((
+                ErrorKind::Client,
+                "pipelines are not sent on this connection",
+            )))
         })
     }
 
     fn get_db(&self) -> i64 {
         self.shared.target.db
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn target(port: u16) -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port,
+            username: None,
+            password: None,
+            db: 0,
+        }
+    }
+
+    /// A server whose first connection reads and never answers (a Redis
+    /// stopped, or a connection dropped on the way without a word), and
+    /// whose later connections answer each command with `+PONG`.
+    async fn first_connection_silent() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(read) = socket.read(&mut buf).await {
+                        if read == 0 {
+                            return;
+                        }
+                        if n > 0 {
+                            let pongs = buf[..read].iter().filter(|&&b| b == b'*').count();
+                            let reply = b"+PONG\r\n".repeat(pongs);
+                            if socket.write_all(&reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_stopped_answering_is_replaced_and_the_command_sent_on_the_new_one() {
+        let (port, accepted) = first_connection_silent().await;
+        let mut c = Direct::new(target(port), Duration::from_millis(200));
+        let ping = ::redis::cmd("PING");
+        let waited = tokio::time::timeout(Duration::from_millis(50), c.req_packed_command(&ping));
+        assert!(waited.await.is_err(), "the silent socket answered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let reply = tokio::time::timeout(Duration::from_secs(5), c.req_packed_command(&ping))
+            .await
+            .expect("answered within the timeout")
+            .unwrap();
+        assert_eq!(reply, Value::SimpleString("PONG".into()));
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_socket_answering_slowly_but_within_the_limit_is_kept() {
+        let (port, accepted) = first_connection_silent().await;
+        let mut c = Direct::new(target(port), Duration::from_secs(30));
+        let ping = ::redis::cmd("PING");
+        let waited = tokio::time::timeout(Duration::from_millis(50), c.req_packed_command(&ping));
+        assert!(waited.await.is_err());
+        // The oldest command has waited less than the limit: the socket is
+        // kept and the command waits behind it.
+        let again = tokio::time::timeout(Duration::from_millis(50), c.req_packed_command(&ping));
+        assert!(again.await.is_err());
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn pipelines_and_commands_without_replies_are_refused() {
+        let (port, _) = first_connection_silent().await;
+        let mut c = Direct::new(target(port), Duration::from_secs(1));
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("PING");
+        assert!(c.req_packed_commands(&pipe, 0, 1).await.is_err());
+        let mut quiet = ::redis::cmd("PING");
+        quiet.set_no_response(true);
+        assert!(c.req_packed_command(&quiet).await.is_err());
     }
 }

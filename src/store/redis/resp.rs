@@ -83,7 +83,9 @@ fn integer(text: &[u8]) -> Result<i64, Malformed> {
 fn length(text: &[u8]) -> Result<Option<usize>, Malformed> {
     match integer(text)? {
         -1 => Ok(None),
-        n if n >= 0 => Ok(Some(n as usize)),
+        n if n >= 0 => usize::try_from(n)
+            .map(Some)
+            .map_err(|_| Malformed("a length out of range")),
         _ => Err(Malformed("a negative length")),
     }
 }

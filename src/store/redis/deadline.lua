@@ -11,8 +11,11 @@ local function clock_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Milliseconds are written with '%d' (a C long): the same digits as
+-- '%.0f' for them, without glibc's float formatting (about 1,000
+-- instructions a call in Redis, callgrind).
 local function late(deadline_ms)
   local now = clock_ms()
-  if now > tonumber(deadline_ms) then return string.format('%.0f', now) end
+  if now > tonumber(deadline_ms) then return string.format('%d', now) end
   return nil, now
 end

@@ -7,6 +7,7 @@ local h = redis.call('HMGET', KEYS[1], 'd', 'e', 'mv')
 -- Cycled meanwhile: the revocation follows the session to its new id.
 if not h[1] and h[3] then return {'moved', h[3]} end
 if not h[1] or tonumber(h[2]) <= tonumber(ARGV[2]) then return {'gone'} end
+local parse = json()
 local v = parse(h[1]).vals[ARGV[3]]
 if type(v) == 'string' then
   for i = 4, #ARGV do

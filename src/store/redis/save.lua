@@ -32,6 +32,7 @@ if ARGV[12] ~= '' and ARGV[14] == '' and h[1] == ARGV[12] then
   -- is this script's, without parsing the session in Lua.
   out = ARGV[13]
 else
+  local parse, merge, serialize = json()
   data = parse(h[1])
   for i = 16 + n, #ARGV do merge(data, parse(ARGV[i])) end
   out = serialize(data)
@@ -64,7 +65,7 @@ local c = tonumber(h[3])
 local e = now + life * 1000
 local abs = tonumber(ARGV[3])
 if abs >= 0 and c + abs * 1000 < e then e = c + abs * 1000 end
-local es = string.format('%.0f', e)
+local es = string.format('%d', e)
 -- The saved record in one string: sid, created, deadline, expiry, then the
 -- data echoed back. None of the four fields holds a NUL and the data comes
 -- last, so the first four NULs split it. One reply element instead of
@@ -93,9 +94,9 @@ elseif cycle == 'mark' then
   -- should the move never finish; a failed move restores the deadline.
   local until_ms = clock + tonumber(ARGV[9])
   -- 'mt' names the cycle (its new sid): only it may finish or release the move.
-  redis.call('HSET', KEYS[1], 'm', string.format('%.0f', until_ms), 'mt', ARGV[8])
+  redis.call('HSET', KEYS[1], 'm', string.format('%d', until_ms), 'mt', ARGV[8])
   if until_ms < tonumber(h[4]) then
-    redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', until_ms))
+    redis.call('PEXPIREAT', KEYS[1], string.format('%d', until_ms))
   end
   return saved(h[2])
 end

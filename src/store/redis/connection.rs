@@ -381,8 +381,10 @@ impl Direct {
                 ));
             }
             match &slot.attempt {
-                Some(ended) => ended.clone(),
-                None => {
+                // (An attempt whose task ended without a word, a panic,
+                // is not waited on: another is made.)
+                Some(ended) if ended.has_changed().is_ok() => ended.clone(),
+                _ => {
                     let (done, ended) = watch::channel(false);
                     slot.attempt = Some(ended.clone());
                     tokio::spawn(attempt(self.shared.clone(), done));

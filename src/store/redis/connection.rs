@@ -529,6 +529,59 @@ mod tests {
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
+    /// Replies larger than the read buffer, arriving a few bytes at a time,
+    /// each reach their own command whole.
+    #[tokio::test]
+    async fn replies_arriving_in_pieces_reach_their_commands_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let big = "x".repeat(5 * READ_BUFFER_BYTES);
+        let replies = format!("${}\r\n{big}\r\n+OK\r\n:7\r\n", big.len()).into_bytes();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            // A first command opens the socket; the next three are then
+            // written in the order they are sent.
+            let mut ping = [0u8; 14];
+            socket.read_exact(&mut ping).await.unwrap();
+            assert_eq!(&ping, b"*1\r\n$4\r\nPING\r\n");
+            socket.write_all(b"+PONG\r\n").await.unwrap();
+            let mut asked = 0;
+            while asked < 3 {
+                let read = socket.read(&mut buf).await.unwrap();
+                asked += buf[..read].iter().filter(|&&b| b == b'*').count();
+            }
+            for (i, piece) in replies.chunks(7_001).enumerate() {
+                socket.write_all(piece).await.unwrap();
+                if i % 3 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            // Held open: the client ends the exchange.
+            let _ = socket.read(&mut buf).await;
+        });
+        let mut c = Direct::new(target(port), Duration::from_secs(5));
+        let opened = c.req_packed_command(&::redis::cmd("PING")).await;
+        assert_eq!(opened.unwrap(), Value::SimpleString("PONG".into()));
+        let (mut a, mut b, mut d) = (c.clone(), c.clone(), c);
+        let (get, set, incr) = (
+            ::redis::cmd("GET"),
+            ::redis::cmd("SET"),
+            ::redis::cmd("INCR"),
+        );
+        let (first, second, third) = tokio::join!(
+            a.req_packed_command(&get),
+            b.req_packed_command(&set),
+            d.req_packed_command(&incr),
+        );
+        assert!(
+            first.unwrap() == Value::BulkString(big.into_bytes()),
+            "the large reply differs"
+        );
+        assert_eq!(second.unwrap(), Value::Okay);
+        assert_eq!(third.unwrap(), Value::Int(7));
+    }
+
     #[tokio::test]
     async fn pipelines_and_commands_without_replies_are_refused() {
         let (port, _) = first_connection_silent().await;

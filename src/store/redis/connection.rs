@@ -367,8 +367,10 @@ impl Direct {
     async fn link(&self) -> RedisResult<Arc<Link>> {
         let mut ended = {
             let mut slot = self.shared.slot.lock().expect("slot lock");
-            if let Some(link) = slot.open_link() {
-                return Ok(link);
+            // Not asked whether it is still open (a lock more per command):
+            // `send` finds out, and `one` then drops it from the slot.
+            if let Some(link) = &slot.link {
+                return Ok(link.clone());
             }
             if let Some((at, why)) = slot
                 .failed
@@ -402,6 +404,14 @@ impl Direct {
         }
     }
 
+    /// Drops a closed socket from the slot, unless another replaced it.
+    fn forget(&self, closed: &Arc<Link>) {
+        let mut slot = self.shared.slot.lock().expect("slot lock");
+        if slot.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, closed)) {
+            slot.link = None;
+        }
+    }
+
     async fn one(&self, cmd: &Cmd) -> RedisResult<Value> {
         if cmd.is_no_response() {
             // No reply would come to take its place in the order of replies.
@@ -415,10 +425,15 @@ impl Direct {
         let mut tries = 2;
         let rx = loop {
             tries -= 1;
-            match self.link().await?.send(cmd) {
+            let link = self.link().await?;
+            match link.send(cmd) {
                 Ok(rx) => break rx,
-                Err(NotSent(why)) if tries == 0 => return Err(closed_error(why)),
-                Err(NotSent(_)) => {}
+                Err(NotSent(why)) => {
+                    self.forget(&link);
+                    if tries == 0 {
+                        return Err(closed_error(why));
+                    }
+                }
             }
         };
         rx.await

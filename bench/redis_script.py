@@ -71,8 +71,7 @@ def main():
             sha = cli("script", "load", text)
             now = int(time.time() * 1000)
             cli("hset", KEY, "d", DATA, "sid", "s1", "c", str(now), "e", str(now + 10**9))
-            argv = [str(now), "1209600", "-1", "65536", "", "none", str(now + 10**9),
-                    "", "8000", "", "60000", DATA, DATA, "", "0", '{"n":1}']
+            argv = [str(now), "1209600", "-1", "65536", "", str(now + 10**9), DATA, DATA]
             cmd = ["EVALSHA", sha, "1", KEY] + (argv if with_args else [])
             for f in glob.glob(f"{work}/callgrind.out*"):
                 os.remove(f)

@@ -96,6 +96,10 @@ macro_rules! conformance {
             async fn a_save_against_a_stale_read_loses_nothing() {
                 super::a_save_against_a_stale_read_loses_nothing(make().await).await
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_saved_expiry_outlives_the_ttl_and_later_saves() {
+                super::a_saved_expiry_outlives_the_ttl_and_later_saves(make().await).await
+            }
         }
     };
 }

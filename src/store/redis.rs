@@ -375,10 +375,15 @@ impl ServerStore for RedisStore {
         let base_text = base.map_or("", |b| b.as_str());
         let merged_text = merged.as_ref().map_or("", |m| m.as_str());
         let key = &key;
-        let reply: Result<Vec<String>, StoreError> = self
-            .run(|mut c| async move {
+        let new_key = &new_key;
+        // The common write (no cycle, no subject, the data read known) sends
+        // the script's first eight arguments only; the script answers
+        // 'changed' when the session no longer holds that data, and the
+        // write is sent again in full, to merge there.
+        let call = |full: bool| {
+            self.run(move |mut c| async move {
                 let mut inv = script.key(key);
-                if let Some(k) = &new_key {
+                if let Some(k) = new_key {
                     inv.key(k);
                 }
                 inv.arg(op.now_ms)
@@ -391,39 +396,46 @@ impl ServerStore for RedisStore {
                             .map(|x| x.to_string())
                             .unwrap_or_default(),
                     )
-                    .arg(mode)
                     .arg(self.deadline())
-                    .arg(new_sid)
-                    .arg(mark_ms);
-                // A cycle of a session with subjects leaves a tombstone
-                // (see save.lua); `expect` is set exactly for those.
-                match (&op.cycle_to, op.expect) {
-                    (Some((new_id, _)), Some(_)) => inv.arg(new_id.encode()),
-                    _ => inv.arg(""),
-                }
-                .arg(self.tombstone_ms())
-                .arg(base_text)
-                .arg(merged_text);
-                match op.expect {
-                    None => {
-                        inv.arg("").arg(0);
+                    .arg(base_text)
+                    .arg(merged_text);
+                if full {
+                    inv.arg(mode).arg(new_sid).arg(mark_ms);
+                    // A cycle of a session with subjects leaves a tombstone
+                    // (see save.lua); `expect` is set exactly for those.
+                    match (&op.cycle_to, op.expect) {
+                        (Some((new_id, _)), Some(_)) => inv.arg(new_id.encode()),
+                        _ => inv.arg(""),
                     }
-                    Some(e) => {
-                        let texts = e.subject.map(value_texts).unwrap_or_default();
-                        inv.arg(serde_json::to_string(e.key).expect("a string serializes"))
-                            .arg(texts.len())
-                            .arg(texts);
+                    .arg(self.tombstone_ms());
+                    match op.expect {
+                        None => {
+                            inv.arg("").arg(0);
+                        }
+                        Some(e) => {
+                            let texts = e.subject.map(value_texts).unwrap_or_default();
+                            inv.arg(serde_json::to_string(e.key).expect("a string serializes"))
+                                .arg(texts.len())
+                                .arg(texts);
+                        }
                     }
-                }
-                for patch in op.change.patches {
-                    // Canonical compact JSON: the script compares keys as written.
-                    inv.arg(serde_json::to_string(patch).expect("a JSON map always serializes"));
+                    for patch in op.change.patches {
+                        // Canonical compact JSON: the script compares keys as written.
+                        inv.arg(
+                            serde_json::to_string(patch).expect("a JSON map always serializes"),
+                        );
+                    }
                 }
                 let reply: Vec<String> = inv.invoke_async(&mut c).await?;
                 self.replicated(&mut c, key).await?;
                 Ok(reply)
             })
-            .await;
+        };
+        let short = op.cycle_to.is_none() && base.is_some();
+        let mut reply: Result<Vec<String>, StoreError> = call(!short).await;
+        if short && matches!(&reply, Ok(r) if r.first().map(String::as_str) == Some("changed")) {
+            reply = call(true).await;
+        }
         if mode == "mark" && reply.is_err() {
             // The mark may have been set although the answer was lost.
             self.release(key, new_sid).await;

@@ -461,6 +461,42 @@ pub async fn a_save_against_a_stale_read_loses_nothing(s: impl SessionStore) {
     assert_eq!(data(&s, &t, t0 + 3).await.unwrap(), expected);
 }
 
+/// `expiry=N` (Django's `set_expiry`) replaces the TTL for that save and
+/// every later one that does not name another: the session outlives the
+/// configured TTL, then ends N seconds after its last save.
+pub async fn a_saved_expiry_outlives_the_ttl_and_later_saves(s: impl SessionStore) {
+    let t0 = *T0_CELL;
+    let t = create(&s, &new_record(json!({"a": 1}), t0, &POLICY)).await;
+    let read = s.load(&t, t0).await.unwrap().unwrap();
+    let patches = [obj(json!({"b": 2}))];
+    let op = SaveOp {
+        change: Change {
+            patches: &patches,
+            expiry_s: Some(1_000),
+        },
+        cycle_to: None,
+        now_ms: t0 + 1,
+        policy: POLICY,
+        expect: None,
+        base: Some(&read.data),
+    };
+    let (t, record) = saved(s.save(&t, &op).await.unwrap());
+    assert_eq!(record.expiry_s, Some(1_000));
+    assert_eq!(record.expires_ms, t0 + 1 + 1_000_000);
+    assert!(
+        data(&s, &t, t0 + 500_000).await.is_some(),
+        "past the TTL (100 s), inside the expiry"
+    );
+    let (t, record) = saved(save(&s, &t, json!({"c": 3}), t0 + 500_000).await);
+    assert_eq!(record.expiry_s, Some(1_000), "a later save keeps the expiry");
+    assert_eq!(record.expires_ms, t0 + 1_500_000);
+    assert_eq!(
+        data(&s, &t, t0 + 1_499_999).await.unwrap(),
+        json!({"a": 1, "b": 2, "c": 3})
+    );
+    assert_eq!(data(&s, &t, t0 + 1_500_000).await, None);
+}
+
 /// Every check in turn, each against a fresh store from `make`.
 pub async fn whole_suite<S, F>(mut make: impl FnMut() -> F, native_expiry: bool)
 where
@@ -492,4 +528,5 @@ where
     a_renewed_session_is_swept_by_its_new_deadline(make().await, native_expiry).await;
     json_survives_the_server_side_merge(make().await).await;
     a_save_against_a_stale_read_loses_nothing(make().await).await;
+    a_saved_expiry_outlives_the_ttl_and_later_saves(make().await).await;
 }

@@ -79,7 +79,8 @@ local es = string.format('%d', e)
 -- data echoed back. None of the four fields holds a NUL and the data comes
 -- last, so the first four NULs split it. One reply element instead of
 -- five: each element cost the proxy's client about 800 instructions
--- (callgrind) to parse.
+-- (callgrind) to parse. `tail` is all but the sid, joined with `..`: a
+-- closure and `table.concat` of a new table cost Redis 4,600 more a save.
 local tail = '\0' .. h[3] .. '\0' .. es .. '\0' .. x .. '\0' .. echo
 local cycle = ARGV[9] or 'none'
 if cycle == 'move' then

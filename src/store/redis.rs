@@ -26,6 +26,7 @@ use ::redis::{RedisError, Script};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 const SAVE_SCRIPT: &str = concat!(
     include_str!("redis/deadline.lua"),
@@ -137,6 +138,12 @@ impl RedisStore {
     /// `PEXPIREAT`).
     fn deadline(&self) -> UnixMillis {
         crate::record::now_ms() + self.timeout.as_millis() as u64
+    }
+
+    /// `deadline` for an operation that must end by `until`.
+    fn deadline_at(until: Instant) -> UnixMillis {
+        let left = until.saturating_duration_since(Instant::now());
+        crate::record::now_ms() + left.as_millis() as u64
     }
 
     /// With `replicas_ack`, waits (Redis `WAIT`, on this connection, so
@@ -287,8 +294,18 @@ impl RedisStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
+        self.run_until(Instant::now() + self.timeout, f).await
+    }
+
+    /// `run` within what is left until `until`: a write sent a second
+    /// time shares the first one's timeout.
+    async fn run_until<T, F, Fut>(&self, until: Instant, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
         let conn = self.conn().await?;
-        let result = match tokio::time::timeout(self.timeout, f(conn)).await {
+        let result = match tokio::time::timeout_at(until, f(conn)).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => Err(backend(e)),
             Err(_) => Err(StoreError::Timeout),
@@ -379,9 +396,11 @@ impl ServerStore for RedisStore {
         // The common write (no cycle, no subject, the data read known) sends
         // the script's first eight arguments only; the script answers
         // 'changed' when the session no longer holds that data, and the
-        // write is sent again in full, to merge there.
+        // write is sent again in full, to merge there, within the same
+        // timeout.
+        let until = Instant::now() + self.timeout;
         let call = |full: bool| {
-            self.run(move |mut c| async move {
+            self.run_until(until, move |mut c| async move {
                 let mut inv = script.key(key);
                 if let Some(k) = new_key {
                     inv.key(k);
@@ -396,7 +415,7 @@ impl ServerStore for RedisStore {
                             .map(|x| x.to_string())
                             .unwrap_or_default(),
                     )
-                    .arg(self.deadline())
+                    .arg(Self::deadline_at(until))
                     .arg(base_text)
                     .arg(merged_text);
                 if full {

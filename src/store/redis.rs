@@ -140,12 +140,6 @@ impl RedisStore {
         crate::record::now_ms() + self.timeout.as_millis() as u64
     }
 
-    /// `deadline` for an operation that must end by `until`.
-    fn deadline_at(until: Instant) -> UnixMillis {
-        let left = until.saturating_duration_since(Instant::now());
-        crate::record::now_ms() + left.as_millis() as u64
-    }
-
     /// With `replicas_ack`, waits (Redis `WAIT`, on this connection, so
     /// covering the write just made) until that many replicas hold the
     /// write, within the timeout; fewer is an error, and the client is told
@@ -398,7 +392,7 @@ impl ServerStore for RedisStore {
         // 'changed' when the session no longer holds that data, and the
         // write is sent again in full, to merge there, within the same
         // timeout.
-        let until = Instant::now() + self.timeout;
+        let (until, deadline) = (Instant::now() + self.timeout, self.deadline());
         let call = |full: bool| {
             self.run_until(until, move |mut c| async move {
                 let mut inv = script.key(key);
@@ -415,7 +409,7 @@ impl ServerStore for RedisStore {
                             .map(|x| x.to_string())
                             .unwrap_or_default(),
                     )
-                    .arg(Self::deadline_at(until))
+                    .arg(deadline)
                     .arg(base_text)
                     .arg(merged_text);
                 if full {

@@ -402,3 +402,78 @@ async fn cached_over_redis_killed_under_traffic_fails_closed_and_recovers() {
     )
     .await;
 }
+
+/// Redis stalls (SIGSTOP) with a session in the local cache: a read of it
+/// waits for the barrier's round trip, which the channel's timeout ends;
+/// the read then finds the cache off and answers 503 within about two
+/// timeouts, and reads are served again once Redis goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn cached_over_redis_stalled_answers_within_the_timeout() {
+    if !common::redis::available("cached_over_redis_stalled") {
+        return;
+    }
+    let server = common::redis::RedisServer::start();
+    let store = format!(
+        "{{kind: cached, durable: {{kind: redis, url: \"{}\", timeout: 500ms}}}}",
+        server.url()
+    );
+    let up = upstream().await;
+    let gw = gateway(&store_yaml(&store, "fail_closed"), up.addr).await;
+    let c = TestClient::new();
+    let cookie = write(&c, &gw, None, r#"{"n":1}"#)
+        .await
+        .cookie("sessionid")
+        .unwrap();
+    // Wait for the cache to come on, then read the session into it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let hits = || {
+        let c = TestClient::new();
+        let url = gw.admin_url("/metrics");
+        async move {
+            let body = c.get(&url, &[]).await.text();
+            body.lines()
+                .find_map(|l| l.strip_prefix("sessiongate_session_cache_hits "))
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    while hits().await == 0.0 {
+        assert!(std::time::Instant::now() < deadline, "no cache hit");
+        let r = c.get(&gw.url("/"), &[("cookie", &cookie)]).await;
+        assert_eq!(r.session(), json!({"n": 1}));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    server.pause();
+    let started = std::time::Instant::now();
+    let stalled = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.get(&gw.url("/"), &[("cookie", &cookie)]),
+    )
+    .await
+    .expect("a read waited on a stalled channel with no end");
+    let took = started.elapsed();
+    assert_eq!(stalled.status, 503, "the session cannot be checked");
+    assert!(took < Duration::from_millis(2500), "answered in {took:?}");
+
+    server.resume();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.get(&gw.url("/"), &[("cookie", &cookie)]).await;
+        if r.status == 200 {
+            assert_eq!(r.session(), json!({"n": 1}));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not back: {}",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.stop().await;
+}

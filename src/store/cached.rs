@@ -12,6 +12,7 @@
 //! Over the embedded file, which caches its own reads, the local cache is
 //! off. MySQL has no such channel and is refused as a durable store.
 
+mod barrier;
 mod cache;
 mod listen;
 
@@ -21,7 +22,8 @@ use super::sql::SqlStore;
 use super::{OpenError, Revoked, SaveOp, SaveOutcome, ServerStore, StoreError};
 use crate::config::{CachedConfig, StoreConfig};
 use crate::record::{IndexEntry, Listed, SessionId, SessionRecord, UnixMillis};
-pub use cache::{Barrier, LocalCache};
+pub use barrier::Barrier;
+pub use cache::LocalCache;
 use std::sync::Arc;
 
 /// The store a `cached` store writes through to.
@@ -50,7 +52,6 @@ pub struct CachedStore {
     /// Where other instances write too: a cached copy waits for a round
     /// trip on the invalidation channel before it is served.
     barrier: Option<Arc<Barrier>>,
-    timeout: std::time::Duration,
 }
 
 impl Drop for CachedStore {
@@ -80,7 +81,6 @@ impl CachedStore {
                     durable: Durable::Sql(Box::new(store)),
                     listener: Some(listener),
                     barrier: Some(barrier),
-                    timeout: sql.timeout,
                 })
             }
             StoreConfig::Redis(r) => {
@@ -93,7 +93,6 @@ impl CachedStore {
                     durable: Durable::Redis(Box::new(store)),
                     listener: Some(listener),
                     barrier: Some(barrier),
-                    timeout: r.timeout,
                 })
             }
             StoreConfig::Embedded { path, max_sessions } => {
@@ -108,7 +107,6 @@ impl CachedStore {
                     durable: Durable::Embedded(store),
                     listener: None,
                     barrier: None,
-                    timeout: std::time::Duration::ZERO,
                 })
             }
             other => Err(OpenError::Backend(
@@ -152,17 +150,18 @@ impl ServerStore for CachedStore {
                 self.cache.hit();
                 return Ok(Some(record));
             }
-            (Ok(_), Some(barrier)) => match barrier.pass(self.timeout).await {
-                // The round trip applied any invalidation owed: look again.
-                true => match self.cache.get(id, now_ms) {
+            (Ok(_), Some(barrier)) => {
+                barrier.pass().await;
+                // The round trip applied any invalidation owed (or the
+                // channel is down and the cache off): look again.
+                match self.cache.get(id, now_ms) {
                     Ok(record) => {
                         self.cache.hit();
                         return Ok(Some(record));
                     }
                     Err(ticket) => ticket,
-                },
-                false => None,
-            },
+                }
+            }
             (Err(ticket), _) => ticket,
         };
         let loaded = durable!(&self.durable, s => s.load(id, now_ms))?;

@@ -133,65 +133,6 @@ impl LocalCache {
     }
 }
 
-/// A read barrier on the invalidation channel. A cached copy is served
-/// only after a round trip on that channel that began after the read did
-/// (`SELECT 1` on PostgreSQL's listening connection, `PING` on Redis's
-/// tracking one): the server sends every invalidation of a write it
-/// committed earlier on that connection before the answer, so a write
-/// acknowledged to anyone before this read began has been applied to the
-/// cache by then. One round trip serves every read waiting for it.
-pub struct Barrier {
-    requested: AtomicU64,
-    done: tokio::sync::watch::Sender<u64>,
-    wake: tokio::sync::Notify,
-}
-
-impl Default for Barrier {
-    fn default() -> Self {
-        Barrier {
-            requested: AtomicU64::new(0),
-            done: tokio::sync::watch::Sender::new(0),
-            wake: tokio::sync::Notify::new(),
-        }
-    }
-}
-
-impl Barrier {
-    /// Waits for a round trip begun after this call; `false` when none
-    /// completed within `timeout`.
-    pub async fn pass(&self, timeout: std::time::Duration) -> bool {
-        let mut done = self.done.subscribe();
-        let ticket = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
-        self.wake.notify_one();
-        matches!(
-            tokio::time::timeout(timeout, done.wait_for(|d| *d >= ticket)).await,
-            Ok(Ok(_))
-        )
-    }
-
-    /// For the channel's task: waits until a reader asks, then says which
-    /// requests the round trip it then makes covers.
-    pub async fn asked(&self) -> u64 {
-        self.wake.notified().await;
-        self.requested.load(Ordering::Acquire)
-    }
-
-    /// For the channel's task: the round trip covering `upto` completed
-    /// and the invalidations it flushed were applied.
-    pub fn passed(&self, upto: u64) {
-        self.done.send_if_modified(|d| {
-            let moved = upto > *d;
-            *d = (*d).max(upto);
-            moved
-        });
-    }
-
-    /// Lets every waiting reader go on (to find the cache off).
-    pub fn release(&self) {
-        self.passed(self.requested.load(Ordering::Acquire));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! channel is up, and turns it off and empties it whenever the channel is
 //! lost: invalidations sent meanwhile are lost with it.
 
+use super::barrier::OpenOnExit;
 use super::{Barrier, LocalCache};
 use crate::config::{RedisConfig, RedisTopology, SqlConfig};
 use crate::record::SessionId;
@@ -34,11 +35,16 @@ pub async fn postgres(
     let url = crate::store::sql::url_with_ca(cfg)?;
     let timeout = cfg.timeout;
     Ok(tokio::spawn(async move {
+        let _exit = OpenOnExit {
+            cache: cache.clone(),
+            barrier: barrier.clone(),
+        };
         let mut logged = false;
         loop {
             match PgListener::connect(&url).await {
                 Ok(mut l) => match l.listen(&channel).await {
                     Ok(()) => {
+                        barrier.close();
                         cache.reset(true);
                         if logged {
                             tracing::info!("cached store: PostgreSQL notifications back, cache on");
@@ -144,6 +150,10 @@ pub async fn redis(
     let prefix = format!("{}{{", cfg.key_prefix);
     let timeout = cfg.timeout;
     Ok(tokio::spawn(async move {
+        let _exit = OpenOnExit {
+            cache: cache.clone(),
+            barrier: barrier.clone(),
+        };
         let mut logged = false;
         loop {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -166,6 +176,7 @@ pub async fn redis(
                         .await;
                     match on {
                         Ok(()) => {
+                            barrier.close();
                             cache.reset(true);
                             if logged {
                                 tracing::info!("cached store: Redis invalidations back, cache on");

@@ -24,6 +24,10 @@ struct Seen {
     requests: Vec<(usize, String)>,
 }
 
+/// `/slow` requests are answered in groups of this many, once all of a
+/// group have arrived: that many connections in flight at once.
+const SLOW_GROUP: usize = 400;
+
 /// The canned response for a request path; `None` closes the connection
 /// without answering.
 fn answer(path: &str) -> Option<Vec<u8>> {
@@ -42,6 +46,7 @@ fn answer(path: &str) -> Option<Vec<u8>> {
         "/unasked-upgrade" => b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
         "/truncated" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
         "/once" => b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce",
+        "/slow" => b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow",
         "/silent" => return None,
         _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
     };
@@ -65,7 +70,11 @@ async fn serve(mut stream: TcpStream, conn: usize, seen: Arc<Mutex<Seen>>) {
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         buf.drain(..end);
         let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-        seen.lock().unwrap().requests.push((conn, head));
+        let index = {
+            let mut seen = seen.lock().unwrap();
+            seen.requests.push((conn, head));
+            seen.requests.len()
+        };
         // After /once the connection takes no second request: it closes
         // unanswered, as an upstream closing an idle connection would.
         if previous == "/once" {
@@ -74,6 +83,16 @@ async fn serve(mut stream: TcpStream, conn: usize, seen: Arc<Mutex<Seen>>) {
         let Some(bytes) = answer(&path) else {
             return;
         };
+        if path == "/slow" {
+            // Held until the whole group of SLOW_GROUP is in flight.
+            let group_end = index.div_ceil(SLOW_GROUP) * SLOW_GROUP;
+            let until = tokio::time::Instant::now() + Duration::from_secs(10);
+            while seen.lock().unwrap().requests.len() < group_end
+                && tokio::time::Instant::now() < until
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         if path == "/once" {
             // Slow enough that concurrent requests need connections of their own.
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -367,5 +386,34 @@ async fn request_bodies_are_framed_as_they_came() {
         assert_eq!(got.body, b"hello");
         assert_eq!(got.all(framing).len(), 1, "{}", got.text());
     }
+    gw.stop().await;
+}
+
+/// Two bursts of concurrent requests, more than the 256 idle connections an
+/// upstream pool used to keep: the second is served on the connections the
+/// first opened, none closed as they came back and opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_burst_reuses_the_connections_of_the_first() {
+    const BURST: usize = SLOW_GROUP;
+    let (up, seen) = wire_upstream().await;
+    let gw = gateway(&config("", ROUTE), up).await;
+    let mut opened = Vec::new();
+    for burst in 0..2 {
+        let requests: Vec<_> = (0..BURST)
+            .map(|_| {
+                let url = gw.url("/slow");
+                tokio::spawn(async move { TestClient::new().get(&url, &[]).await.status })
+            })
+            .collect();
+        for r in requests {
+            assert_eq!(r.await.unwrap(), 200, "burst {burst}");
+        }
+        opened.push(connections(&seen).into_iter().max().unwrap_or(0));
+    }
+    assert_eq!(opened[0], BURST, "a connection for each of the first burst");
+    assert!(
+        opened[1] - opened[0] <= BURST / 20,
+        "upstream connections opened after each burst: {opened:?}"
+    );
     gw.stop().await;
 }

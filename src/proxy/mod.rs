@@ -147,7 +147,7 @@ impl Proxy {
             auth_path: config.auth_endpoint.clone(),
             routes,
             session_filled,
-            upstreams: Upstreams::new(config.upstreams.clone()),
+            upstreams: Upstreams::new(config.upstreams.clone(), config.limits.max_connections),
             sessions,
             headers: config.headers.clone(),
             traced: crate::telemetry::enabled(),

@@ -38,10 +38,11 @@ fn tls_config(u: &UpstreamConfig) -> Option<Arc<rustls::ClientConfig>> {
 }
 
 impl Upstreams {
-    pub fn new(list: Vec<UpstreamConfig>) -> Self {
+    /// `max_idle`: idle connections kept per upstream (`Pool::new`).
+    pub fn new(list: Vec<UpstreamConfig>, max_idle: usize) -> Self {
         let pools = list
             .iter()
-            .map(|u| Arc::new(Pool::new(u, tls_config(u))))
+            .map(|u| Arc::new(Pool::new(u, tls_config(u), max_idle)))
             .collect();
         Upstreams { pools, list }
     }

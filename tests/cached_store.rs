@@ -304,13 +304,8 @@ async fn coherence(store: &str) {
     // the copy the read after the write before it cached (250 rounds; the
     // other reads before a change are of sessions `b` has not read yet).
     let metrics = c.get(&b.admin_url("/metrics"), &[]).await.text();
-    let hits: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sessiongate_session_cache_hits "))
-        .unwrap_or_else(|| panic!("no cache hits metric:\n{metrics}"))
-        .trim()
-        .parse()
-        .unwrap();
+    let hits = metric_value(&metrics, "sessiongate_session_cache_hits")
+        .unwrap_or_else(|| panic!("no cache hits metric:\n{metrics}"));
     assert!(hits >= 250.0, "{hits} reads from b's cache");
     a.stop().await;
     b.stop().await;

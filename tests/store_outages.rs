@@ -435,10 +435,7 @@ async fn cached_over_redis_stalled_answers_within_the_timeout() {
         let url = gw.admin_url("/metrics");
         async move {
             let body = c.get(&url, &[]).await.text();
-            body.lines()
-                .find_map(|l| l.strip_prefix("sessiongate_session_cache_hits "))
-                .and_then(|n| n.trim().parse::<f64>().ok())
-                .unwrap_or(0.0)
+            metric_value(&body, "sessiongate_session_cache_hits").unwrap_or(0.0)
         }
     };
     while hits().await == 0.0 {

@@ -48,10 +48,11 @@ async fn session(c: &TestClient, gw: &Gateway, cookie: &str) -> Value {
 }
 
 fn refused_count(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sessiongate_session_events_total{event=\"refused\"} "))
-        .map_or(0, |v| v.trim().parse().unwrap())
+    metric_value(
+        metrics,
+        "sessiongate_session_events_total{event=\"refused\"}",
+    )
+    .map_or(0, |v| v as u64)
 }
 
 async fn scoped_writes(store: &str, c: TestClient) {

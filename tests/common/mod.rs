@@ -424,3 +424,12 @@ pub async fn read_to_close(s: &mut tokio::net::TcpStream, within: Duration) -> O
         }
     }
 }
+
+/// The value of one series in a Prometheus text exposition (`series` is
+/// the name with its labels, as written), or `None` when it is absent.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let value = l.strip_prefix(series)?.strip_prefix(' ')?;
+        Some(value.trim().parse().expect("a metric's value is a number"))
+    })
+}

@@ -61,6 +61,10 @@ async fn login(c: &TestClient, gw: &Gateway, data: Value) -> (String, String) {
     assert_eq!(r.status, 200, "{}", r.text());
     let cookie = r.cookie(COOKIE).expect("session cookie set");
     let sid = whoami(c, gw, &cookie).await.1.expect("a sid");
+    // Creation times are kept in milliseconds; two logins within one
+    // would leave "the oldest" to the sid tie-break, and the
+    // max_per_subject assertions would depend on the draw.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     (cookie, sid)
 }
 

@@ -147,9 +147,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
     }
 }
 
-/// An object during a merge: its keys in order, each value either the text
-/// it had, an object the patches reached into, or a patch's value.
-type RawMap<'a> = BTreeMap<Cow<'a, str>, Slot<'a>>;
+/// An object during a merge: its entries sorted by key, each key once, each
+/// value either the text it had, an object the patches reached into, or a
+/// patch's value. A vector, not a map: a session has a handful of keys, and
+/// a write built two B-trees of them (callgrind: see `merged`).
+type RawMap<'a> = Vec<(Cow<'a, str>, Slot<'a>)>;
 
 enum Slot<'a> {
     Text(&'a RawValue),
@@ -158,23 +160,63 @@ enum Slot<'a> {
 }
 
 fn raw_map(object: &str) -> RawMap<'_> {
-    let Fields(fields) = serde_json::from_str(object).expect("session data is a JSON object");
-    fields
-        .into_iter()
-        .map(|(k, v)| (k.0, Slot::Text(v)))
-        .collect()
+    let RawEntries(mut entries) =
+        serde_json::from_str(object).expect("session data is a JSON object");
+    // Text this process wrote is sorted with each key once; text from
+    // elsewhere (another writer of the store) may not be: sorted, stably,
+    // and a repeated key keeps its last value, as a parsed map would.
+    if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut kept: RawMap<'_> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match kept.last_mut() {
+                Some(last) if last.0 == entry.0 => *last = entry,
+                _ => kept.push(entry),
+            }
+        }
+        entries = kept;
+    }
+    entries
+}
+
+/// The top-level entries of an object's text, in the order written.
+struct RawEntries<'a>(RawMap<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawEntries<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = RawEntries<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<RawEntries<'a>, M::Error> {
+                let mut entries = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some((k, v)) = m.next_entry::<Key<'de>, &'de RawValue>()? {
+                    entries.push((k.0, Slot::Text(v)));
+                }
+                Ok(RawEntries(entries))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 fn merge_raw<'a>(target: &mut RawMap<'a>, patch: &'a Map<String, Value>) {
     for (key, value) in patch {
+        let at = target.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_str()));
         match value {
             Value::Null => {
-                target.remove(key.as_str());
+                if let Ok(i) = at {
+                    target.remove(i);
+                }
             }
             Value::Object(inner) => {
-                let slot = target
-                    .entry(Cow::Borrowed(key.as_str()))
-                    .or_insert(Slot::Patched(value));
+                let i = at.unwrap_or_else(|i| {
+                    target.insert(i, (Cow::Borrowed(key.as_str()), Slot::Patched(value)));
+                    i
+                });
+                let slot = &mut target[i].1;
                 let mut object = match std::mem::replace(slot, Slot::Patched(value)) {
                     Slot::Object(o) => o,
                     Slot::Text(raw) if raw.get().starts_with('{') => raw_map(raw.get()),
@@ -184,9 +226,10 @@ fn merge_raw<'a>(target: &mut RawMap<'a>, patch: &'a Map<String, Value>) {
                 merge_raw(&mut object, inner);
                 *slot = Slot::Object(object);
             }
-            other => {
-                target.insert(Cow::Borrowed(key.as_str()), Slot::Patched(other));
-            }
+            other => match at {
+                Ok(i) => target[i].1 = Slot::Patched(other),
+                Err(i) => target.insert(i, (Cow::Borrowed(key.as_str()), Slot::Patched(other))),
+            },
         }
     }
 }
@@ -307,6 +350,22 @@ mod tests {
 
     fn text(t: &str) -> SessionData {
         SessionData::from_text(t.into()).unwrap()
+    }
+
+    #[test]
+    fn a_merge_sorts_text_from_elsewhere_and_keeps_a_repeated_keys_last_value() {
+        let d = text(r#"{"z":1,"a":{"y":2,"b":3},"m":4,"a":{"q":5,"c":[6]}}"#);
+        let patch = json!({"a": {"d": 7}, "n": 8});
+        let merged = d.merged(&[patch.as_object().unwrap().clone()]);
+        assert_eq!(
+            merged.as_str(),
+            r#"{"a":{"c":[6],"d":7,"q":5},"m":4,"n":8,"z":1}"#
+        );
+        // The same as a merge of the parsed values (serde_json keeps a
+        // repeated key's last value).
+        let mut want = Value::Object(d.to_map());
+        json_patch::merge(&mut want, &patch);
+        assert_eq!(serde_json::from_str::<Value>(merged.as_str()).unwrap(), want);
     }
 
     #[test]

@@ -25,9 +25,18 @@ pub fn derive_key(secret: &Secret, context: &[u8]) -> HmacKey {
     hmac_key(&sub)
 }
 
-/// A cookie value's MAC, as sent.
+/// The length of a cookie value, `<id>.<mac>`.
+const VALUE_LEN: usize = ID_B64_LEN + 1 + MAC_B64_LEN;
+
+/// A cookie value's MAC, and the value as sent: base64url without padding
+/// decodes only from its canonical text (no stray trailing bits), so a
+/// value whose MAC verified under the signing secret is, byte for byte,
+/// the one `encode` gives, and a save renews it without encoding again.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct CookieMac([u8; MAC_BYTES]);
+pub struct CookieMac {
+    mac: [u8; MAC_BYTES],
+    value: [u8; VALUE_LEN],
+}
 
 /// Never printed: with the id, it is the cookie.
 impl std::fmt::Debug for CookieMac {
@@ -121,16 +130,16 @@ impl CookieCodec {
         Self::value(id, &tag[..MAC_BYTES])
     }
 
-    /// The value `encode` gives for an id whose MAC `signed` verified
-    /// under the signing secret: a save renews the cookie the request came
-    /// with without computing its MAC again.
-    pub fn encode_signed(&self, id: &SessionId, signed: &CookieMac) -> String {
-        Self::value(id, &signed.0)
+    /// The value `encode` gives for the id of a cookie whose MAC `signed`
+    /// verified under the signing secret: the value the request came with,
+    /// which a save renews without computing or encoding its MAC again.
+    pub fn encode_signed(signed: &CookieMac) -> &str {
+        std::str::from_utf8(&signed.value).expect("a parsed value is base64url and a dot")
     }
 
     fn value(id: &SessionId, mac: &[u8]) -> String {
-        let mut out = String::with_capacity(ID_B64_LEN + 1 + MAC_B64_LEN);
-        out.push_str(&id.encode());
+        let mut out = String::with_capacity(VALUE_LEN);
+        id.encode_into(&mut out);
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(mac, &mut out);
         out
@@ -145,6 +154,7 @@ impl CookieCodec {
     /// The id and MAC of a well-formed value, not yet checked: nothing may
     /// be done with the id but start fetching its session (see `verify`).
     pub fn parse(value: &str) -> Option<(SessionId, CookieMac)> {
+        let sent: [u8; VALUE_LEN] = value.as_bytes().try_into().ok()?;
         let (id_text, mac_text) = value.split_once('.')?;
         if mac_text.len() != MAC_B64_LEN {
             return None;
@@ -154,7 +164,7 @@ impl CookieCodec {
         if URL_SAFE_NO_PAD.decode_slice(mac_text, &mut mac).ok()? != MAC_BYTES {
             return None;
         }
-        Some((id, CookieMac(mac)))
+        Some((id, CookieMac { mac, value: sent }))
     }
 
     /// Whether the MAC is this id's under one of the configured secrets.
@@ -167,7 +177,7 @@ impl CookieCodec {
     pub fn verifying_secret(&self, id: &SessionId, mac: &CookieMac) -> Option<usize> {
         self.mac_keys
             .iter()
-            .position(|k| constant_time_eq(&self.mac(k, id)[..MAC_BYTES], &mac.0))
+            .position(|k| constant_time_eq(&self.mac(k, id)[..MAC_BYTES], &mac.mac))
     }
 
     /// The stable, non-secret handle of a session id, sent to upstreams as `sid`.
@@ -492,7 +502,7 @@ mod tests {
         let id = SessionId::generate();
         let (parsed, mac) = CookieCodec::parse(&codec.encode(&id)).unwrap();
         assert_eq!(codec.verifying_secret(&parsed, &mac), Some(0));
-        assert_eq!(codec.encode_signed(&parsed, &mac), codec.encode(&id));
+        assert_eq!(CookieCodec::encode_signed(&mac), codec.encode(&id));
 
         // A cookie the second secret made verifies, but is not the signing
         // secret's: a save re-signs it.
@@ -500,6 +510,34 @@ mod tests {
         let (parsed, mac) = CookieCodec::parse(&old.encode(&id)).unwrap();
         assert_eq!(codec.verifying_secret(&parsed, &mac), Some(1));
         assert_eq!(format!("{mac:?}"), "CookieMac(..)");
+    }
+
+    /// What makes `encode_signed` exact: a value whose base64 has stray
+    /// trailing bits (another text for the same bytes) does not parse.
+    #[test]
+    fn only_the_canonical_text_of_a_value_parses() {
+        let codec = CookieCodec::new(cfg(), &[secret('a')]);
+        for _ in 0..200 {
+            let value = codec.encode(&SessionId::generate());
+            let (parsed, mac) = CookieCodec::parse(&value).unwrap();
+            assert_eq!(CookieCodec::encode_signed(&mac), value);
+            assert_eq!(codec.encode(&parsed), value);
+            let (id, tag) = value.split_once('.').unwrap();
+            // The last character of 22 carries 2 bits of data and 4 of padding.
+            for (i, part) in [(0, id), (1, tag)] {
+                let last = part.as_bytes()[21];
+                let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+                let pos = alphabet.iter().position(|c| *c == last).unwrap();
+                let stray = alphabet[pos | 1] as char;
+                if stray as u8 == last {
+                    continue;
+                }
+                let mut changed = [id.to_string(), tag.to_string()];
+                changed[i].replace_range(21.., &stray.to_string());
+                let text = changed.join(".");
+                assert_eq!(CookieCodec::parse(&text), None, "{text}");
+            }
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::store::{
 };
 use cookie::{CookieCodec, CookieMac, RequestCookies};
 use http::HeaderValue;
+use std::borrow::Cow;
 use std::sync::Arc;
 use writeback::Writeback;
 
@@ -263,8 +264,8 @@ impl Sessions {
         let count = match ticket {
             Ticket::Id(id) => {
                 let value = match signed {
-                    Some(mac) => self.codec.encode_signed(id, mac),
-                    None => self.codec.encode(id),
+                    Some(mac) => Cow::Borrowed(CookieCodec::encode_signed(mac)),
+                    None => Cow::Owned(self.codec.encode(id)),
                 };
                 out.push(self.codec.set_cookie(&value, record, &self.policy, now));
                 1

@@ -412,10 +412,10 @@ mod tests {
             for i in (1..entries.len()).rev() {
                 entries.swap(i, self.next(i as u64 + 1) as usize);
             }
-            if let Some((k, _)) = entries.first().cloned() {
-                if self.next(3) == 0 {
-                    entries.insert(0, (k, Value::from("shadowed")));
-                }
+            if let Some((k, _)) = entries.first().cloned()
+                && self.next(3) == 0
+            {
+                entries.insert(0, (k, Value::from("shadowed")));
             }
             let body: Vec<String> = entries
                 .iter()

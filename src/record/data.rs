@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -114,33 +113,67 @@ impl<'de> Deserialize<'de> for SessionData {
 }
 
 /// The top-level fields of a session's data, borrowed from its text.
-pub struct Fields<'a>(BTreeMap<Key<'a>, &'a RawValue>);
+pub struct Fields<'a>(Entries<'a>);
 
 impl<'a> Fields<'a> {
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.get(key).copied()
+        let Entries(entries) = &self.0;
+        find(entries, key).ok().map(|i| entries[i].1)
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.0.contains_key(key)
+        find(&self.0.0, key).is_ok()
     }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Entries::deserialize(d).map(Fields)
+    }
+}
+
+/// The top-level entries of an object's text, sorted by key, each key
+/// once. A vector, not a map: a session has a handful of keys, and a write
+/// that parsed them into a B-tree and copied that into another cost 50,459
+/// instructions against 48,667 this way (callgrind).
+struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// Where `key` is in entries sorted by key, or where it would go.
+fn find<V>(entries: &[(Cow<'_, str>, V)], key: &str) -> Result<usize, usize> {
+    entries.binary_search_by(|(k, _)| k.as_ref().cmp(key))
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<'a>(std::marker::PhantomData<&'a ()>);
         impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Fields<'a>;
+            type Value = Entries<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Fields<'a>, M::Error> {
-                let mut fields = BTreeMap::new();
-                // A repeated key keeps its last value, as a parsed map would.
-                while let Some((k, v)) = m.next_entry::<Key<'de>, &'de RawValue>()? {
-                    fields.insert(k, v);
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Entries<'a>, M::Error> {
+                let mut entries: Vec<(Cow<'de, str>, &'de RawValue)> =
+                    Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some((Key(k), v)) = m.next_entry::<Key<'de>, &'de RawValue>()? {
+                    entries.push((k, v));
                 }
-                Ok(Fields(fields))
+                // Text this process wrote is sorted with each key once; text
+                // from elsewhere (another writer of the store) may not be:
+                // sorted, stably, and a repeated key keeps its last value, as
+                // a parsed map would.
+                if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
+                    entries.sort_by(|a, b| a.0.cmp(&b.0));
+                    let mut kept: Vec<(Cow<'de, str>, &'de RawValue)> =
+                        Vec::with_capacity(entries.len());
+                    for entry in entries {
+                        match kept.last_mut() {
+                            Some(last) if last.0 == entry.0 => *last = entry,
+                            _ => kept.push(entry),
+                        }
+                    }
+                    entries = kept;
+                }
+                Ok(Entries(entries))
             }
         }
         d.deserialize_map(V(std::marker::PhantomData))
@@ -149,8 +182,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
 
 /// An object during a merge: its entries sorted by key, each key once, each
 /// value either the text it had, an object the patches reached into, or a
-/// patch's value. A vector, not a map: a session has a handful of keys, and
-/// a write built two B-trees of them (callgrind: see `merged`).
+/// patch's value.
 type RawMap<'a> = Vec<(Cow<'a, str>, Slot<'a>)>;
 
 enum Slot<'a> {
@@ -160,51 +192,16 @@ enum Slot<'a> {
 }
 
 fn raw_map(object: &str) -> RawMap<'_> {
-    let RawEntries(mut entries) =
-        serde_json::from_str(object).expect("session data is a JSON object");
-    // Text this process wrote is sorted with each key once; text from
-    // elsewhere (another writer of the store) may not be: sorted, stably,
-    // and a repeated key keeps its last value, as a parsed map would.
-    if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut kept: RawMap<'_> = Vec::with_capacity(entries.len());
-        for entry in entries {
-            match kept.last_mut() {
-                Some(last) if last.0 == entry.0 => *last = entry,
-                _ => kept.push(entry),
-            }
-        }
-        entries = kept;
-    }
+    let Entries(entries) = serde_json::from_str(object).expect("session data is a JSON object");
     entries
-}
-
-/// The top-level entries of an object's text, in the order written.
-struct RawEntries<'a>(RawMap<'a>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for RawEntries<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = RawEntries<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<RawEntries<'a>, M::Error> {
-                let mut entries = Vec::with_capacity(m.size_hint().unwrap_or(8));
-                while let Some((k, v)) = m.next_entry::<Key<'de>, &'de RawValue>()? {
-                    entries.push((k.0, Slot::Text(v)));
-                }
-                Ok(RawEntries(entries))
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
-    }
+        .into_iter()
+        .map(|(k, v)| (k, Slot::Text(v)))
+        .collect()
 }
 
 fn merge_raw<'a>(target: &mut RawMap<'a>, patch: &'a Map<String, Value>) {
     for (key, value) in patch {
-        let at = target.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_str()));
+        let at = find(target, key);
         match value {
             Value::Null => {
                 if let Ok(i) = at {
@@ -254,14 +251,7 @@ impl Serialize for Written<'_, '_> {
 }
 
 /// A key borrowed from the text, or unescaped when it had escapes.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Key<'a>(Cow<'a, str>);
-
-impl std::borrow::Borrow<str> for Key<'_> {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
 
 impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -63,6 +63,9 @@ async fn login(c: &TestClient, gw: &Gateway, user: &str) -> (String, String) {
         .await;
     let cookie = r.cookie(COOKIE).unwrap();
     let r = c.get(&gw.url("/"), &[("cookie", &cookie)]).await;
+    // Creation times are kept in milliseconds: two logins within one
+    // would list in the order of their sids, not newest first.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     (cookie, r.echo().header("x-session-sid").unwrap())
 }
 

@@ -189,6 +189,11 @@ pub fn cookie(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Some((id, mac)) = CookieCodec::parse(text) {
             assert!(!ours.verify(&id, &mac), "a forged cookie verified");
+            // Only the canonical text of an id parses: a save renews a
+            // verified cookie with the value as sent (`encode_signed`).
+            let (id_text, _) = text.split_once('.').expect("a parsed value has a dot");
+            assert_eq!(id_text, id.encode(), "a non-canonical id parsed");
+            assert_eq!(CookieCodec::encode_signed(&mac), text);
         }
         assert!(ours.decode(text).is_none());
     }

@@ -205,37 +205,37 @@ async fn track(
     barrier: &Barrier,
     prefix: &str,
 ) {
+    // Whether the channel is still up after a push.
+    let apply = |push: &::redis::PushInfo| match push.kind {
+        PushKind::Invalidate => {
+            invalidate(&push.data, cache, prefix);
+            true
+        }
+        PushKind::Disconnection => false,
+        _ => true,
+    };
     let mut ping = tokio::time::interval(PING_EVERY);
     loop {
-        tokio::select! {
-            push = rx.recv() => {
-                let Some(push) = push else { return };
-                match push.kind {
-                    PushKind::Invalidate => invalidate(&push.data, cache, prefix),
-                    PushKind::Disconnection => return,
-                    _ => {}
-                }
+        let upto = tokio::select! {
+            push = rx.recv() => match push {
+                Some(push) if apply(&push) => continue,
+                _ => return,
+            },
+            _ = ping.tick() => None,
+            upto = barrier.asked() => Some(upto),
+        };
+        // The connection's response timeout bounds this PING.
+        if ::redis::cmd("PING").query_async::<()>(conn).await.is_err() {
+            return;
+        }
+        // The pushes sent before the answer are in the channel now.
+        while let Ok(push) = rx.try_recv() {
+            if !apply(&push) {
+                return;
             }
-            _ = ping.tick() => {
-                if ::redis::cmd("PING").query_async::<()>(conn).await.is_err() {
-                    return;
-                }
-            }
-            upto = barrier.asked() => {
-                // The connection's response timeout bounds this PING.
-                if ::redis::cmd("PING").query_async::<()>(conn).await.is_err() {
-                    return;
-                }
-                // The pushes sent before the answer are in the channel now.
-                while let Ok(push) = rx.try_recv() {
-                    match push.kind {
-                        PushKind::Invalidate => invalidate(&push.data, cache, prefix),
-                        PushKind::Disconnection => return,
-                        _ => {}
-                    }
-                }
-                barrier.passed(upto);
-            }
+        }
+        if let Some(upto) = upto {
+            barrier.passed(upto);
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod config;
 mod deadline;
 mod demo;
 mod error;
+mod future;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http1;

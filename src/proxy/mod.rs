@@ -3,6 +3,7 @@
 
 use crate::config::{Config, ForwardConfig, InternalHeaders, RouteConfig};
 use crate::error::ProxyError;
+use crate::future::pinned_in_place;
 use crate::http1::{ConnInfo, RequestBody};
 use crate::metrics::Metrics;
 use crate::record::now_ms;
@@ -34,13 +35,6 @@ struct Route {
     cfg: RouteConfig,
     forwarding: Forwarding,
     metrics: crate::metrics::RouteRecorder,
-}
-
-/// `Box::pin(make())` with the box allocated first, so that the future can
-/// be built in it: a future is as large as its largest state, and `Box::pin`
-/// copied all of it (2.6 KiB for a request) though only its arguments were set.
-fn pinned_in_place<F>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
-    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
 /// A request id as text, for the log span.
@@ -532,10 +526,13 @@ impl Proxy {
         }
         let mut after = crate::session::After::Unchanged;
         if let Some(wb) = outcome? {
-            // Boxed: a write's store futures are large, and most responses
-            // write nothing; unboxed, every request would carry their space.
-            let written =
-                pinned_in_place(|| self.sessions.write_back_detached(loaded, wb, now_ms())).await?;
+            // A write's store futures are large, and most responses write
+            // nothing: `write_back_detached` boxes them, so that every
+            // request does not carry their space.
+            let written = self
+                .sessions
+                .write_back_detached(loaded, wb, now_ms())
+                .await?;
             for set_cookie in written.cookies {
                 rparts.headers.append(header::SET_COOKIE, set_cookie);
             }

@@ -13,6 +13,7 @@ pub use manage::{ManageError, Subjects};
 pub use writeback::{After, Written};
 
 use crate::config::{InternalHeaders, OnStoreError};
+use crate::future::Detached;
 use crate::metrics::{Metrics, SessionEvent, StoreOp};
 use crate::record::{
     Applied, Change, IndexEntry, Policy, SessionData, SessionId, SessionRecord, UnixMillis, apply,
@@ -574,37 +575,26 @@ impl Sessions {
         }
     }
 
-    /// `write_back` on a task of its own where a store operation can wait:
-    /// once a write has started it completes or fails as a whole, even if
-    /// the client hangs up and its request is dropped half-way (a flush then
-    /// its replacement, a Cluster cycle's steps). A task costs about 4,300
-    /// instructions per write (bench/instructions.sh), so the stores whose
-    /// operations finish in one poll go without.
+    /// `write_back`, never cut in two: once a write has started it
+    /// completes or fails as a whole, even if the client hangs up and its
+    /// request is dropped half-way (a flush then its replacement, a Cluster
+    /// cycle's steps); the rest then runs on a task of its own.
     pub async fn write_back_detached(
         self: &Arc<Self>,
         loaded: Loaded,
         wb: Writeback,
         now: UnixMillis,
     ) -> Result<Written, SessionError> {
-        if !self.backend.store.waits_on_writes() {
-            return self.write_back(&loaded, &wb, now).await;
-        }
         let sessions = self.clone();
-        let task = tokio::spawn(async move { sessions.write_back(&loaded, &wb, now).await });
-        match task.await {
+        let detached =
+            Detached::new(move || async move { sessions.write_back(&loaded, &wb, now).await });
+        match detached.await {
             Ok(written) => written,
-            // Store panics are caught in `timed`; this is one elsewhere.
-            Err(join) => {
-                let e = match join.try_into_panic() {
-                    // Not the store's (those are caught in `timed`): the
-                    // write fails, readiness is not touched.
-                    Ok(payload) => {
-                        let e = StoreError::panicked(payload);
-                        tracing::error!(error = %e, "a session write-back panicked");
-                        e
-                    }
-                    Err(_) => StoreError::Backend("the write-back task was cancelled".into()),
-                };
+            // Store panics are caught in `timed`; this is one elsewhere: the
+            // write fails, readiness is not touched.
+            Err(payload) => {
+                let e = StoreError::panicked(payload);
+                tracing::error!(error = %e, "a session write-back panicked");
                 self.write_failed(e)?;
                 Ok(Written::unchanged())
             }

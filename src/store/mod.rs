@@ -388,22 +388,6 @@ impl Store {
         }
     }
 
-    /// Whether a store operation can stop half-way through a write-back,
-    /// waiting on another thread or process: there a write-back is run on a
-    /// task of its own, so that a client hanging up cannot cut it in two.
-    /// The memory and cookie stores finish every operation in the poll that
-    /// starts it, so nothing can come between their steps.
-    pub fn waits_on_writes(&self) -> bool {
-        match self {
-            Store::Memory(_) | Store::Cookie(_) => false,
-            Store::Embedded(_)
-            | Store::Redis(_)
-            | Store::Sql(_)
-            | Store::Memcached(_)
-            | Store::Cached(_) => true,
-        }
-    }
-
     /// Sessions evicted past the store's bound since it was opened.
     pub fn evicted(&self) -> u64 {
         match self {

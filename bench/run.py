@@ -279,7 +279,7 @@ def main():
     if want < SLOTS:
         sys.exit(f"the file limit ({hard}) is below the {SLOTS} descriptors {a.connections} connections need")
     targets = [t for t in TARGETS + EXTRA_TARGETS if t in a.targets.split(",") or t == "nginx"]
-    compared = [f"{t}-base" for t in targets if a.compare and t in ("memory", "embedded", "redis")]
+    compared = [f"{t}-base" for t in targets if a.compare and t in ("memory", "embedded", "redis", "cached-redis")]
     compared += [f"{t}-subject" for t in targets if a.subjects and t in ("memory", "embedded", "redis")]
     workloads = [w for w in WORKLOADS + EXTRA_WORKLOADS if w in a.workloads.split(",")]
     partial = targets != TARGETS or workloads != WORKLOADS or bool(compared)

@@ -1,14 +1,15 @@
-"""Instructions Redis spends per call of the save script, under callgrind.
+"""Instructions Redis spends per call of the write scripts, under callgrind.
 
-A Redis store's session writes are bound by Redis running the save script
-(src/store/redis/save.lua), not by sessiongate. This runs redis-server
-under `valgrind --tool=callgrind` on a free port, loads the script as the
-store assembles it (deadline.lua + merge.lua + save.lua), stores one
-session and sends the script, with the arguments of the benchmark's write
-(a session unchanged since it was read: the fast path), CALLS times with
-redis-benchmark. It prints the instructions per call, beside two floors
-measured the same way: `return 1` with the same arguments and prelude,
-and `return 1` alone. Instruction counts do not depend on the machine's
+A Redis store's session writes are bound by Redis running a script per
+write, not by sessiongate. This runs redis-server under `valgrind
+--tool=callgrind` on a free port, loads each script as the store
+assembles it, stores one session and sends the script CALLS times with
+redis-benchmark, with the arguments of the benchmark's write (a session
+unchanged since it was read): put.lua (deadline.lua + put.lua), the
+common write, and save.lua (deadline.lua + merge.lua + save.lua) on its
+path for a session still as read, which a cycle takes. It prints the
+instructions per call, beside two floors measured the same way:
+`return 1` with save's arguments and prelude, and `return 1` alone. Instruction counts do not depend on the machine's
 load, so two builds' scripts compare across runs.
 
     python3 bench/redis_script.py [--calls 2000]
@@ -60,19 +61,24 @@ def main():
             time.sleep(0.3)
         prelude = lua("deadline.lua") + lua("merge.lua")
         scripts = [
-            ("save (fast path)", prelude + lua("save.lua"), True),
-            ("return 1, same arguments and prelude", prelude + "return 1", True),
-            ("return 1, no arguments", "return 1", False),
+            ("put (the common write)", lua("deadline.lua") + lua("put.lua"), "put"),
+            ("save (session as read)", prelude + lua("save.lua"), "save"),
+            ("return 1, save's arguments and prelude", prelude + "return 1", "save"),
+            ("return 1, no arguments", "return 1", None),
         ]
         print(f"instructions per EVALSHA in redis-server, {args.calls} calls (callgrind)")
         print("| script | instructions |")
         print("| --- | ---: |")
-        for name, text, with_args in scripts:
+        for name, text, kind in scripts:
             sha = cli("script", "load", text)
             now = int(time.time() * 1000)
             cli("hset", KEY, "d", DATA, "sid", "s1", "c", str(now), "e", str(now + 10**9))
-            argv = [str(now), "1209600", "-1", "65536", "", str(now + 10**9), DATA, DATA]
-            cmd = ["EVALSHA", sha, "1", KEY] + (argv if with_args else [])
+            argv = {
+                "save": [str(now), "1209600", "-1", "65536", "", str(now + 10**9), DATA, DATA],
+                "put": [str(now), str(now + 10**9), DATA, str(now), "", "", str(now + 10**9), DATA],
+                None: [],
+            }[kind]
+            cmd = ["EVALSHA", sha, "1", KEY] + argv
             for f in glob.glob(f"{work}/callgrind.out*"):
                 os.remove(f)
             subprocess.run(["callgrind_control", "-z"], capture_output=True, check=True)

@@ -219,11 +219,11 @@ async fn redis_stores_a_senders_merge_only_over_the_data_it_read() {
     let stored = || server.cli(&["hget", &format!("merge:{{{}}}", id.encode()), "d"]);
 
     let read = s.load(&t, t0).await.unwrap().unwrap();
-    let out = save_against(&s, &t, json!({"a": 2}), t0 + 1, POLICY, Some(&read.data)).await;
+    let out = save_against(&s, &t, json!({"a": 2}), t0 + 1, POLICY, Some(&*read)).await;
     assert_eq!(saved(out).1.data.as_str(), r#"{"a":2,"b":1}"#);
     assert_eq!(stored().trim(), r#"{"a":2,"b":1}"#);
 
-    let out = save_against(&s, &t, json!({"0": 3}), t0 + 2, POLICY, Some(&read.data)).await;
+    let out = save_against(&s, &t, json!({"0": 3}), t0 + 2, POLICY, Some(&*read)).await;
     assert_eq!(saved(out).1.data.as_str(), r#"{"a":2,"b":1,"0":3}"#);
     assert_eq!(stored().trim(), r#"{"a":2,"b":1,"0":3}"#);
 }

@@ -521,7 +521,7 @@ impl Sessions {
                     }),
                     _ => None,
                 },
-                base: current.map(|c| &c.data),
+                base: current,
             };
             let outcome = match (target.take(), &entry) {
                 // The entry and the save, in one step where the store can.

@@ -23,7 +23,7 @@ mod subjects;
 pub mod table;
 
 use crate::record::UpdateError;
-use crate::record::{Change, Policy, SessionData, SessionRecord, UnixMillis};
+use crate::record::{Change, Policy, SessionRecord, UnixMillis};
 use crate::record::{IndexEntry, Listed, SessionId, subject_of};
 pub use index::{INDEX_GRACE_MS, INDEX_PRUNE_AT, Revoked, Standing, standing};
 pub use open::{OpenError, open, open_embedded};
@@ -100,10 +100,10 @@ pub struct SaveOp<'a> {
     /// nothing and answers `Reindex`, so that no session is ever stored
     /// under an id its subject's index lacks.
     pub expect: Option<Expect<'a>>,
-    /// The data the change was made against, as the request read it. A
-    /// store that can check in one step that the session still has it may
-    /// store `base.merged(patches)` instead of merging on its side.
-    pub base: Option<&'a SessionData>,
+    /// The session the change was made against, as the request read it. A
+    /// store that can check in one step that the session still holds it may
+    /// store `record::apply(base, change)` instead of merging on its side.
+    pub base: Option<&'a SessionRecord>,
 }
 
 /// The subject a save's result must have (see `SaveOp::expect`).

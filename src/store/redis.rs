@@ -18,7 +18,7 @@ use topology::{Conn, Topology, backend};
 
 use super::{OpenError, Revoked, SaveOp, SaveOutcome, ServerStore, StoreError};
 use crate::config::RedisConfig;
-use crate::record::UpdateError;
+use crate::record::{Applied, UpdateError, apply};
 use crate::record::{ID_B64_LEN, SessionId};
 use crate::record::{IndexEntry, Listed, value_texts};
 use crate::record::{SessionRecord, UnixMillis};
@@ -32,6 +32,10 @@ const SAVE_SCRIPT: &str = concat!(
     include_str!("redis/deadline.lua"),
     include_str!("redis/merge.lua"),
     include_str!("redis/save.lua")
+);
+const PUT_SCRIPT: &str = concat!(
+    include_str!("redis/deadline.lua"),
+    include_str!("redis/put.lua")
 );
 const CREATE_SCRIPT: &str = concat!(
     include_str!("redis/deadline.lua"),
@@ -47,6 +51,7 @@ const REVOKE_SCRIPT: &str = concat!(
     include_str!("redis/revoke.lua")
 );
 const UNINDEX_SCRIPT: &str = include_str!("redis/unindex.lua");
+
 /// Adds an entry to a subject's index and says how many it holds.
 /// KEYS[1]: the index; ARGV: written at (ms), the entry.
 const INDEX_SCRIPT: &str =
@@ -74,6 +79,7 @@ pub struct RedisStore {
     /// `replicas_ack`: replicas that must hold a write before it is acknowledged.
     replicas: u32,
     save_script: Script,
+    put_script: Script,
     create_script: Script,
     delete_script: Script,
     release_script: Script,
@@ -81,6 +87,14 @@ pub struct RedisStore {
     revoke_script: Script,
     unindex_script: Script,
     index_script: Script,
+}
+
+/// What put.lua did with a write.
+enum Put {
+    Saved,
+    Gone,
+    /// The session is no longer what was read: the save script merges.
+    Changed,
 }
 
 impl RedisStore {
@@ -95,6 +109,7 @@ impl RedisStore {
             timeout: cfg.timeout,
             replicas: cfg.replicas_ack,
             save_script: Script::new(SAVE_SCRIPT),
+            put_script: Script::new(PUT_SCRIPT),
             create_script: Script::new(CREATE_SCRIPT),
             delete_script: Script::new(DELETE_SCRIPT),
             release_script: Script::new(RELEASE_SCRIPT),
@@ -291,6 +306,48 @@ impl RedisStore {
         self.run_until(Instant::now() + self.timeout, f).await
     }
 
+    /// Stores `result`, worked out from `read`, if the session at `key` is
+    /// still what was read (put.lua).
+    async fn put(
+        &self,
+        key: &str,
+        read: &SessionRecord,
+        result: &SessionRecord,
+        now: UnixMillis,
+        (until, deadline): (Instant, u64),
+    ) -> Result<Put, StoreError> {
+        let script = &self.put_script;
+        let expiry = |x: Option<u64>| x.map(|x| x.to_string()).unwrap_or_default();
+        let reply: Vec<String> = self
+            .run_until(until, move |mut c| async move {
+                let reply: Vec<String> = script
+                    .key(key)
+                    .arg(now)
+                    .arg(deadline)
+                    .arg(read.data.as_str())
+                    .arg(read.created_ms)
+                    .arg(expiry(read.expiry_s))
+                    .arg(if result.expiry_s == read.expiry_s {
+                        String::new()
+                    } else {
+                        expiry(result.expiry_s)
+                    })
+                    .arg(result.expires_ms)
+                    .arg(result.data.as_str())
+                    .invoke_async(&mut c)
+                    .await?;
+                self.replicated(&mut c, key).await?;
+                Ok(reply)
+            })
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("saved") => Ok(Put::Saved),
+            Some("gone") => Ok(Put::Gone),
+            Some("changed") => Ok(Put::Changed),
+            _ => Err(unexpected("save", &reply)),
+        }
+    }
+
     /// `run` within what is left until `until`: a write sent a second
     /// time shares the first one's timeout.
     async fn run_until<T, F, Fut>(&self, until: Instant, f: F) -> Result<T, StoreError>
@@ -377,24 +434,39 @@ impl ServerStore for RedisStore {
             Some((new_id, sid)) => ("move", Some(self.key(new_id)), sid.as_str()),
         };
         let mark_ms = self.mark_ms();
-        // With the data the request read, the merge is done here and the
-        // script stores its result if the session is still that data,
-        // merging in Lua only when another write came in between. A check
-        // of the subject needs the merge in Lua.
-        let base = op.base.filter(|_| op.expect.is_none());
-        let merged = base.map(|b| b.merged(op.change.patches));
-        let base_text = base.map_or("", |b| b.as_str());
+        let (until, deadline) = (Instant::now() + self.timeout, self.deadline());
+        // With the session the request read, the merge and the new deadline
+        // are worked out here. The common write (no cycle, no subject) puts
+        // that result if the session is still what was read; when it is
+        // not, or the write is another kind, the save script merges in Lua,
+        // within the same timeout.
+        let mut base = op.base.filter(|_| op.expect.is_none());
+        if let (None, Some(read)) = (&op.cycle_to, base)
+            && let Ok(Applied::Saved(result)) = apply(read.clone(), &op.change, &policy, op.now_ms)
+        {
+            match self
+                .put(&key, read, &result, op.now_ms, (until, deadline))
+                .await?
+            {
+                Put::Saved => {
+                    return Ok(SaveOutcome::Saved {
+                        id: *id,
+                        record: Arc::new(result),
+                    });
+                }
+                Put::Gone => return Ok(SaveOutcome::Gone),
+                Put::Changed => base = None,
+            }
+        }
+        // A cycle of a session that is still what was read stores the merge
+        // done here (save.lua compares the data read).
+        let merged = base.map(|b| b.data.merged(op.change.patches));
+        let base_text = base.map_or("", |b| b.data.as_str());
         let merged_text = merged.as_ref().map_or("", |m| m.as_str());
         let key = &key;
         let new_key = &new_key;
-        // The common write (no cycle, no subject, the data read known) sends
-        // the script's first eight arguments only; the script answers
-        // 'changed' when the session no longer holds that data, and the
-        // write is sent again in full, to merge there, within the same
-        // timeout.
-        let (until, deadline) = (Instant::now() + self.timeout, self.deadline());
-        let call = |full: bool| {
-            self.run_until(until, move |mut c| async move {
+        let reply = self
+            .run_until(until, move |mut c| async move {
                 let mut inv = script.key(key);
                 if let Some(k) = new_key {
                     inv.key(k);
@@ -411,44 +483,37 @@ impl ServerStore for RedisStore {
                     )
                     .arg(deadline)
                     .arg(base_text)
-                    .arg(merged_text);
-                if full {
-                    inv.arg(mode).arg(new_sid).arg(mark_ms);
-                    // A cycle of a session with subjects leaves a tombstone
-                    // (see save.lua); `expect` is set exactly for those.
-                    match (&op.cycle_to, op.expect) {
-                        (Some((new_id, _)), Some(_)) => inv.arg(new_id.encode()),
-                        _ => inv.arg(""),
+                    .arg(merged_text)
+                    .arg(mode)
+                    .arg(new_sid)
+                    .arg(mark_ms);
+                // A cycle of a session with subjects leaves a tombstone
+                // (see save.lua); `expect` is set exactly for those.
+                match (&op.cycle_to, op.expect) {
+                    (Some((new_id, _)), Some(_)) => inv.arg(new_id.encode()),
+                    _ => inv.arg(""),
+                }
+                .arg(self.tombstone_ms());
+                match op.expect {
+                    None => {
+                        inv.arg("").arg(0);
                     }
-                    .arg(self.tombstone_ms());
-                    match op.expect {
-                        None => {
-                            inv.arg("").arg(0);
-                        }
-                        Some(e) => {
-                            let texts = e.subject.map(value_texts).unwrap_or_default();
-                            inv.arg(serde_json::to_string(e.key).expect("a string serializes"))
-                                .arg(texts.len())
-                                .arg(texts);
-                        }
+                    Some(e) => {
+                        let texts = e.subject.map(value_texts).unwrap_or_default();
+                        inv.arg(serde_json::to_string(e.key).expect("a string serializes"))
+                            .arg(texts.len())
+                            .arg(texts);
                     }
-                    for patch in op.change.patches {
-                        // Canonical compact JSON: the script compares keys as written.
-                        inv.arg(
-                            serde_json::to_string(patch).expect("a JSON map always serializes"),
-                        );
-                    }
+                }
+                for patch in op.change.patches {
+                    // Canonical compact JSON: the script compares keys as written.
+                    inv.arg(serde_json::to_string(patch).expect("a JSON map always serializes"));
                 }
                 let reply: Vec<String> = inv.invoke_async(&mut c).await?;
                 self.replicated(&mut c, key).await?;
                 Ok(reply)
             })
-        };
-        let short = op.cycle_to.is_none() && base.is_some();
-        let mut reply: Result<Vec<String>, StoreError> = call(!short).await;
-        if short && matches!(&reply, Ok(r) if r.first().map(String::as_str) == Some("changed")) {
-            reply = call(true).await;
-        }
+            .await;
         if mode == "mark" && reply.is_err() {
             // The mark may have been set although the answer was lost.
             self.release(key, new_sid).await;

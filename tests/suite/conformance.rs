@@ -53,17 +53,17 @@ async fn save_under<S: SessionStore>(
     policy: Policy,
 ) -> SaveOutcome<Ticket> {
     let read = s.load(t, now).await.unwrap();
-    save_against(s, t, patch, now, policy, read.as_ref().map(|r| &r.data)).await
+    save_against(s, t, patch, now, policy, read.as_deref()).await
 }
 
-/// A save made against `base`, which may no longer be the session's data.
+/// A save made against `base`, which may no longer be the session as it is.
 async fn save_against<S: SessionStore>(
     s: &S,
     t: &Ticket,
     patch: Value,
     now: u64,
     policy: Policy,
-    base: Option<&SessionData>,
+    base: Option<&SessionRecord>,
 ) -> SaveOutcome<Ticket> {
     let patches = [obj(patch)];
     let op = SaveOp {
@@ -436,7 +436,7 @@ pub async fn json_survives_the_server_side_merge(s: impl SessionStore) {
     for read_first in [false, true] {
         let t = create(&s, &new_record(start.clone(), *T0_CELL, &POLICY)).await;
         let read = s.load(&t, *T0_CELL).await.unwrap().unwrap();
-        let base = read_first.then_some(&read.data);
+        let base = read_first.then_some(&*read);
         let out = save_against(&s, &t, patch.clone(), *T0_CELL + 1, POLICY, base).await;
         let (t, _) = saved(out);
         assert_eq!(data(&s, &t, *T0_CELL + 2).await.unwrap(), expected);
@@ -454,7 +454,7 @@ pub async fn a_save_against_a_stale_read_loses_nothing(s: impl SessionStore) {
     let t = create(&s, &new_record(json!({"a": 1, "o": {"x": 1}}), t0, &POLICY)).await;
     let stale = s.load(&t, t0).await.unwrap().unwrap();
     let (t, _) = saved(save(&s, &t, json!({"b": 2, "o": {"y": 2}}), t0 + 1).await);
-    let out = save_against(&s, &t, json!({"c": 3, "o": {"x": null}}), t0 + 2, POLICY, Some(&stale.data)).await;
+    let out = save_against(&s, &t, json!({"c": 3, "o": {"x": null}}), t0 + 2, POLICY, Some(&*stale)).await;
     let (t, record) = saved(out);
     let expected = json!({"a": 1, "b": 2, "c": 3, "o": {"y": 2}});
     assert_eq!(Value::Object(record.data.to_map()), expected);
@@ -478,7 +478,7 @@ pub async fn a_saved_expiry_outlives_the_ttl_and_later_saves(s: impl SessionStor
         now_ms: t0 + 1,
         policy: POLICY,
         expect: None,
-        base: Some(&read.data),
+        base: Some(&*read),
     };
     let (t, record) = saved(s.save(&t, &op).await.unwrap());
     assert_eq!(record.expiry_s, Some(1_000));
@@ -495,6 +495,42 @@ pub async fn a_saved_expiry_outlives_the_ttl_and_later_saves(s: impl SessionStor
         json!({"a": 1, "b": 2, "c": 3})
     );
     assert_eq!(data(&s, &t, t0 + 1_500_000).await, None);
+}
+
+/// A save made against a read taken before another write set the
+/// session's expiry keeps that expiry: the lifetime the stale read implies
+/// (the TTL) is not what the session gets.
+pub async fn a_save_against_a_stale_expiry_keeps_the_newer(s: impl SessionStore) {
+    if !s.revocable() {
+        // Not applicable: a cookie holds the whole session, last writer wins.
+        return;
+    }
+    let t0 = *T0_CELL;
+    let t = create(&s, &new_record(json!({"a": 1}), t0, &POLICY)).await;
+    let stale = s.load(&t, t0).await.unwrap().unwrap();
+    let op = SaveOp {
+        change: Change {
+            patches: &[],
+            expiry_s: Some(1_000),
+        },
+        cycle_to: None,
+        now_ms: t0 + 1,
+        policy: POLICY,
+        expect: None,
+        base: Some(&*stale),
+    };
+    let (t, record) = saved(s.save(&t, &op).await.unwrap());
+    assert_eq!(record.expiry_s, Some(1_000));
+    // Same data as the stale read; only the expiry moved on.
+    let out = save_against(&s, &t, json!({"b": 2}), t0 + 2, POLICY, Some(&*stale)).await;
+    let (t, record) = saved(out);
+    assert_eq!(record.expiry_s, Some(1_000), "the newer expiry is kept");
+    assert_eq!(record.expires_ms, t0 + 2 + 1_000_000);
+    assert_eq!(
+        data(&s, &t, t0 + 500_000).await.unwrap(),
+        json!({"a": 1, "b": 2}),
+        "alive past the TTL (100 s), inside the expiry"
+    );
 }
 
 /// Every check in turn, each against a fresh store from `make`.
@@ -529,4 +565,5 @@ where
     json_survives_the_server_side_merge(make().await).await;
     a_save_against_a_stale_read_loses_nothing(make().await).await;
     a_saved_expiry_outlives_the_ttl_and_later_saves(make().await).await;
+    a_save_against_a_stale_expiry_keeps_the_newer(make().await).await;
 }

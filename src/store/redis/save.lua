@@ -5,7 +5,6 @@
 -- ARGV: now_ms, ttl_s, absolute_ttl_s (-1: none), max_bytes, expiry_s ('' : unchanged),
 --       the write's deadline (ms, Redis's clock), the data the sender read
 --       ('': not known) and its result with the patches applied;
---       then, unless those eight are all (see below):
 --       cycle ('none' | 'move': write KEYS[2], delete KEYS[1] |
 --              'mark': keep KEYS[1], marked as moving for ARGV[11] ms by the
 --              cycle named by the new sid),
@@ -14,11 +13,9 @@
 --       ('': no tombstone), the tombstone's lifetime (ms),
 --       the subject key as JSON text ('': no check), n, the n JSON texts
 --       the result's subject may have (n = 0: no subject), patch...
--- With the first eight alone (the common write: no cycle, no subject, the
--- data read known), a session that no longer holds the data read is left
--- alone and answered 'changed': the sender calls again with the rest.
--- Each argument costs Redis about 1,100 instructions (callgrind), so the
--- common write sends the eight it needs, not seventeen.
+-- The common write (no cycle, no subject, the session read known) is
+-- put.lua's; this script is sent when that one answers 'changed', and for
+-- every other write.
 local past, clock = late(ARGV[6])
 if past then return {'late', past} end
 local h = redis.call('HMGET', KEYS[1], 'd', 'sid', 'c', 'e', 'x', 'm')
@@ -37,8 +34,6 @@ if ARGV[7] ~= '' and subject == '' and h[1] == ARGV[7] then
   -- Unchanged since the sender read it: its merge of these same patches
   -- is this script's, without parsing the session in Lua.
   out = ARGV[8]
-elseif #ARGV == 8 then
-  return {'changed'}
 else
   local parse, merge, serialize = json()
   data = parse(h[1])

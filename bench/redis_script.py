@@ -13,10 +13,16 @@ instructions per call, beside two floors measured the same way:
 load, so two builds' scripts compare across runs.
 
     python3 bench/redis_script.py [--calls 2000]
+    python3 bench/redis_script.py --check bench/redis_script.baseline.json
+
+--check FILE fails (exit 1) when put or save costs more than 5% over the
+baseline in FILE (recorded with --write FILE and the same --calls: a
+call's share of the fixed costs depends on their number).
 """
 
 import argparse
 import glob
+import json
 import os
 import socket
 import subprocess
@@ -26,6 +32,7 @@ import time
 LUA = os.path.join(os.path.dirname(__file__), "..", "src", "store", "redis")
 DATA = '{"n":1,"name":"bench","roles":["user"],"user_id":42}'
 KEY = "sessiongate:{lv_I4ZeioGva4hu1Ovx6Kg}"
+TOLERANCE = 0.05
 
 
 def lua(name):
@@ -42,7 +49,10 @@ def free_port():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--check", help="baseline file: fail when put or save grows by more than 5%%")
+    ap.add_argument("--write", help="record this run's put and save as the baseline in this file")
     args = ap.parse_args()
+    counts = {}
     port = free_port()
     work = tempfile.mkdtemp(prefix="sg-redis-script-")
 
@@ -60,16 +70,17 @@ def main():
                 break
             time.sleep(0.3)
         prelude = lua("deadline.lua") + lua("merge.lua")
+        # (row, script, arguments, name in a baseline)
         scripts = [
-            ("put (the common write)", lua("deadline.lua") + lua("put.lua"), "put"),
-            ("save (session as read)", prelude + lua("save.lua"), "save"),
-            ("return 1, save's arguments and prelude", prelude + "return 1", "save"),
-            ("return 1, no arguments", "return 1", None),
+            ("put (the common write)", lua("deadline.lua") + lua("put.lua"), "put", "put"),
+            ("save (session as read)", prelude + lua("save.lua"), "save", "save"),
+            ("return 1, save's arguments and prelude", prelude + "return 1", "save", None),
+            ("return 1, no arguments", "return 1", None, None),
         ]
         print(f"instructions per EVALSHA in redis-server, {args.calls} calls (callgrind)")
         print("| script | instructions |")
         print("| --- | ---: |")
-        for name, text, kind in scripts:
+        for name, text, kind, guarded in scripts:
             sha = cli("script", "load", text)
             now = int(time.time() * 1000)
             cli("hset", KEY, "d", DATA, "sid", "s1", "c", str(now), "e", str(now + 10**9))
@@ -79,6 +90,11 @@ def main():
                 None: [],
             }[kind]
             cmd = ["EVALSHA", sha, "1", KEY] + argv
+            if guarded:
+                # Counted only on the path the bench's write takes.
+                reply = cli(*cmd)
+                if not reply.startswith("saved"):
+                    raise SystemExit(f"{name}: answered {reply!r}, not saved")
             for f in glob.glob(f"{work}/callgrind.out*"):
                 os.remove(f)
             subprocess.run(["callgrind_control", "-z"], capture_output=True, check=True)
@@ -96,9 +112,28 @@ def main():
                     break
                 time.sleep(0.2)
             print(f"| {name} | {total // args.calls:,} |")
+            if guarded:
+                counts[guarded] = total // args.calls
     finally:
         cli("shutdown", "nosave")
         vg.wait()
+    if args.write:
+        with open(args.write, "w") as f:
+            json.dump({"calls": args.calls, **counts}, f, indent=2)
+            f.write("\n")
+    if args.check:
+        with open(args.check) as f:
+            base = json.load(f)
+        if base.pop("calls") != args.calls:
+            raise SystemExit(f"{args.check} was recorded with another --calls")
+        failed = False
+        for script, v in base.items():
+            grown = counts[script] / v - 1
+            verdict = "ok" if grown <= TOLERANCE else "GREW"
+            print(f"{script}: {counts[script]:,} against a baseline of {v:,} ({grown:+.1%}) {verdict}")
+            failed |= grown > TOLERANCE
+        if failed:
+            raise SystemExit(f"a script grew by more than {TOLERANCE:.0%} over {args.check}")
 
 
 if __name__ == "__main__":

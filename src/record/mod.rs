@@ -121,6 +121,37 @@ pub fn apply(
     if !change.patches.is_empty() {
         record.data = record.data.merged(change.patches);
     }
+    renew(record, change, policy, now)
+}
+
+/// `apply` to a session the caller keeps: its data is read for the merge,
+/// not copied first.
+pub fn apply_to(
+    read: &SessionRecord,
+    change: &Change<'_>,
+    policy: &Policy,
+    now: UnixMillis,
+) -> Result<Applied, UpdateError> {
+    let data = if change.patches.is_empty() {
+        read.data.clone()
+    } else {
+        read.data.merged(change.patches)
+    };
+    let record = SessionRecord {
+        data,
+        sid: read.sid.clone(),
+        ..*read
+    };
+    renew(record, change, policy, now)
+}
+
+/// The rest of `apply` once the patches are merged.
+fn renew(
+    mut record: SessionRecord,
+    change: &Change<'_>,
+    policy: &Policy,
+    now: UnixMillis,
+) -> Result<Applied, UpdateError> {
     if let Some(e) = change.expiry_s {
         record.expiry_s = Some(e);
     }
@@ -158,6 +189,42 @@ mod tests {
         match a {
             Applied::Saved(r) => r,
             Applied::Emptied => panic!("emptied"),
+        }
+    }
+
+    #[test]
+    fn apply_to_a_kept_session_agrees_with_apply() {
+        let read = saved(
+            apply(
+                SessionRecord::new("s".into(), 0),
+                &Change {
+                    patches: &[patch(json!({"a": 1, "o": {"x": 1}}))],
+                    expiry_s: Some(500),
+                },
+                &POLICY,
+                1_000,
+            )
+            .unwrap(),
+        );
+        let big = "x".repeat(2_000);
+        let changes = [
+            (vec![], None),
+            (vec![], Some(0)),
+            (vec![patch(json!({"b": 2, "o": {"x": null}}))], None),
+            (vec![patch(json!({"a": null, "o": null}))], None),
+            (vec![patch(json!({"big": big}))], Some(7)),
+        ];
+        for (patches, expiry_s) in &changes {
+            let change = Change {
+                patches,
+                expiry_s: *expiry_s,
+            };
+            // UpdateError has no PartialEq: outcomes compare as printed.
+            assert_eq!(
+                format!("{:?}", apply_to(&read, &change, &POLICY, 9_000)),
+                format!("{:?}", apply(read.clone(), &change, &POLICY, 9_000)),
+                "{patches:?} {expiry_s:?}"
+            );
         }
     }
 

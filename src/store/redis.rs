@@ -18,7 +18,7 @@ use topology::{Conn, Topology, backend};
 
 use super::{OpenError, Revoked, SaveOp, SaveOutcome, ServerStore, StoreError};
 use crate::config::RedisConfig;
-use crate::record::{Applied, UpdateError, apply};
+use crate::record::{Applied, UpdateError, apply_to};
 use crate::record::{ID_B64_LEN, SessionId};
 use crate::record::{IndexEntry, Listed, value_texts};
 use crate::record::{SessionRecord, UnixMillis};
@@ -423,17 +423,6 @@ impl ServerStore for RedisStore {
         let key = self.key(id);
         let script = &self.save_script;
         let policy = op.policy;
-        // A cycle on one server is one script over both keys. Cluster puts
-        // the new id in another slot: the old session is marked as moving
-        // (read-only, and expiring by itself when the mark ends) until the
-        // new one exists, then deleted.
-        let cluster = matches!(self.topology, Topology::Cluster(_));
-        let (mode, new_key, new_sid) = match &op.cycle_to {
-            None => ("none", None, ""),
-            Some((_, sid)) if cluster => ("mark", None, sid.as_str()),
-            Some((new_id, sid)) => ("move", Some(self.key(new_id)), sid.as_str()),
-        };
-        let mark_ms = self.mark_ms();
         let (until, deadline) = (Instant::now() + self.timeout, self.deadline());
         // With the session the request read, the merge and the new deadline
         // are worked out here. The common write (no cycle, no subject) puts
@@ -442,7 +431,7 @@ impl ServerStore for RedisStore {
         // within the same timeout.
         let mut base = op.base.filter(|_| op.expect.is_none());
         if let (None, Some(read)) = (&op.cycle_to, base)
-            && let Ok(Applied::Saved(result)) = apply(read.clone(), &op.change, &policy, op.now_ms)
+            && let Ok(Applied::Saved(result)) = apply_to(read, &op.change, &policy, op.now_ms)
         {
             match self
                 .put(&key, read, &result, op.now_ms, (until, deadline))
@@ -458,6 +447,17 @@ impl ServerStore for RedisStore {
                 Put::Changed => base = None,
             }
         }
+        // A cycle on one server is one script over both keys. Cluster puts
+        // the new id in another slot: the old session is marked as moving
+        // (read-only, and expiring by itself when the mark ends) until the
+        // new one exists, then deleted.
+        let cluster = matches!(self.topology, Topology::Cluster(_));
+        let (mode, new_key, new_sid) = match &op.cycle_to {
+            None => ("none", None, ""),
+            Some((_, sid)) if cluster => ("mark", None, sid.as_str()),
+            Some((new_id, sid)) => ("move", Some(self.key(new_id)), sid.as_str()),
+        };
+        let mark_ms = self.mark_ms();
         // A cycle of a session that is still what was read stores the merge
         // done here (save.lua compares the data read).
         let merged = base.map(|b| b.data.merged(op.change.patches));

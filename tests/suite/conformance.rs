@@ -80,6 +80,29 @@ async fn save_against<S: SessionStore>(
     s.save(t, &op).await.unwrap()
 }
 
+/// A save that sets `expiry=N` (Django's `set_expiry`), made against `base`.
+async fn save_expiry<S: SessionStore>(
+    s: &S,
+    t: &Ticket,
+    patches: &[Map<String, Value>],
+    expiry_s: u64,
+    now: u64,
+    base: &SessionRecord,
+) -> SaveOutcome<Ticket> {
+    let op = SaveOp {
+        change: Change {
+            patches,
+            expiry_s: Some(expiry_s),
+        },
+        cycle_to: None,
+        now_ms: now,
+        policy: POLICY,
+        expect: None,
+        base: Some(base),
+    };
+    s.save(t, &op).await.unwrap()
+}
+
 async fn data<S: SessionStore>(s: &S, t: &Ticket, now: u64) -> Option<Value> {
     s.load(t, now)
         .await
@@ -469,18 +492,7 @@ pub async fn a_saved_expiry_outlives_the_ttl_and_later_saves(s: impl SessionStor
     let t = create(&s, &new_record(json!({"a": 1}), t0, &POLICY)).await;
     let read = s.load(&t, t0).await.unwrap().unwrap();
     let patches = [obj(json!({"b": 2}))];
-    let op = SaveOp {
-        change: Change {
-            patches: &patches,
-            expiry_s: Some(1_000),
-        },
-        cycle_to: None,
-        now_ms: t0 + 1,
-        policy: POLICY,
-        expect: None,
-        base: Some(&*read),
-    };
-    let (t, record) = saved(s.save(&t, &op).await.unwrap());
+    let (t, record) = saved(save_expiry(&s, &t, &patches, 1_000, t0 + 1, &read).await);
     assert_eq!(record.expiry_s, Some(1_000));
     assert_eq!(record.expires_ms, t0 + 1 + 1_000_000);
     assert!(
@@ -508,18 +520,7 @@ pub async fn a_save_against_a_stale_expiry_keeps_the_newer(s: impl SessionStore)
     let t0 = *T0_CELL;
     let t = create(&s, &new_record(json!({"a": 1}), t0, &POLICY)).await;
     let stale = s.load(&t, t0).await.unwrap().unwrap();
-    let op = SaveOp {
-        change: Change {
-            patches: &[],
-            expiry_s: Some(1_000),
-        },
-        cycle_to: None,
-        now_ms: t0 + 1,
-        policy: POLICY,
-        expect: None,
-        base: Some(&*stale),
-    };
-    let (t, record) = saved(s.save(&t, &op).await.unwrap());
+    let (t, record) = saved(save_expiry(&s, &t, &[], 1_000, t0 + 1, &stale).await);
     assert_eq!(record.expiry_s, Some(1_000));
     // Same data as the stale read; only the expiry moved on.
     let out = save_against(&s, &t, json!({"b": 2}), t0 + 2, POLICY, Some(&*stale)).await;

@@ -228,6 +228,105 @@ async fn redis_stores_a_senders_merge_only_over_the_data_it_read() {
     assert_eq!(stored().trim(), r#"{"a":2,"b":1,"0":3}"#);
 }
 
+/// The common writes that arrive together go to Redis as one script call,
+/// and each keeps its own outcome: stored, gone (deleted meanwhile),
+/// merged by the save script (changed meanwhile), or failed alone (its key
+/// turned into another type).
+#[tokio::test]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn redis_writes_made_together_share_one_call_and_keep_their_own_outcomes() {
+    if !common::redis::available(
+        "redis_writes_made_together_share_one_call_and_keep_their_own_outcomes",
+    ) {
+        return;
+    }
+    let server = common::redis::RedisServer::start();
+    let config = redis_config(
+        sessiongate::config::RedisTopology::Standalone { url: server.url() },
+        "batch:".into(),
+    );
+    let s = sessiongate::store::redis::RedisStore::open(&config)
+        .await
+        .unwrap();
+    let t0 = *T0_CELL;
+    let key = |t: &Ticket| {
+        let Ticket::Id(id) = t else { unreachable!() };
+        format!("batch:{{{}}}", id.encode())
+    };
+    let mut tickets = Vec::new();
+    for n in 0..5 {
+        tickets.push(create(&s, &new_record(json!({"n": n}), t0, &POLICY)).await);
+    }
+    // Both scripts loaded, so that the call counts below are the writes'.
+    let warm = create(&s, &new_record(json!({"w": 0}), t0, &POLICY)).await;
+    let stale = s.load(&warm, t0).await.unwrap().unwrap();
+    saved(save(&s, &warm, json!({"w": 1}), t0 + 1).await);
+    saved(save_against(&s, &warm, json!({"w": 2}), t0 + 2, POLICY, Some(&*stale)).await);
+
+    let mut read = Vec::new();
+    for t in &tickets {
+        read.push(s.load(t, t0).await.unwrap().unwrap());
+    }
+    s.delete(&tickets[1]).await.unwrap();
+    saved(save(&s, &tickets[2], json!({"other": true}), t0 + 1).await);
+    server.cli(&["del", &key(&tickets[3])]);
+    server.cli(&["set", &key(&tickets[3]), "not a hash"]);
+    assert!(server.cli(&["config", "resetstat"]).contains("OK"));
+
+    let patches = [obj(json!({"batched": 1}))];
+    let ops: Vec<SaveOp> = read
+        .iter()
+        .map(|r| SaveOp {
+            change: Change {
+                patches: &patches,
+                expiry_s: None,
+            },
+            cycle_to: None,
+            now_ms: t0 + 2,
+            policy: POLICY,
+            expect: None,
+            base: Some(&**r),
+        })
+        .collect();
+    // One runtime thread: every save queues before the sender runs.
+    let outcomes =
+        futures_util::future::join_all(tickets.iter().zip(&ops).map(|(t, op)| s.save(t, op))).await;
+    let mut outcomes = outcomes.into_iter();
+    let mut next = || outcomes.next().unwrap();
+    assert_eq!(
+        saved(next().unwrap()).1.data.as_str(),
+        r#"{"batched":1,"n":0}"#
+    );
+    assert!(matches!(next().unwrap(), SaveOutcome::Gone));
+    assert_eq!(
+        saved(next().unwrap()).1.data.as_str(),
+        r#"{"n":2,"other":true,"batched":1}"#,
+        "merged over the write made since it was read"
+    );
+    let failed = next().unwrap_err();
+    assert!(
+        format!("{failed:?}").contains("wrongtype"),
+        "its own error: {failed:?}"
+    );
+    saved(next().unwrap());
+    assert_eq!(
+        data(&s, &tickets[4], t0 + 3).await,
+        Some(json!({"n": 4, "batched": 1}))
+    );
+    let stats = server.cli(&["info", "commandstats"]);
+    let evalsha = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .expect("EVALSHA was called");
+    assert!(
+        evalsha.starts_with("cmdstat_evalsha:calls=2,"),
+        "one call for the five writes, one merge: {evalsha}"
+    );
+}
+
 /// A `redis://` URL's password and database are the direct connection's
 /// login: the whole suite passes through them, the sessions land in that
 /// database, and a wrong password is a store error, never a hang.

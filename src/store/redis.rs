@@ -9,12 +9,14 @@
 
 mod connection;
 mod index;
+mod puts;
 mod reply;
 pub(crate) mod resp;
 mod topology;
 
+use puts::{Link, Put, PutJob, Puts};
 use reply::{record, saved_fields, subject_of_text, unexpected, with_data};
-use topology::{Conn, Topology, backend};
+use topology::{Conn, Topology, backend, replicated};
 
 use super::{OpenError, Revoked, SaveOp, SaveOutcome, ServerStore, StoreError};
 use crate::config::RedisConfig;
@@ -73,13 +75,14 @@ const FINISH_SCRIPT: &str = "if redis.call('HGET', KEYS[1], 'mt') == ARGV[1] the
      redis.call('PEXPIRE', KEYS[1], ARGV[3]) end \
      return 1 end return 0";
 pub struct RedisStore {
-    topology: Topology,
+    topology: Arc<Topology>,
     prefix: String,
     timeout: Duration,
     /// `replicas_ack`: replicas that must hold a write before it is acknowledged.
     replicas: u32,
     save_script: Script,
-    put_script: Script,
+    /// The common writes, several to a call.
+    puts: Puts,
     create_script: Script,
     delete_script: Script,
     release_script: Script,
@@ -89,27 +92,24 @@ pub struct RedisStore {
     index_script: Script,
 }
 
-/// What put.lua did with a write.
-enum Put {
-    Saved,
-    Gone,
-    /// The session is no longer what was read: the save script merges.
-    Changed,
-}
-
 impl RedisStore {
     /// Connects lazily where the client allows it: a Redis that is down at
     /// start makes requests fail (per `on_store_error`) until it is back.
     pub async fn open(cfg: &RedisConfig) -> Result<Self, OpenError> {
         crate::install_crypto_provider();
-        let topology = Topology::open(cfg).await?;
+        let topology = Arc::new(Topology::open(cfg).await?);
         Ok(RedisStore {
+            puts: Puts::new(Link {
+                topology: topology.clone(),
+                script: Script::new(PUT_SCRIPT),
+                timeout: cfg.timeout,
+                replicas: cfg.replicas_ack,
+            }),
             topology,
             prefix: cfg.key_prefix.clone(),
             timeout: cfg.timeout,
             replicas: cfg.replicas_ack,
             save_script: Script::new(SAVE_SCRIPT),
-            put_script: Script::new(PUT_SCRIPT),
             create_script: Script::new(CREATE_SCRIPT),
             delete_script: Script::new(DELETE_SCRIPT),
             release_script: Script::new(RELEASE_SCRIPT),
@@ -155,47 +155,8 @@ impl RedisStore {
         crate::record::now_ms() + self.timeout.as_millis() as u64
     }
 
-    /// With `replicas_ack`, waits (Redis `WAIT`, on this connection, so
-    /// covering the write just made) until that many replicas hold the
-    /// write, within the timeout; fewer is an error, and the client is told
-    /// the write failed although the master has it (a failover may keep it
-    /// or lose it). On Cluster, `WAIT` goes to the master of `key`'s slot.
     async fn replicated(&self, c: &mut Conn, key: &str) -> Result<(), RedisError> {
-        if self.replicas == 0 {
-            return Ok(());
-        }
-        let mut wait = ::redis::cmd("WAIT");
-        wait.arg(self.replicas)
-            // Half the timeout: a shortfall is then reported as one, before
-            // the operation's own timeout ends the wait.
-            .arg((self.timeout / 2).as_millis().max(1) as u64);
-        let acked: i64 = match c {
-            // To the key's master only (the client would ask every master
-            // and report the least, failing every write while any shard has
-            // no replica, as right after a failover).
-            Conn::Cluster(cluster) => {
-                use ::redis::cluster_routing::{
-                    Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
-                };
-                let route = Route::with_key(key, SlotAddr::Master);
-                let reply = cluster
-                    .route_command(
-                        wait,
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                    )
-                    .await?;
-                ::redis::from_redis_value(reply)?
-            }
-            other => wait.query_async(other).await?,
-        };
-        if acked < i64::from(self.replicas) {
-            return Err(RedisError::from((
-                ::redis::ErrorKind::Io,
-                "fewer replicas than replicas_ack hold the write",
-                format!("{acked} of {}", self.replicas),
-            )));
-        }
-        Ok(())
+        replicated(c, key, self.replicas, self.timeout).await
     }
 
     /// How long a Cluster cycle keeps the old session marked as moving: the
@@ -306,48 +267,6 @@ impl RedisStore {
         self.run_until(Instant::now() + self.timeout, f).await
     }
 
-    /// Stores `result`, worked out from `read`, if the session at `key` is
-    /// still what was read (put.lua).
-    async fn put(
-        &self,
-        key: &str,
-        read: &SessionRecord,
-        result: &SessionRecord,
-        now: UnixMillis,
-        (until, deadline): (Instant, u64),
-    ) -> Result<Put, StoreError> {
-        let script = &self.put_script;
-        let expiry = |x: Option<u64>| x.map(|x| x.to_string()).unwrap_or_default();
-        let reply: Vec<String> = self
-            .run_until(until, move |mut c| async move {
-                let reply: Vec<String> = script
-                    .key(key)
-                    .arg(now)
-                    .arg(deadline)
-                    .arg(read.data.as_str())
-                    .arg(read.created_ms)
-                    .arg(expiry(read.expiry_s))
-                    .arg(if result.expiry_s == read.expiry_s {
-                        String::new()
-                    } else {
-                        expiry(result.expiry_s)
-                    })
-                    .arg(result.expires_ms)
-                    .arg(result.data.as_str())
-                    .invoke_async(&mut c)
-                    .await?;
-                self.replicated(&mut c, key).await?;
-                Ok(reply)
-            })
-            .await?;
-        match reply.first().map(String::as_str) {
-            Some("saved") => Ok(Put::Saved),
-            Some("gone") => Ok(Put::Gone),
-            Some("changed") => Ok(Put::Changed),
-            _ => Err(unexpected("save", &reply)),
-        }
-    }
-
     /// `run` within what is left until `until`: a write sent a second
     /// time shares the first one's timeout.
     async fn run_until<T, F, Fut>(&self, until: Instant, f: F) -> Result<T, StoreError>
@@ -361,7 +280,7 @@ impl RedisStore {
             Ok(Err(e)) => Err(backend(e)),
             Err(_) => Err(StoreError::Timeout),
         };
-        if let Topology::Sentinel(s) = &self.topology {
+        if let Topology::Sentinel(s) = &*self.topology {
             // Perhaps a failover: ask the sentinels again next time.
             s.invalidate().await;
         }
@@ -433,14 +352,24 @@ impl ServerStore for RedisStore {
         if let (None, Some(read)) = (&op.cycle_to, base)
             && let Ok(Applied::Saved(result)) = apply_to(read, &op.change, &policy, op.now_ms)
         {
-            match self
-                .put(&key, read, &result, op.now_ms, (until, deadline))
-                .await?
-            {
+            let result = Arc::new(result);
+            let job = PutJob {
+                key: key.clone(),
+                now_ms: op.now_ms,
+                deadline_ms: deadline,
+                read: (
+                    read.data.as_str().to_owned(),
+                    read.created_ms,
+                    read.expiry_s,
+                ),
+                result: result.clone(),
+                until,
+            };
+            match self.puts.put(job).await? {
                 Put::Saved => {
                     return Ok(SaveOutcome::Saved {
                         id: *id,
-                        record: Arc::new(result),
+                        record: result,
                     });
                 }
                 Put::Gone => return Ok(SaveOutcome::Gone),
@@ -451,7 +380,7 @@ impl ServerStore for RedisStore {
         // the new id in another slot: the old session is marked as moving
         // (read-only, and expiring by itself when the mark ends) until the
         // new one exists, then deleted.
-        let cluster = matches!(self.topology, Topology::Cluster(_));
+        let cluster = matches!(*self.topology, Topology::Cluster(_));
         let (mode, new_key, new_sid) = match &op.cycle_to {
             None => ("none", None, ""),
             Some((_, sid)) if cluster => ("mark", None, sid.as_str()),

@@ -22,6 +22,52 @@ pub(super) fn backend(e: RedisError) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
+/// With `replicas_ack`, waits (Redis `WAIT`, on this connection, so
+/// covering the write just made) until that many replicas hold the
+/// write, within the timeout; fewer is an error, and the client is told
+/// the write failed although the master has it (a failover may keep it
+/// or lose it). On Cluster, `WAIT` goes to the master of `key`'s slot.
+pub(super) async fn replicated(
+    c: &mut Conn,
+    key: &str,
+    replicas: u32,
+    timeout: Duration,
+) -> Result<(), RedisError> {
+    if replicas == 0 {
+        return Ok(());
+    }
+    let mut wait = ::redis::cmd("WAIT");
+    wait.arg(replicas)
+        // Half the timeout: a shortfall is then reported as one, before
+        // the operation's own timeout ends the wait.
+        .arg((timeout / 2).as_millis().max(1) as u64);
+    let acked: i64 = match c {
+        // To the key's master only (the client would ask every master
+        // and report the least, failing every write while any shard has
+        // no replica, as right after a failover).
+        Conn::Cluster(cluster) => {
+            use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+            let route = Route::with_key(key, SlotAddr::Master);
+            let reply = cluster
+                .route_command(
+                    wait,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await?;
+            ::redis::from_redis_value(reply)?
+        }
+        other => wait.query_async(other).await?,
+    };
+    if acked < i64::from(replicas) {
+        return Err(RedisError::from((
+            ::redis::ErrorKind::Io,
+            "fewer replicas than replicas_ack hold the write",
+            format!("{acked} of {}", replicas),
+        )));
+    }
+    Ok(())
+}
+
 /// Sentinel: the master's address is asked of the sentinels, and asked again
 /// after a connection error, so a failover is followed without a restart.
 pub(super) struct SentinelConn {

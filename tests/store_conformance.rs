@@ -327,6 +327,46 @@ async fn redis_writes_made_together_share_one_call_and_keep_their_own_outcomes()
     );
 }
 
+/// A store opened on one runtime goes on writing on another once the first
+/// is gone (a command-line tool's runtime, a test's): the task that sends
+/// the common writes starts again on the runtime in use.
+#[test]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+fn redis_writes_go_on_after_the_runtime_that_sent_them_ends() {
+    if !common::redis::available("redis_writes_go_on_after_the_runtime_that_sent_them_ends") {
+        return;
+    }
+    let server = common::redis::RedisServer::start();
+    let config = redis_config(
+        sessiongate::config::RedisTopology::Standalone { url: server.url() },
+        "runtimes:".into(),
+    );
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let t0 = *T0_CELL;
+    let first = runtime();
+    let (s, t) = first.block_on(async {
+        let s = sessiongate::store::redis::RedisStore::open(&config)
+            .await
+            .unwrap();
+        let t = create(&s, &new_record(json!({"n": 0}), t0, &POLICY)).await;
+        saved(save(&s, &t, json!({"n": 1}), t0 + 1).await);
+        (s, t)
+    });
+    drop(first);
+    runtime().block_on(async {
+        saved(save(&s, &t, json!({"n": 2}), t0 + 2).await);
+        assert_eq!(data(&s, &t, t0 + 3).await, Some(json!({"n": 2})));
+    });
+}
+
 /// A `redis://` URL's password and database are the direct connection's
 /// login: the whole suite passes through them, the sessions land in that
 /// database, and a wrong password is a store error, never a hang.

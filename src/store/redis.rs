@@ -280,10 +280,7 @@ impl RedisStore {
             Ok(Err(e)) => Err(backend(e)),
             Err(_) => Err(StoreError::Timeout),
         };
-        if let Topology::Sentinel(s) = &*self.topology {
-            // Perhaps a failover: ask the sentinels again next time.
-            s.invalidate().await;
-        }
+        self.topology.failed().await;
         result
     }
 }

@@ -213,7 +213,20 @@ impl Link {
     }
 }
 
+/// Held by each of a socket's two tasks: however the task ends (a panic,
+/// or its runtime shutting down while the store lives on), the socket is
+/// closed, so that commands fail and the next one opens a new socket
+/// instead of waiting for replies no task will read.
+struct CloseOnExit(Arc<Link>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close("the connection's task ended");
+    }
+}
+
 async fn write_loop(link: Arc<Link>, mut socket: OwnedWriteHalf) {
+    let _close = CloseOnExit(link.clone());
     let mut spare = Vec::new();
     loop {
         link.wake_writer.notified().await;
@@ -239,6 +252,7 @@ async fn write_loop(link: Arc<Link>, mut socket: OwnedWriteHalf) {
 }
 
 async fn read_loop(link: Arc<Link>, mut socket: OwnedReadHalf) {
+    let _close = CloseOnExit(link.clone());
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
     loop {
         match socket.read_buf(&mut buf).await {

@@ -1,7 +1,7 @@
 //! The common writes (put.lua) of one moment, sent to Redis as one script
 //! call. Redis runs scripts one at a time, on one core that every instance
 //! shares, so what a write costs there bounds the writes of the whole
-//! fleet. Of the 80,000 instructions a lone put costs Redis, about 30,000
+//! fleet. Of the 80,000 instructions a lone put costs Redis, about 31,000
 //! are the call's (EVALSHA and its arguments, the clock); sixteen writes in
 //! one call cost 50,000 each (callgrind, `bench/redis_script.py`).
 //!
@@ -189,10 +189,7 @@ async fn call(link: &Link, batch: &[Queued]) -> Result<Vec<String>, StoreError> 
 
 /// Answers every write of a failed call with its error.
 async fn fail(link: &Link, batch: Vec<Queued>, error: StoreError) {
-    if let Topology::Sentinel(s) = &*link.topology {
-        // Perhaps a failover: ask the sentinels again next time.
-        s.invalidate().await;
-    }
+    link.topology.failed().await;
     let shared = Arc::new(error);
     for (_, tx) in batch {
         let _ = tx.send(Err(match &*shared {

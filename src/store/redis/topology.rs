@@ -160,6 +160,14 @@ fn open_err(what: &str) -> impl FnOnce(RedisError) -> OpenError + '_ {
 }
 
 impl Topology {
+    /// After an operation failed: perhaps a failover, so Sentinel is asked
+    /// for the master again next time.
+    pub(super) async fn failed(&self) {
+        if let Topology::Sentinel(s) = self {
+            s.invalidate().await;
+        }
+    }
+
     /// The connections `cfg` names; only Cluster connects before returning
     /// (to learn the slots).
     pub(super) async fn open(cfg: &RedisConfig) -> Result<Topology, OpenError> {

@@ -327,6 +327,39 @@ async fn redis_writes_made_together_share_one_call_and_keep_their_own_outcomes()
     );
 }
 
+/// A Redis that lost its scripts (restarted, or `SCRIPT FLUSH`) is sent
+/// the common write's script again, and the write is stored.
+#[tokio::test]
+#[cfg_attr(
+    not(tool_redis),
+    ignore = "needs redis-server (apt-get install redis-server)"
+)]
+async fn redis_writes_load_their_script_again_after_a_script_flush() {
+    if !common::redis::available("redis_writes_load_their_script_again_after_a_script_flush") {
+        return;
+    }
+    let server = common::redis::RedisServer::start();
+    let config = redis_config(
+        sessiongate::config::RedisTopology::Standalone { url: server.url() },
+        "flushed:".into(),
+    );
+    let s = sessiongate::store::redis::RedisStore::open(&config)
+        .await
+        .unwrap();
+    let t0 = *T0_CELL;
+    let t = create(&s, &new_record(json!({"n": 0}), t0, &POLICY)).await;
+    saved(save(&s, &t, json!({"n": 1}), t0 + 1).await);
+    assert!(server.cli(&["script", "flush"]).contains("OK"));
+    assert!(server.cli(&["config", "resetstat"]).contains("OK"));
+    saved(save(&s, &t, json!({"n": 2}), t0 + 2).await);
+    assert_eq!(data(&s, &t, t0 + 3).await, Some(json!({"n": 2})));
+    let errors = server.cli(&["info", "errorstats"]);
+    assert!(
+        errors.contains("errorstat_NOSCRIPT:count=1"),
+        "the write after the flush found no script, once: {errors}"
+    );
+}
+
 /// A store opened on one runtime goes on writing on another once the first
 /// is gone (a command-line tool's runtime, a test's): the task that sends
 /// the common writes starts again on the runtime in use.

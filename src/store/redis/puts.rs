@@ -160,12 +160,28 @@ async fn send(link: &Link, mut batch: Vec<Queued>) {
 
 async fn call(link: &Link, batch: &[Queued]) -> Result<Vec<String>, StoreError> {
     let mut c = link.topology.conn(link.timeout).await?;
-    let mut call = link.script.prepare_invoke();
+    // EVALSHA built here, sized once, rather than through redis-rs's
+    // ScriptInvocation, which keeps each argument in a buffer of its own
+    // and then copies them all into the command: nine allocations and a
+    // copy of the data a write, on the proxy's core that bounds Redis
+    // writes (callgrind, one client: 77,000-77,800 -> 75,740 instructions
+    // a write). NOSCRIPT is answered as redis-rs does: load, send again.
+    let data: usize = batch
+        .iter()
+        .map(|(job, _)| job.key.len() + job.read.0.len() + job.result.data.as_str().len())
+        .sum();
+    // Sized once: each write's numbers take under 100 bytes.
+    let mut cmd = ::redis::Cmd::with_capacity(3 + 9 * batch.len(), 64 + data + 100 * batch.len());
+    cmd.arg("EVALSHA")
+        .arg(link.script.get_hash())
+        .arg(batch.len());
+    for (job, _) in batch {
+        cmd.arg(&job.key);
+    }
     let expiry = |x: Option<u64>| x.map(|x| x.to_string()).unwrap_or_default();
     for (job, _) in batch {
         let ((data, created_ms, expiry_s), result) = (&job.read, &*job.result);
-        call.key(&job.key)
-            .arg(job.now_ms)
+        cmd.arg(job.now_ms)
             .arg(job.deadline_ms)
             .arg(data.as_str())
             .arg(created_ms)
@@ -178,7 +194,15 @@ async fn call(link: &Link, batch: &[Queued]) -> Result<Vec<String>, StoreError> 
             .arg(result.expires_ms)
             .arg(result.data.as_str());
     }
-    let replies: Vec<String> = call.invoke_async(&mut c).await.map_err(backend)?;
+    let replies: Vec<String> = match cmd.query_async(&mut c).await {
+        // A Redis that restarted, or was flushed of its scripts.
+        Err(e) if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) => {
+            link.script.load_async(&mut c).await.map_err(backend)?;
+            cmd.query_async(&mut c).await
+        }
+        other => other,
+    }
+    .map_err(backend)?;
     // One WAIT covers every write of the call (made before it on this
     // connection); on Cluster the call is one write.
     replicated(&mut c, &batch[0].0.key, link.replicas, link.timeout)

@@ -173,6 +173,26 @@ fn redis_config(
     }
 }
 
+/// A store on `server` (standalone) whose keys start with `prefix`.
+fn standalone_config(
+    server: &common::redis::RedisServer,
+    prefix: &str,
+) -> sessiongate::config::RedisConfig {
+    redis_config(
+        sessiongate::config::RedisTopology::Standalone { url: server.url() },
+        prefix.into(),
+    )
+}
+
+async fn standalone_store(
+    server: &common::redis::RedisServer,
+    prefix: &str,
+) -> sessiongate::store::redis::RedisStore {
+    sessiongate::store::redis::RedisStore::open(&standalone_config(server, prefix))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(tool_redis),
@@ -206,13 +226,7 @@ async fn redis_stores_a_senders_merge_only_over_the_data_it_read() {
         return;
     }
     let server = common::redis::RedisServer::start();
-    let config = redis_config(
-        sessiongate::config::RedisTopology::Standalone { url: server.url() },
-        "merge:".into(),
-    );
-    let s = sessiongate::store::redis::RedisStore::open(&config)
-        .await
-        .unwrap();
+    let s = standalone_store(&server, "merge:").await;
     let t0 = *T0_CELL;
     let t = create(&s, &new_record(json!({"b": 1}), t0, &POLICY)).await;
     let Ticket::Id(id) = &t else { unreachable!() };
@@ -244,13 +258,7 @@ async fn redis_writes_made_together_share_one_call_and_keep_their_own_outcomes()
         return;
     }
     let server = common::redis::RedisServer::start();
-    let config = redis_config(
-        sessiongate::config::RedisTopology::Standalone { url: server.url() },
-        "batch:".into(),
-    );
-    let s = sessiongate::store::redis::RedisStore::open(&config)
-        .await
-        .unwrap();
+    let s = standalone_store(&server, "batch:").await;
     let t0 = *T0_CELL;
     let key = |t: &Ticket| {
         let Ticket::Id(id) = t else { unreachable!() };
@@ -339,13 +347,7 @@ async fn redis_writes_load_their_script_again_after_a_script_flush() {
         return;
     }
     let server = common::redis::RedisServer::start();
-    let config = redis_config(
-        sessiongate::config::RedisTopology::Standalone { url: server.url() },
-        "flushed:".into(),
-    );
-    let s = sessiongate::store::redis::RedisStore::open(&config)
-        .await
-        .unwrap();
+    let s = standalone_store(&server, "flushed:").await;
     let t0 = *T0_CELL;
     let t = create(&s, &new_record(json!({"n": 0}), t0, &POLICY)).await;
     saved(save(&s, &t, json!({"n": 1}), t0 + 1).await);
@@ -373,10 +375,7 @@ fn redis_writes_go_on_after_the_runtime_that_sent_them_ends() {
         return;
     }
     let server = common::redis::RedisServer::start();
-    let config = redis_config(
-        sessiongate::config::RedisTopology::Standalone { url: server.url() },
-        "runtimes:".into(),
-    );
+    let config = standalone_config(&server, "runtimes:");
     let runtime = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
